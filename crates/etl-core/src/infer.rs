@@ -1,0 +1,198 @@
+//! Lossless type inference: a column gets a non-text type only when every value in
+//! it turns back into exactly the same text. `007`, `+5`, `1.50` and `1e3` stay
+//! text; `true`/`false` are booleans; `2024-01-02T03:04:05Z` is a timestamp.
+//!
+//! Why lossless: the pipeline promises rows arrive *unaltered*, and the verifier
+//! proves it by digesting values read back from Postgres. A lossy inference (say,
+//! `1.50` stored as 1.5) would make an honest pipeline look like it altered data.
+
+use chrono::{DateTime, Utc};
+
+use crate::{FieldType, Value, value::format_timestamp};
+
+fn as_int(s: &str) -> Option<i64> {
+    let v: i64 = s.parse().ok()?;
+    (v.to_string() == s).then_some(v)
+}
+
+fn as_double(s: &str) -> Option<f64> {
+    let v: f64 = s.parse().ok()?;
+    (v.is_finite() && v.to_string() == s).then_some(v)
+}
+
+fn as_bool(s: &str) -> Option<bool> {
+    match s {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn as_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    // Cheap filter first: most text is not a timestamp.
+    if s.len() < 20 || s.as_bytes().get(4) != Some(&b'-') {
+        return None;
+    }
+    let t = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
+    // Postgres keeps microseconds; finer values would not come back the same.
+    let micros_exact = t.timestamp_subsec_nanos() % 1000 == 0;
+    (micros_exact && format_timestamp(&t) == s).then_some(t)
+}
+
+/// Tracks which types every value seen so far fits; the column's type is the most
+/// specific one still possible when the column ends.
+#[derive(Clone, Debug)]
+pub struct ColumnInference {
+    bool_ok: bool,
+    int_ok: bool,
+    double_ok: bool,
+    ts_ok: bool,
+    non_empty: u64,
+}
+
+impl Default for ColumnInference {
+    fn default() -> Self {
+        Self {
+            bool_ok: true,
+            int_ok: true,
+            double_ok: true,
+            ts_ok: true,
+            non_empty: 0,
+        }
+    }
+}
+
+impl ColumnInference {
+    pub fn observe(&mut self, s: &str) {
+        if s.is_empty() {
+            return;
+        }
+        self.non_empty += 1;
+        if self.bool_ok {
+            self.bool_ok = as_bool(s).is_some();
+        }
+        if self.int_ok {
+            self.int_ok = as_int(s).is_some();
+        }
+        if self.double_ok {
+            self.double_ok = as_double(s).is_some();
+        }
+        if self.ts_ok {
+            self.ts_ok = as_timestamp(s).is_some();
+        }
+    }
+
+    /// A column with no non-empty value is text: nothing proves otherwise.
+    pub fn result(&self) -> FieldType {
+        if self.non_empty == 0 {
+            FieldType::String
+        } else if self.bool_ok {
+            FieldType::Boolean
+        } else if self.int_ok {
+            FieldType::Int64
+        } else if self.double_ok {
+            FieldType::Double
+        } else if self.ts_ok {
+            FieldType::Timestamp
+        } else {
+            FieldType::String
+        }
+    }
+}
+
+/// Infers one type per column from the data rows of a file.
+pub fn infer_columns<R: AsRef<[String]>>(columns: usize, rows: &[R]) -> Vec<FieldType> {
+    let mut cols = vec![ColumnInference::default(); columns];
+    for row in rows {
+        for (c, v) in cols.iter_mut().zip(row.as_ref()) {
+            c.observe(v);
+        }
+    }
+    cols.iter().map(ColumnInference::result).collect()
+}
+
+/// Parses a field of a column already inferred as `ty`. An empty field in a typed
+/// column is Null; in a text column it stays an empty string.
+///
+/// Only fails when `s` does not fit `ty`, which inference over the same column
+/// rules out; callers parsing against a type from elsewhere get `None`.
+pub fn parse_value(s: &str, ty: FieldType) -> Option<Value> {
+    if s.is_empty() && ty != FieldType::String {
+        return Some(Value::Null);
+    }
+    Some(match ty {
+        FieldType::String => Value::Text(s.to_string()),
+        FieldType::Boolean => Value::Bool(as_bool(s)?),
+        FieldType::Int32 | FieldType::Int64 => Value::Int(as_int(s)?),
+        FieldType::Float | FieldType::Double => Value::Double(as_double(s)?),
+        FieldType::Timestamp => Value::Timestamp(as_timestamp(s)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FieldType::*;
+
+    fn infer(vals: &[&str]) -> FieldType {
+        let mut c = ColumnInference::default();
+        vals.iter().for_each(|v| c.observe(v));
+        c.result()
+    }
+
+    #[test]
+    fn infers_most_specific_lossless_type() {
+        assert_eq!(infer(&["true", "false", ""]), Boolean);
+        assert_eq!(infer(&["1", "-2", "30"]), Int64);
+        assert_eq!(infer(&["1", "2.5"]), Double);
+        assert_eq!(
+            infer(&["2024-01-02T03:04:05Z", "2024-01-02T03:04:05.500Z"]),
+            Timestamp
+        );
+        // chrono writes milliseconds as three digits, so `.5` would come back as `.500`.
+        assert_eq!(infer(&["2024-01-02T03:04:05.5Z"]), String);
+        assert_eq!(infer(&["hello", "1"]), String);
+        assert_eq!(infer(&[]), String);
+        assert_eq!(infer(&["", ""]), String);
+    }
+
+    #[test]
+    fn values_that_would_change_stay_text() {
+        for v in [
+            "007", "+5", "1.50", "1e3", "1.0", "NaN", "inf", "TRUE", "True",
+        ] {
+            assert_eq!(infer(&[v]), String, "{v}");
+        }
+        // Offsets and nanoseconds would not survive Postgres.
+        assert_eq!(infer(&["2024-01-02T03:04:05+02:00"]), String);
+        assert_eq!(infer(&["2024-01-02T03:04:05.123456789Z"]), String);
+        // Beyond 2^53 an integer is not exactly a double.
+        assert_eq!(infer(&["9007199254740993", "0.5"]), String);
+    }
+
+    #[test]
+    fn parse_value_round_trips_to_the_same_text() {
+        for (s, ty) in [
+            ("true", Boolean),
+            ("42", Int64),
+            ("-3.25", Double),
+            ("2024-01-02T03:04:05.123Z", Timestamp),
+            ("x", String),
+            ("", String),
+        ] {
+            let v = parse_value(s, ty).expect("fits");
+            assert_eq!(v.canonical_text(), s);
+        }
+        assert_eq!(parse_value("", Int64), Some(Value::Null));
+        assert_eq!(parse_value("x", Int64), None);
+    }
+
+    #[test]
+    fn infer_columns_per_column() {
+        let rows = vec![
+            vec!["a".to_string(), "1".to_string(), "true".to_string()],
+            vec!["b".to_string(), "2".to_string(), "false".to_string()],
+        ];
+        assert_eq!(infer_columns(3, &rows), vec![String, Int64, Boolean]);
+    }
+}

@@ -1,0 +1,131 @@
+//! One way to run a gRPC server: reflection and `grpc.health.v1` always on, the
+//! listener handed in by the caller (so tests bind port 0 and read the real port),
+//! and the server stopping when the [`Shutdown`] trips.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic_health::{
+    ServingStatus,
+    pb::{HealthCheckRequest, health_check_response, health_client::HealthClient},
+    server::HealthReporter,
+};
+
+use crate::Shutdown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("health check of {addr} failed: {reason}")]
+    Probe { addr: String, reason: String },
+}
+
+/// Binds `addr` (port 0 allowed) and logs the address actually bound, which
+/// is the one a test or supervisor must use.
+pub async fn bind(what: &str, addr: &str) -> Result<TcpListener, GrpcError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| GrpcError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(listener = what, addr = %local, "listening");
+    }
+    Ok(listener)
+}
+
+/// The health status of one service: SERVING only while its own dependencies answer.
+/// Sets both the named service and the server-wide `""` entry that probes ask for.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: &'static str,
+}
+
+impl Health {
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status(self.service, status).await;
+        self.reporter.set_service_status("", status).await;
+    }
+}
+
+/// Routes holding reflection and health for `service` (its full proto name,
+/// e.g. `etl.v1.Extractor`), initially NOT_SERVING. Add the service itself to
+/// the returned builder.
+pub async fn base_routes(service: &'static str) -> Result<(RoutesBuilder, Health), GrpcError> {
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    let health = Health { reporter, service };
+    health.set(false).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(etl_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let mut routes = Routes::builder();
+    routes.add_service(health_server).add_service(reflection);
+    Ok((routes, health))
+}
+
+/// Serves `routes` on `listener` until `shutdown` trips; in-flight calls finish.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: Shutdown,
+) -> Result<(), GrpcError> {
+    tonic::transport::Server::builder()
+        .layer(etl_telemetry::grpc::ServerTraceLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.wait().await
+        })
+        .await?;
+    Ok(())
+}
+
+/// Asks the `grpc.health.v1` service at `addr` (`host:port` or `http://host:port`)
+/// whether it is SERVING. Used by `<binary> healthcheck`, by etlctl and by tests.
+pub async fn probe_health(addr: &str) -> Result<bool, GrpcError> {
+    let url = if addr.starts_with("http") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let err = |reason: String| GrpcError::Probe {
+        addr: addr.to_string(),
+        reason,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let resp = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| err(e.message().to_string()))?;
+    Ok(resp.into_inner().status() == health_check_response::ServingStatus::Serving)
+}
+
+/// Formats a bound address as a client URL.
+pub fn http_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}

@@ -1,0 +1,201 @@
+//! sftp-gateway: the SFTP server files are uploaded to, and the live notice
+//! that tells the pipeline an upload is complete.
+//!
+//! An uploader (the extractor, or any SFTP client) logs in as a user, writes
+//! a file as a hidden temporary name in `input/` and renames it into place.
+//! The gateway sees the rename (or the close of a file written in place),
+//! publishes a `FileReady` event, and the connect-manager, subscribed over
+//! gRPC `WatchFiles`, reads the file back over SFTP.
+//!
+//! # Layout, in the order data flows
+//! - [`config`]: flags and `ETL_*` env twins ([`Config`]).
+//! - `users`: who may log in (passwords, OpenSSH authorized keys); `host_key`:
+//!   the server's identity, generated on first start.
+//! - `ssh`: accepts connections, authenticates, starts the `sftp` subsystem;
+//!   drains in-flight uploads on shutdown.
+//! - `sftp`: the SFTP v3 operations (open/read/write/close, stat, directories,
+//!   rename, …) with SFTP status codes for errors.
+//! - `tree`: each user's root (`<data-dir>/<user>` with `input/`, `finished/`,
+//!   `error/`) and the confinement of every path to it.
+//! - [`notify`]: completed uploads become [`FileReady`] events (broadcast) inside
+//!   an `sftp.receive` span that joins the uploader's announced trace.
+//! - `api`: gRPC `etl.v1.SftpGateway` (`WatchFiles`, `AnnounceUpload`), served
+//!   next to health and reflection.
+//! - [`Error`]: the one error type.
+//!
+//! [`start`] binds both listeners and returns a [`Running`] at once.
+
+pub mod config;
+mod error;
+pub mod notify;
+
+mod api;
+mod host_key;
+mod sftp;
+mod ssh;
+mod tree;
+mod users;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+pub use config::Config;
+pub use error::Error;
+pub use etl_proto::v1::FileReady;
+use etl_proto::v1::sftp_gateway_server::SftpGatewayServer;
+use etl_service::Shutdown;
+pub use notify::Notifier;
+use tokio::{sync::broadcast, task::JoinHandle};
+
+/// The gRPC service name, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "etl.v1.SftpGateway";
+
+/// A started gateway.
+pub struct Running {
+    /// The SFTP (SSH) listener's bound address.
+    pub sftp_addr: SocketAddr,
+    /// The gRPC listener's bound address.
+    pub grpc_addr: SocketAddr,
+    notifier: Notifier,
+    host_key_fingerprint: String,
+    ssh_task: JoinHandle<Result<(), Error>>,
+    grpc_task: JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// FileReady events from now on, in process, without gRPC.
+    pub fn subscribe(&self) -> broadcast::Receiver<FileReady> {
+        self.notifier.subscribe()
+    }
+
+    /// The event hub (subscribe, announce uploads) for in-process users.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// `SHA256:…` fingerprint of the host key, for clients that pin it.
+    pub fn host_key_fingerprint(&self) -> &str {
+        &self.host_key_fingerprint
+    }
+
+    /// Waits until both servers stopped (after the shutdown passed to
+    /// [`start`] tripped, or one of them failed, which stops the other).
+    pub async fn wait(self) -> Result<(), Error> {
+        let ssh = join("SFTP server", self.ssh_task).await;
+        let grpc = join("gRPC server", self.grpc_task).await;
+        ssh.and(grpc)
+    }
+}
+
+async fn join(what: &'static str, task: JoinHandle<Result<(), Error>>) -> Result<(), Error> {
+    task.await.map_err(|e| Error::Task {
+        what,
+        reason: e.to_string(),
+    })?
+}
+
+/// Prepares the user trees and the host key, binds the SFTP and gRPC
+/// listeners (port 0 allowed; see [`Running`] for the bound addresses), starts
+/// serving and returns. Health turns SERVING once both listen; the gateway
+/// has no dependency to wait for.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    config.validate()?;
+    // A failing server stops its sibling through this child, not the caller's token.
+    let shutdown = shutdown.child();
+
+    let users = users::Users::from_config(&config)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let mut trees = HashMap::new();
+    for name in users.names() {
+        let tree =
+            tree::UserTree::create(&config.data_dir, name).map_err(|source| Error::DataDir {
+                path: config.data_dir.join(name),
+                source,
+            })?;
+        trees.insert(name.to_string(), Arc::new(tree));
+    }
+    let host_key = host_key::load_or_generate(&config.host_key_path())?;
+    let host_key_fingerprint = host_key
+        .fingerprint(russh::keys::HashAlg::Sha256)
+        .to_string();
+    let notifier = Notifier::new(&config.watch_dirs);
+
+    let sftp_listener = etl_service::bind("sftp", &config.sftp_addr).await?;
+    let grpc_listener = etl_service::bind("grpc", &config.grpc_addr).await?;
+    let local = |l: &tokio::net::TcpListener, addr: &str| {
+        l.local_addr().map_err(|source| Error::Listener {
+            addr: addr.to_string(),
+            source,
+        })
+    };
+    let sftp_addr = local(&sftp_listener, &config.sftp_addr)?;
+    let grpc_addr = local(&grpc_listener, &config.grpc_addr)?;
+
+    let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
+    routes.add_service(SftpGatewayServer::new(api::GatewayApi {
+        notifier: notifier.clone(),
+        shutdown: shutdown.clone(),
+    }));
+
+    let user_count = users.len();
+    let shared = Arc::new(ssh::Shared {
+        users,
+        trees,
+        notifier: notifier.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let ssh_config = Arc::new(ssh::server_config(host_key));
+    let ssh_task = {
+        let shutdown = shutdown.clone();
+        let addr = config.sftp_addr.clone();
+        tokio::spawn(async move {
+            let result = ssh::serve(sftp_listener, ssh_config, shared, shutdown.clone())
+                .await
+                .map_err(|source| Error::Listener { addr, source });
+            if result.is_err() {
+                shutdown.trigger();
+            }
+            result
+        })
+    };
+    let grpc_task = {
+        let shutdown = shutdown.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            let serve = etl_service::serve_grpc(grpc_listener, routes.routes(), shutdown.clone());
+            let not_serving = async {
+                shutdown.wait().await;
+                health.set(false).await;
+                std::future::pending::<()>().await;
+            };
+            let result = tokio::select! {
+                r = serve => r.map_err(Error::from),
+                _ = not_serving => Ok(()),
+            };
+            if result.is_err() {
+                shutdown.trigger();
+            }
+            result
+        })
+    };
+    health.set(true).await;
+    tracing::info!(
+        %sftp_addr,
+        %grpc_addr,
+        users = user_count,
+        data_dir = %config.data_dir.display(),
+        host_key = %host_key_fingerprint,
+        watched = ?config.watch_dirs,
+        "sftp-gateway started"
+    );
+    Ok(Running {
+        sftp_addr,
+        grpc_addr,
+        notifier,
+        host_key_fingerprint,
+        ssh_task,
+        grpc_task,
+    })
+}

@@ -1,0 +1,223 @@
+//! FileReady events: over gRPC `WatchFiles`, in process, and with the trace
+//! context announced by `AnnounceUpload`.
+
+use std::time::Duration;
+
+use etl_proto::v1::{AnnounceUploadRequest, FileReady, TraceContext, WatchFilesRequest};
+use etl_sftp::{SftpAuth, SftpClient};
+use sftp_gateway::config::UserSpec;
+use tonic::Streaming;
+
+use crate::helpers::{Gateway, assert_no_event, next_event};
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+async fn watch(gw: &Gateway, user: &str, directory: &str) -> Streaming<FileReady> {
+    gw.grpc()
+        .await
+        .watch_files(WatchFilesRequest {
+            user: user.into(),
+            directory: directory.into(),
+        })
+        .await
+        .expect("WatchFiles")
+        .into_inner()
+}
+
+async fn next_grpc(stream: &mut Streaming<FileReady>) -> FileReady {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a FileReady within 10 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+async fn assert_quiet(stream: &mut Streaming<FileReady>) {
+    if let Ok(Ok(Some(ev))) =
+        tokio::time::timeout(Duration::from_millis(300), stream.message()).await
+    {
+        panic!("unexpected event: {ev:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_upload_is_announced_over_grpc_but_not_its_temporary() {
+    let gw = Gateway::start().await;
+    let mut stream = watch(&gw, "etl", "input").await;
+    let client = gw.client().await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+
+    client
+        .write_atomic("input", "a.csv", b"label,title\n1,x\n")
+        .await
+        .expect("upload");
+    // The .a.csv.part closes before the rename: had it been announced, it would come first.
+    let ev = next_grpc(&mut stream).await;
+    assert_eq!(ev.user, "etl");
+    assert_eq!(ev.path, "input/a.csv");
+    assert_eq!(ev.size, 16);
+    assert!(ev.completed_at_unix_ms >= before, "{ev:?}");
+    assert_eq!(
+        ev.trace.unwrap_or_default().traceparent,
+        "",
+        "no announcement, no trace"
+    );
+    assert_quiet(&mut stream).await;
+
+    // Outside the watched directory: nothing. A plain write in input/: on close.
+    client
+        .write("finished/b.csv", b"b")
+        .await
+        .expect("write finished");
+    client
+        .write("input/c.csv", b"cc")
+        .await
+        .expect("write input");
+    let ev = next_grpc(&mut stream).await;
+    assert_eq!((ev.path.as_str(), ev.size), ("input/c.csv", 2));
+    assert_quiet(&mut stream).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_trace_rides_the_file_ready() {
+    let gw = Gateway::start().await;
+    let mut grpc = gw.grpc().await;
+    let mut stream = watch(&gw, "", "").await;
+    grpc.announce_upload(AnnounceUploadRequest {
+        user: "etl".into(),
+        path: "input/traced.csv".into(),
+        trace: Some(TraceContext {
+            traceparent: TRACEPARENT.into(),
+            tracestate: "vendor=x".into(),
+        }),
+    })
+    .await
+    .expect("AnnounceUpload");
+    let client = gw.client().await;
+    client
+        .write_atomic("input", "traced.csv", b"t")
+        .await
+        .expect("upload");
+    let ev = next_grpc(&mut stream).await;
+    assert_eq!(ev.path, "input/traced.csv");
+    let trace = ev.trace.unwrap_or_default();
+    // The event carries the gateway's sftp.receive span, a child in the uploader's trace.
+    assert_eq!(
+        etl_telemetry::trace_id_of(&trace.traceparent),
+        Some(TRACE_ID),
+        "{trace:?}"
+    );
+    assert_eq!(trace.tracestate, "vendor=x");
+
+    // An announcement is used once: the next upload of the same name has none.
+    client
+        .write_atomic("input", "traced.csv", b"t2")
+        .await
+        .expect("upload again");
+    let ev = next_grpc(&mut stream).await;
+    assert_eq!(ev.trace.unwrap_or_default().traceparent, "");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_announcements_are_invalid_arguments() {
+    let gw = Gateway::start().await;
+    let mut grpc = gw.grpc().await;
+    for (user, path) in [
+        ("etl", "../x.csv"),
+        ("etl", ""),
+        ("../etl", "input/x.csv"),
+        ("", "input/x.csv"),
+    ] {
+        let status = grpc
+            .announce_upload(AnnounceUploadRequest {
+                user: user.into(),
+                path: path.into(),
+                trace: None,
+            })
+            .await
+            .expect_err("invalid");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{user} {path}: {status:?}"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_filter_by_user_and_directory() {
+    let gw = Gateway::start_with(|c, _| {
+        c.users.push(UserSpec {
+            name: "alice".into(),
+            password: "pw".into(),
+        });
+        c.watch_dirs = vec!["input".into(), "inbox".into()];
+    })
+    .await;
+    let mut alice_only = watch(&gw, "alice", "").await;
+    let mut inbox_only = watch(&gw, "", "inbox").await;
+    let mut everything = gw.subscribe();
+
+    let etl = gw.client().await;
+    let alice = SftpClient::connect(&gw.config("alice", SftpAuth::Password("pw".into())))
+        .await
+        .expect("alice");
+    etl.write_atomic("input", "e.csv", b"e")
+        .await
+        .expect("etl upload");
+    alice.mkdir_all("inbox").await.expect("mkdir inbox");
+    alice
+        .write_atomic("inbox", "a.csv", b"a")
+        .await
+        .expect("alice upload");
+
+    let first = next_event(&mut everything).await;
+    let second = next_event(&mut everything).await;
+    assert_eq!(
+        (first.user.as_str(), first.path.as_str()),
+        ("etl", "input/e.csv")
+    );
+    assert_eq!(
+        (second.user.as_str(), second.path.as_str()),
+        ("alice", "inbox/a.csv")
+    );
+    assert_no_event(&mut everything).await;
+
+    assert_eq!(next_grpc(&mut alice_only).await.path, "inbox/a.csv");
+    assert_quiet(&mut alice_only).await;
+    let ev = next_grpc(&mut inbox_only).await;
+    assert_eq!(
+        (ev.user.as_str(), ev.path.as_str()),
+        ("alice", "inbox/a.csv")
+    );
+    assert_quiet(&mut inbox_only).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_and_watch_streams_end_on_shutdown() {
+    let gw = Gateway::start().await;
+    let addr = gw.grpc_addr.to_string();
+    assert!(
+        etl_service::probe_health(&addr).await.expect("probe"),
+        "SERVING once listening"
+    );
+    let mut stream = watch(&gw, "", "").await;
+    gw.stop().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+    assert!(
+        matches!(end, Ok(Ok(None)) | Ok(Err(_))),
+        "the stream ends with the server: {end:?}"
+    );
+    assert!(
+        etl_service::probe_health(&addr).await.is_err(),
+        "nothing answers after shutdown"
+    );
+}

@@ -12,8 +12,10 @@
 //!   file) and the verifier (who reads its rows back from Postgres).
 //! - [`value`] and [`schema`]: typed values and Kafka Connect schemas.
 //! - [`infer`]: lossless column type inference from a file's text.
+//! - [`connector_file`]: connector JSON files with `${VAR:-default}` placeholders.
 //! - [`envelope`]: the Kafka Connect JsonConverter envelope (`schema` + `payload`).
 
+pub mod connector_file;
 pub mod digest;
 pub mod envelope;
 pub mod infer;

@@ -1,0 +1,114 @@
+//! The gRPC face of the verifier (`etl.v1.SinkVerifier`): the extractor registers
+//! files and completes runs; anyone asks for or watches a run's report.
+
+use std::{pin::Pin, sync::Arc};
+
+use etl_proto::v1::{
+    CompleteRunRequest, CompleteRunResponse, GetReportRequest, RegisterFileRequest,
+    RegisterFileResponse, RunReport, sink_verifier_server::SinkVerifier,
+};
+use etl_service::Shutdown;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    manifest::{Manifest, Registration, Registry},
+    watch::Wake,
+};
+
+pub struct Api {
+    registry: Arc<Registry>,
+    wake_tx: mpsc::UnboundedSender<Wake>,
+    shutdown: Shutdown,
+}
+
+impl Api {
+    pub fn new(
+        registry: Arc<Registry>,
+        wake_tx: mpsc::UnboundedSender<Wake>,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            registry,
+            wake_tx,
+            shutdown,
+        }
+    }
+}
+
+type ReportStream = Pin<Box<dyn Stream<Item = Result<RunReport, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SinkVerifier for Api {
+    async fn register_file(
+        &self,
+        request: Request<RegisterFileRequest>,
+    ) -> Result<Response<RegisterFileResponse>, Status> {
+        let manifest = request
+            .into_inner()
+            .manifest
+            .ok_or_else(|| Status::invalid_argument("RegisterFileRequest.manifest is missing"))?;
+        let manifest = Manifest::try_from(manifest)?;
+        let (file, run, rows) = (
+            manifest.file_name.clone(),
+            manifest.run_id.clone(),
+            manifest.row_count,
+        );
+        if self.registry.register(manifest)? == Registration::New {
+            tracing::info!(file = %file, run = %run, rows, "file registered");
+            // The rows may have landed before the manifest: look now.
+            let _ = self.wake_tx.send(Wake::File(file));
+        }
+        Ok(Response::new(RegisterFileResponse {}))
+    }
+
+    async fn complete_run(
+        &self,
+        request: Request<CompleteRunRequest>,
+    ) -> Result<Response<CompleteRunResponse>, Status> {
+        let req = request.into_inner();
+        self.registry.complete(&req.run_id, req.files)?;
+        tracing::info!(run = %req.run_id, files = req.files, "run completed");
+        Ok(Response::new(CompleteRunResponse {}))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<GetReportRequest>,
+    ) -> Result<Response<RunReport>, Status> {
+        let report = self.registry.report(&request.into_inner().run_id)?;
+        Ok(Response::new(report))
+    }
+
+    type WatchReportStream = ReportStream;
+
+    async fn watch_report(
+        &self,
+        request: Request<GetReportRequest>,
+    ) -> Result<Response<Self::WatchReportStream>, Status> {
+        let mut reports = self.registry.subscribe(&request.into_inner().run_id)?;
+        let (tx, rx) = mpsc::channel(4);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                // Only the latest report matters: a slow reader skips states
+                // rather than queueing them.
+                let report = reports.borrow_and_update().clone();
+                let complete = report.complete;
+                if tx.send(Ok(report)).await.is_err() || complete {
+                    return;
+                }
+                tokio::select! {
+                    changed = reports.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = shutdown.wait() => {
+                        let _ = tx.send(Err(Status::unavailable("sink-verifier is shutting down"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

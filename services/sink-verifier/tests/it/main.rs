@@ -1,0 +1,8 @@
+//! Integration tests: a real Postgres (testkit, one database per test), the
+//! verifier in-process on port 0, and a gRPC client talking to it over the wire.
+
+mod helpers;
+mod verify;
+
+/// Tests return errors instead of unwrapping, so a failure says what went wrong.
+type TestResult = Result<(), Box<dyn std::error::Error>>;

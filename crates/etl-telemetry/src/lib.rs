@@ -11,9 +11,15 @@
 //! - [`grpc`]: the tower layer servers use to join the caller's trace, and the
 //!   interceptor clients use to send theirs.
 //! - [`names`]: span names and attribute keys, in one greppable place.
+//! - [`jaeger`]: reading a trace back from the Jaeger query API; the waterfall view.
+//! - `collector` (feature `collector`): an in-process OTLP collector with the Jaeger
+//!   UI, for the local stack and for tests.
 
+#[cfg(feature = "collector")]
+pub mod collector;
 pub mod context;
 pub mod grpc;
+pub mod jaeger;
 pub mod names;
 
 use std::io::IsTerminal;

@@ -1,0 +1,324 @@
+//! `etlctl demo`: the whole pipeline, end to end, against the local stack.
+//!
+//! up (if needed) → generate N rows into `<dir>/input/` → apply the connectors →
+//! `Extractor.StartRun` → follow `WatchRun` → follow `SinkVerifier.WatchReport` until
+//! the report is complete or the timeout passes → print the report and write
+//! `<dir>/report.json`. The stack stays up.
+
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use etl_core::review::LabelScheme;
+use etl_proto::v1::extractor_client::ExtractorClient;
+use etl_proto::v1::sink_verifier_client::SinkVerifierClient;
+use etl_proto::v1::{
+    GetReportRequest, RunProgress, RunReport, SourceSpec, StartRunRequest, WatchRunRequest,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use tonic::transport::Channel;
+
+use crate::cli::DemoArgs;
+use crate::report::{DemoReport, ExtractSummary};
+use crate::stack::{Service, ServiceState, StackInfo, write_atomically};
+use crate::supervise::unix_ms;
+use crate::{connectors, generate, up};
+
+/// How the demo ended.
+pub enum Outcome {
+    /// The report is complete; `passed` says whether every row landed exactly once.
+    Finished { passed: bool },
+    /// The timeout passed first; a partial report was printed and written.
+    TimedOut,
+}
+
+pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
+    let labels: LabelScheme = args.labels.parse().map_err(anyhow::Error::msg)?;
+    if args.rows == 0 {
+        anyhow::bail!("--rows must be at least 1");
+    }
+    let plan = args.stack.plan()?;
+    let stack = up::ensure_up(&plan, Duration::from_secs(args.up_timeout), false).await?;
+    let dir = &plan.dir;
+    let not_running: Vec<String> = stack
+        .services
+        .iter()
+        .filter(|s| matches!(s.state, ServiceState::Disabled | ServiceState::Missing))
+        .map(|s| format!("{} ({})", s.name, s.state))
+        .collect();
+    if !not_running.is_empty() {
+        anyhow::bail!(
+            "the stack in {} runs without {}: the demo needs all four services              (`etlctl down --dir {}`, build them, then run the demo again)",
+            dir.root().display(),
+            not_running.join(", "),
+            dir.root().display()
+        );
+    }
+
+    let input = generate::input_path(&dir.input(), args.rows, args.seed, labels);
+    println!(
+        "generating {} rows (seed {}, {labels} labels) into {}",
+        args.rows,
+        args.seed,
+        input.display()
+    );
+    let (rows, seed, path) = (args.rows, args.seed, input.clone());
+    tokio::task::spawn_blocking(move || generate::generate_input(&path, rows, seed, labels))
+        .await??;
+
+    let connect_url = url(&stack, Service::ConnectManager)?;
+    connectors::apply_dir(&args.connectors_dir, &connect_url, Some(&stack)).await?;
+
+    let mut extractor = ExtractorClient::new(channel(&url(&stack, Service::Extractor)?).await?);
+    let run_id = format!("demo-{}", unix_ms());
+    let timeout = Duration::from_secs(args.timeout);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let run_id = extractor
+        .start_run(StartRunRequest {
+            sources: vec![SourceSpec {
+                name: "demo".to_owned(),
+                path: input.display().to_string(),
+                label_scheme: labels.to_string(),
+            }],
+            run_id,
+            chunk_size: args.chunk_size,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("Extractor.StartRun failed: {}", s.message()))?
+        .into_inner()
+        .run_id;
+    println!("run {run_id} started");
+
+    let (extract, mut timed_out) = watch_run(&mut extractor, &run_id, args.rows, deadline).await?;
+    let mut verifier =
+        SinkVerifierClient::new(channel(&url(&stack, Service::SinkVerifier)?).await?);
+    let report = if timed_out {
+        get_report(&mut verifier, &run_id).await
+    } else {
+        let (report, report_timed_out) = watch_report(&mut verifier, &run_id, deadline).await;
+        timed_out = report_timed_out;
+        report
+    };
+    let elapsed = started.elapsed();
+
+    let demo = DemoReport::new(
+        &report,
+        input.display().to_string(),
+        args.rows,
+        elapsed,
+        extract.as_ref().map(ExtractSummary::from),
+    );
+    write_atomically(&dir.report_json(), demo.to_json().as_bytes())
+        .with_context(|| format!("cannot write {}", dir.report_json().display()))?;
+    println!();
+    print!("{}", demo.render());
+    println!("report written to {}", dir.report_json().display());
+    if timed_out {
+        eprintln!(
+            "timed out after {}s before the report was complete (raise --timeout; the logs are in {})",
+            timeout.as_secs(),
+            dir.logs().display()
+        );
+        return Ok(Outcome::TimedOut);
+    }
+    Ok(Outcome::Finished {
+        passed: demo.passed,
+    })
+}
+
+fn url(stack: &StackInfo, service: Service) -> anyhow::Result<String> {
+    stack
+        .grpc_url(service)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("stack.json names no {service}"))
+}
+
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("bad URL {url}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("{url} is unreachable (`etlctl status` shows the stack)"))
+}
+
+/// A progress bar on a terminal; `None` (plain lines instead) otherwise.
+fn bar(len: u64, what: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    let template = format!(
+        "{{spinner}} {what:<8} [{{bar:40}}] {{pos}}/{{len}} rows ({{per_sec}}, {{elapsed}}) {{msg}}"
+    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+/// Follows the extractor's progress until the run is done. Returns the last progress
+/// and whether the deadline passed first.
+async fn watch_run(
+    client: &mut ExtractorClient<Channel>,
+    run_id: &str,
+    rows: u64,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<(Option<RunProgress>, bool)> {
+    let mut stream = client
+        .watch_run(WatchRunRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("Extractor.WatchRun failed: {}", s.message()))?
+        .into_inner();
+    let bar = bar(rows, "extract");
+    let mut last: Option<RunProgress> = None;
+    let mut last_line = Instant::now();
+    let result = loop {
+        let message = match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => break Ok(true),
+            Ok(Err(status)) => {
+                break Err(anyhow::anyhow!(
+                    "Extractor.WatchRun of {run_id} failed: {}",
+                    status.message()
+                ));
+            }
+            Ok(Ok(None)) => {
+                break Err(anyhow::anyhow!(
+                    "the extractor stopped reporting run {run_id} before it finished \
+                     (see the extractor's log)"
+                ));
+            }
+            Ok(Ok(Some(p))) => p,
+        };
+        let msg = format!("{} files", message.files);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(message.rows_read);
+                bar.set_message(msg);
+            }
+            None if message.done || last_line.elapsed() >= Duration::from_secs(2) => {
+                println!(
+                    "extract: {}/{rows} rows read, {} kept, {msg} uploaded",
+                    message.rows_read, message.rows_kept
+                );
+                last_line = Instant::now();
+            }
+            None => {}
+        }
+        let done = message.done;
+        let error = message.error.clone();
+        last = Some(message);
+        if !error.is_empty() {
+            break Err(anyhow::anyhow!(
+                "the extractor failed run {run_id}: {error}"
+            ));
+        }
+        if done {
+            break Ok(false);
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    result.map(|timed_out| (last, timed_out))
+}
+
+/// Follows the verifier's report until it is complete or the deadline passes
+/// (`true`). Reconnects when the stream ends early (the verifier may have restarted).
+async fn watch_report(
+    client: &mut SinkVerifierClient<Channel>,
+    run_id: &str,
+    deadline: tokio::time::Instant,
+) -> (RunReport, bool) {
+    let request = GetReportRequest {
+        run_id: run_id.to_owned(),
+    };
+    let bar = bar(0, "verify");
+    let mut last = RunReport {
+        run_id: run_id.to_owned(),
+        ..RunReport::default()
+    };
+    let mut last_line = Instant::now();
+    let timed_out = 'outer: loop {
+        let stream = tokio::time::timeout_at(deadline, client.watch_report(request.clone())).await;
+        let mut stream = match stream {
+            Err(_) => break true,
+            Ok(Ok(stream)) => stream.into_inner(),
+            Ok(Err(status)) => {
+                tracing::debug!(error = %status.message(), "WatchReport failed; retrying");
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_secs(1)))
+                    .await
+                    .is_err()
+                {
+                    break true;
+                }
+                continue;
+            }
+        };
+        loop {
+            match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => break 'outer true,
+                Ok(Ok(Some(report))) => {
+                    match &bar {
+                        Some(bar) => {
+                            bar.set_length(report.rows_expected);
+                            bar.set_position(report.rows_landed);
+                            bar.set_message(format!(
+                                "{}/{} files verified",
+                                report.files_verified, report.files
+                            ));
+                        }
+                        None if report.complete
+                            || last_line.elapsed() >= Duration::from_secs(2) =>
+                        {
+                            println!(
+                                "verify: {}/{} rows landed, {}/{} files verified",
+                                report.rows_landed,
+                                report.rows_expected,
+                                report.files_verified,
+                                report.files
+                            );
+                            last_line = Instant::now();
+                        }
+                        None => {}
+                    }
+                    let complete = report.complete;
+                    last = report;
+                    if complete {
+                        break 'outer false;
+                    }
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    let _ = tokio::time::timeout_at(
+                        deadline,
+                        tokio::time::sleep(Duration::from_secs(1)),
+                    )
+                    .await;
+                    continue 'outer;
+                }
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    (last, timed_out)
+}
+
+/// The verifier's report as it stands (for a run that timed out during extraction).
+async fn get_report(client: &mut SinkVerifierClient<Channel>, run_id: &str) -> RunReport {
+    let request = GetReportRequest {
+        run_id: run_id.to_owned(),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), client.get_report(request)).await {
+        Ok(Ok(report)) => report.into_inner(),
+        _ => RunReport {
+            run_id: run_id.to_owned(),
+            ..RunReport::default()
+        },
+    }
+}

@@ -1,0 +1,365 @@
+//! `etlctl supervise`: the one process that owns the local stack. `up` starts it in the
+//! background; it runs until SIGTERM/SIGINT.
+//!
+//! Start: `supervisor.pid` first (so `down` can stop a stack that is still starting),
+//! then Postgres (testkit, cluster in `<dir>/pg`, database `nlp_db`), tansu (testkit,
+//! memory or sqlite), the topic, `stack.json`, and the four services as child
+//! processes. Postgres and tansu carry testkit's watchdog, so they stop even if the
+//! supervisor is killed; the services stay in the supervisor's process group, so
+//! `down` can kill that group as a last resort.
+//!
+//! Run: a service that exits on its own is restarted with exponential backoff (1 s
+//! doubling to 30 s, reset after a minute of uptime); each start and exit is logged
+//! here and as a `==== etlctl` line in the service's own log. A missing binary is
+//! looked for again with the same backoff (it may be being rebuilt).
+//!
+//! Stop, in reverse dependency order: services (SIGTERM, 10 s, SIGKILL), tansu,
+//! Postgres; then `stack.json` and `supervisor.pid` are removed and we exit 0.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use etl_service::{Backoff, Shutdown};
+use testkit::{Broker, PgCluster, Storage};
+
+use crate::process;
+use crate::stack::{DATABASE, KafkaStorage, Service, ServiceState, StackDir, StackInfo, StackPlan};
+
+/// How long a service gets between SIGTERM and SIGKILL.
+const SERVICE_STOP_GRACE: Duration = Duration::from_secs(10);
+/// A service that ran this long before exiting restarts after the shortest delay again.
+const STABLE_UPTIME: Duration = Duration::from_secs(60);
+
+/// Runs the stack described by `plan` until a stop signal, then stops it.
+pub async fn run(plan: StackPlan) -> anyhow::Result<()> {
+    let dir = plan.dir.clone();
+    std::fs::create_dir_all(dir.logs())
+        .with_context(|| format!("cannot create {}", dir.logs().display()))?;
+    let me = std::process::id();
+    if let Some(other) = dir.read_pid()
+        && other != me
+        && process::is_supervisor(other)
+    {
+        anyhow::bail!(
+            "{} is already supervised by pid {other}; `etlctl down --dir {}` first",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
+    dir.write_pid(me)
+        .with_context(|| format!("cannot write {}", dir.pid_file().display()))?;
+    tracing::info!(pid = me, dir = %dir.root().display(), "supervisor starting");
+
+    let shutdown = Shutdown::on_signals();
+    ignore_hangup();
+    let result = run_stack(Arc::new(plan), &shutdown).await;
+    dir.remove_runtime_files();
+    match &result {
+        Ok(()) => tracing::info!("stack stopped"),
+        Err(e) => tracing::error!(error = format!("{e:#}"), "stack failed"),
+    }
+    result
+}
+
+async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let dir = &plan.dir;
+    let started_at = unix_ms();
+
+    let pg = start_postgres(&plan).await?;
+    let db_url = pg
+        .ensure_database(DATABASE)
+        .await
+        .with_context(|| format!("cannot create database {DATABASE}"))?;
+    tracing::info!(url = %db_url, "postgres ready");
+    if shutdown.is_triggered() {
+        return stop_infra(None, pg).await;
+    }
+
+    let broker = start_tansu(&plan).await?;
+    create_topic(&broker, &plan.topic, plan.partitions).await;
+    if shutdown.is_triggered() {
+        return stop_infra(Some(broker), pg).await;
+    }
+
+    let mut info = plan.stack_info(std::process::id(), started_at);
+    if let Some(log) = pg.log_path() {
+        info.postgres.log = log.to_path_buf();
+    }
+    if let Some(log) = broker.log_path() {
+        info.kafka.log = log.to_path_buf();
+    }
+    dir.write_stack(&info)
+        .with_context(|| format!("cannot write {}", dir.stack_json().display()))?;
+    let state = Arc::new(Mutex::new(info));
+
+    let mut services = tokio::task::JoinSet::new();
+    if plan.with_services {
+        for service in Service::ALL {
+            services.spawn(supervise_service(
+                service,
+                plan.clone(),
+                state.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+    tracing::info!(
+        stack = %dir.stack_json().display(),
+        services = plan.with_services,
+        "stack started"
+    );
+
+    shutdown.wait().await;
+    tracing::info!("stopping services");
+    while services.join_next().await.is_some() {}
+    stop_infra(Some(broker), pg).await
+}
+
+async fn start_postgres(plan: &StackPlan) -> anyhow::Result<PgCluster> {
+    let builder = PgCluster::builder()
+        .dir(plan.dir.pg())
+        .port(plan.ports.postgres)
+        .log_dir(plan.dir.logs());
+    let port = plan.ports.postgres;
+    tokio::task::spawn_blocking(move || builder.start())
+        .await?
+        .map_err(|e| match e {
+            testkit::Error::PortInUse { .. } => anyhow::anyhow!(
+                "port {port} is busy (another Postgres?): pick another with --pg-port \
+                 (ETL_PG_PORT)"
+            ),
+            e => anyhow::Error::new(e).context("cannot start postgres"),
+        })
+}
+
+async fn start_tansu(plan: &StackPlan) -> anyhow::Result<Broker> {
+    let storage = match plan.kafka_storage {
+        KafkaStorage::Memory => Storage::Memory,
+        KafkaStorage::Sqlite => Storage::Sqlite(plan.dir.tansu()),
+    };
+    let builder = Broker::builder(storage)
+        .port(plan.ports.kafka)
+        .log_dir(plan.dir.logs());
+    let port = plan.ports.kafka;
+    tokio::task::spawn_blocking(move || builder.start())
+        .await?
+        .map_err(|e| match e {
+            testkit::Error::PortInUse { .. } => anyhow::anyhow!(
+                "port {port} is busy (another Kafka?): pick another with --kafka-port \
+                 (ETL_KAFKA_PORT)"
+            ),
+            e => anyhow::Error::new(e).context("cannot start tansu"),
+        })
+}
+
+/// Creates the topic so the first produce does not depend on auto-creation; one left
+/// by an earlier run (sqlite storage) is fine, and connect-manager may create it too.
+async fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
+    match broker.create_topic(topic, partitions).await {
+        Ok(()) => tracing::info!(topic, partitions, "topic created"),
+        Err(e) if e.to_string().to_lowercase().contains("exists") => {
+            tracing::info!(topic, "topic exists");
+        }
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "cannot create topic; leaving it to the connectors")
+        }
+    }
+}
+
+async fn stop_infra(broker: Option<Broker>, mut pg: PgCluster) -> anyhow::Result<()> {
+    if let Some(mut broker) = broker {
+        tracing::info!("stopping tansu");
+        tokio::task::spawn_blocking(move || broker.stop())
+            .await?
+            .context("cannot stop tansu")?;
+    }
+    tracing::info!("stopping postgres");
+    tokio::task::spawn_blocking(move || pg.stop())
+        .await?
+        .context("cannot stop postgres")?;
+    Ok(())
+}
+
+/// Keeps one service running until shutdown, restarting it when it exits.
+async fn supervise_service(
+    service: Service,
+    plan: Arc<StackPlan>,
+    state: Arc<Mutex<StackInfo>>,
+    shutdown: Shutdown,
+) {
+    let dir = &plan.dir;
+    let log = dir.log(service.name());
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut reported_missing = false;
+    let set = |s: ServiceState, pid: Option<u32>, restarted: bool| {
+        update(&state, dir, service, |info| {
+            info.state = s;
+            info.pid = pid;
+            if restarted {
+                info.restarts += 1;
+            }
+        });
+    };
+    while !shutdown.is_triggered() {
+        let binary = plan.binary(service);
+        if !binary.is_file() {
+            if !reported_missing {
+                tracing::error!(%service, binary = %binary.display(),
+                    "service binary missing; looking again with backoff (build it with `cargo build --bins`)");
+                reported_missing = true;
+                set(ServiceState::Missing, None, false);
+            }
+            if !shutdown.sleep(backoff.next_delay()).await {
+                break;
+            }
+            continue;
+        }
+        reported_missing = false;
+        let mut child = match spawn_service(service, &plan, &log) {
+            Ok(child) => child,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::error!(%service, error = format!("{e:#}"), retry_in_s = delay.as_secs(), "cannot start service");
+                set(ServiceState::Restarting, None, false);
+                if !shutdown.sleep(delay).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let pid = child.id();
+        tracing::info!(%service, pid, log = %log.display(), "service started");
+        set(ServiceState::Running, pid, false);
+        let started = Instant::now();
+        tokio::select! {
+            status = child.wait() => {
+                let uptime = started.elapsed();
+                if uptime >= STABLE_UPTIME {
+                    backoff.reset(Duration::from_secs(1));
+                }
+                let delay = backoff.next_delay();
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                tracing::warn!(%service, %status, uptime_s = uptime.as_secs(),
+                    restart_in_s = delay.as_secs(), log = %log.display(), "service exited; restarting");
+                log_line(&log, &format!("exited ({status}) after {uptime:?}; restarting in {delay:?}"));
+                set(ServiceState::Restarting, None, true);
+                if !shutdown.sleep(delay).await {
+                    break;
+                }
+            }
+            () = shutdown.wait() => {
+                stop_service(service, &mut child, &log).await;
+                break;
+            }
+        }
+    }
+    set(ServiceState::Stopped, None, false);
+}
+
+fn spawn_service(
+    service: Service,
+    plan: &StackPlan,
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let data = plan.dir.service_data(service);
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let binary = plan.binary(service);
+    log_line(log, &format!("starting {}", binary.display()));
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut command = tokio::process::Command::new(&binary);
+    command
+        .envs(plan.service_env(service))
+        .current_dir(plan.dir.root())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // If this task is dropped without stopping the child (a panic), do not leave
+        // the service behind.
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))
+}
+
+async fn stop_service(service: Service, child: &mut tokio::process::Child, log: &Path) {
+    let Some(pid) = child.id() else {
+        return;
+    };
+    if let Err(e) = process::terminate(pid) {
+        tracing::warn!(%service, pid, error = %e, "cannot signal service");
+    }
+    match tokio::time::timeout(SERVICE_STOP_GRACE, child.wait()).await {
+        Ok(status) => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            tracing::info!(%service, pid, %status, "service stopped");
+            log_line(log, &format!("stopped ({status})"));
+        }
+        Err(_) => {
+            tracing::warn!(%service, pid, grace_s = SERVICE_STOP_GRACE.as_secs(),
+                "service ignored SIGTERM; killing it");
+            let _ = child.kill().await;
+            log_line(log, "killed after ignoring SIGTERM");
+        }
+    }
+}
+
+/// Applies `change` to one service's entry and rewrites `stack.json`.
+fn update(
+    state: &Mutex<StackInfo>,
+    dir: &StackDir,
+    service: Service,
+    change: impl FnOnce(&mut crate::stack::ServiceInfo),
+) {
+    let mut info = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(entry) = info.service_mut(service) {
+        change(entry);
+    }
+    if let Err(e) = dir.write_stack(&info) {
+        tracing::warn!(error = %e, "cannot update stack.json");
+    }
+}
+
+/// A `==== etlctl` line in a service's log, so its restarts are visible where its
+/// output is.
+fn log_line(log: &Path, message: &str) {
+    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(
+            file,
+            "==== etlctl (unix time {}): {message}",
+            unix_ms() / 1000
+        );
+    }
+}
+
+/// The supervisor runs detached from any terminal; a hang-up of the terminal that ran
+/// `up` must not stop the stack (only `down` does).
+fn ignore_hangup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP ignored; `etlctl down` stops the stack");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot ignore SIGHUP"),
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,286 @@
+//! etlctl end to end: the real binary starting and stopping real Postgres and tansu in a
+//! temp directory on free ports, so a developer's running stack is never touched.
+
+mod helpers;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use helpers::{
+    TestStack, alive, args, etlctl, fake_services, run, stderr, stdout, tree, wait_until,
+};
+
+#[test]
+fn infra_only_stack_goes_up_and_down_without_leaving_processes() {
+    let stack = TestStack::new();
+    let dir = stack.dir().display().to_string();
+    let mut up = args(&["up", "--without-services", "--timeout", "120"]);
+    up.extend(stack.stack_args());
+
+    let output = run(&up);
+    assert!(output.status.success(), "up failed: {}", stderr(&output));
+    assert!(stdout(&output).contains("stack up"), "{}", stdout(&output));
+
+    let output = run(&args(&["status", "--dir", &dir, "--json"]));
+    assert!(output.status.success(), "status: {}", stdout(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let components = status["components"].as_array().expect("components");
+    let health = |name: &str| {
+        components
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["health"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(health("postgres").as_deref(), Some("healthy"));
+    assert_eq!(health("kafka").as_deref(), Some("healthy"));
+    assert_eq!(health("extractor").as_deref(), Some("disabled"));
+    assert_eq!(
+        status["stack"]["postgres"]["url"],
+        format!("postgres://postgres@127.0.0.1:{}/nlp_db", stack.pg_port)
+    );
+
+    let info = stack.stack_json().expect("stack.json");
+    let supervisor = u32::try_from(info["supervisor_pid"].as_u64().expect("pid")).expect("u32");
+    let processes = tree(supervisor);
+    // The supervisor, postgres (and its workers), tansu and their watchdogs.
+    assert!(processes.len() >= 5, "{processes:?}");
+
+    let output = run(&up);
+    assert!(output.status.success());
+    assert!(
+        stdout(&output).contains("already up"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = run(&args(&["down", "--dir", &dir]));
+    assert!(output.status.success(), "down failed: {}", stderr(&output));
+    assert!(stdout(&output).contains("stopped:"), "{}", stdout(&output));
+    let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "still running after down: {left:?}");
+    assert!(!stack.dir().join("stack.json").exists());
+    assert!(!stack.dir().join("supervisor.pid").exists());
+    // Data and logs stay.
+    assert!(stack.dir().join("pg/data/PG_VERSION").exists());
+    assert!(stack.dir().join("logs/supervisor.log").exists());
+
+    let output = run(&args(&["down", "--dir", &dir]));
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("no stack running"));
+    let output = run(&args(&["status", "--dir", &dir]));
+    assert!(!output.status.success());
+    assert!(stdout(&output).contains("no stack running"));
+}
+
+#[test]
+fn up_explains_busy_ports_and_missing_binaries_before_starting_anything() {
+    let stack = TestStack::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port().to_string();
+
+    let mut up = args(&["up", "--without-services"]);
+    up.extend(stack.stack_args());
+    let pg = up.iter().position(|a| a == "--pg-port").expect("flag") + 1;
+    up[pg] = busy_port.clone();
+    let output = run(&up);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("port {busy_port} is busy")) && message.contains("--pg-port"),
+        "{message}"
+    );
+
+    let empty = stack.tmp.path().join("no-binaries");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let mut up = args(&["up", "--bin-dir", &empty.display().to_string()]);
+    up.extend(stack.stack_args());
+    let output = run(&up);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    for needle in [
+        "service binaries missing",
+        "extractor",
+        "sink-verifier",
+        "--without-services",
+    ] {
+        assert!(message.contains(needle), "{needle} not in: {message}");
+    }
+    assert!(!stack.dir().join("supervisor.pid").exists());
+
+    let output = run(&args(&["trace", "some-file.csv"]));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("not available yet"));
+}
+
+/// The supervisor in the foreground with fake service binaries: services get their
+/// environment, a crashed one is restarted, and SIGTERM stops everything — including a
+/// service that ignores SIGTERM.
+#[test]
+fn supervisor_restarts_crashed_services_and_stops_everything() {
+    let stack = TestStack::new();
+    let bin = stack.tmp.path().join("bin");
+    fake_services(&bin, &["connect-manager"]);
+    let log = std::fs::File::create(stack.tmp.path().join("supervisor.out")).expect("log");
+    let mut supervise: Vec<String> = args(&["supervise", "--bin-dir", &bin.display().to_string()]);
+    supervise.extend(stack.stack_args());
+    let mut supervisor: Child = etlctl()
+        .args(&supervise)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn supervisor");
+
+    let running = |name: &str| {
+        stack.stack_json().and_then(|info| {
+            info["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == name && s["state"] == "running")
+                .and_then(|s| s["pid"].as_u64())
+        })
+    };
+    wait_until("all four services running", Duration::from_secs(90), || {
+        [
+            "extractor",
+            "sftp-gateway",
+            "connect-manager",
+            "sink-verifier",
+        ]
+        .iter()
+        .all(|s| running(s).is_some())
+    });
+
+    let env_file = stack.dir().join("connect/env.txt");
+    wait_until(
+        "the fake connect-manager's env",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&env_file).is_ok_and(|t| t.contains("ETL_REST_ADDR")),
+    );
+    let env = std::fs::read_to_string(&env_file).expect("env");
+    for expected in [
+        format!("ETL_GRPC_ADDR=127.0.0.1:{}", stack.base_port + 2),
+        format!("ETL_REST_ADDR=127.0.0.1:{}", stack.rest_port),
+        format!("ETL_KAFKA_BROKERS=127.0.0.1:{}", stack.kafka_port),
+        format!(
+            "ETL_DATABASE_URL=postgres://postgres@127.0.0.1:{}/nlp_db",
+            stack.pg_port
+        ),
+        format!("ETL_GATEWAY_URL=http://127.0.0.1:{}", stack.base_port + 1),
+        format!("ETL_VERIFIER_URL=http://127.0.0.1:{}", stack.base_port + 3),
+        format!("ETL_SFTP_ADDR=127.0.0.1:{}", stack.sftp_port),
+        "LOG_FORMAT=json".to_owned(),
+        "OTEL_SERVICE_NAME=connect-manager".to_owned(),
+    ] {
+        assert!(env.contains(&expected), "{expected} not in:\n{env}");
+    }
+
+    let gateway = running("sftp-gateway").expect("gateway pid");
+    Command::new("kill")
+        .args(["-KILL", &gateway.to_string()])
+        .status()
+        .expect("kill");
+    wait_until("the gateway restarted", Duration::from_secs(30), || {
+        stack.stack_json().is_some_and(|info| {
+            info["services"].as_array().is_some_and(|services| {
+                services.iter().any(|s| {
+                    s["name"] == "sftp-gateway"
+                        && s["restarts"] == 1
+                        && s["state"] == "running"
+                        && s["pid"].as_u64() != Some(gateway)
+                })
+            })
+        })
+    });
+    let gateway_log =
+        std::fs::read_to_string(stack.dir().join("logs/sftp-gateway.log")).expect("log");
+    assert!(gateway_log.contains("restarting in"), "{gateway_log}");
+
+    let processes = tree(supervisor.id());
+    assert!(processes.len() >= 9, "{processes:?}");
+    Command::new("kill")
+        .args(["-TERM", &supervisor.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = supervisor.wait().expect("wait");
+    assert!(status.success(), "supervisor exited with {status}");
+    let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after the supervisor stopped: {left:?}"
+    );
+    assert!(!stack.dir().join("stack.json").exists());
+    let connect_log =
+        std::fs::read_to_string(stack.dir().join("logs/connect-manager.log")).expect("log");
+    assert!(
+        connect_log.contains("killed after ignoring SIGTERM"),
+        "{connect_log}"
+    );
+}
+
+/// The whole pipeline through `etlctl demo`, when the four service binaries sit next to
+/// etlctl (`cargo build --bins`); skipped otherwise, since `cargo test -p etlctl` does
+/// not build other packages' binaries.
+#[test]
+fn demo_lands_every_row_when_the_services_are_built() {
+    let bin_dir = std::path::Path::new(helpers::ETLCTL)
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let missing: Vec<_> = [
+        "extractor",
+        "sftp-gateway",
+        "connect-manager",
+        "sink-verifier",
+    ]
+    .into_iter()
+    .filter(|b| !bin_dir.join(b).is_file())
+    .collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: {missing:?} not built in {}", bin_dir.display());
+        return;
+    }
+    let stack = TestStack::new();
+    let dir = stack.dir().display().to_string();
+    let connectors = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/connectors");
+    let mut demo = args(&[
+        "demo",
+        "--rows",
+        "2500",
+        "--seed",
+        "3",
+        "--chunk-size",
+        "1000",
+        "--timeout",
+        "180",
+        "--connectors-dir",
+        connectors,
+    ]);
+    demo.extend(stack.stack_args());
+    let output = run(&demo);
+    let down = run(&args(&["down", "--dir", &dir]));
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    assert!(
+        output.status.success(),
+        "demo failed ({}): {}\n{}",
+        output.status,
+        stdout(&output),
+        stderr(&output)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(stack.dir().join("report.json")).expect("report.json"),
+    )
+    .expect("json");
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["rows_generated"], 2500);
+    assert_eq!(report["rows_landed"], report["rows_expected"]);
+    assert!(
+        report["rows_expected"].as_u64().unwrap_or(0) > 2000,
+        "{report}"
+    );
+    assert_eq!(
+        report["trace_ids"].as_object().map(|o| o.len() as u64),
+        report["files"].as_u64()
+    );
+    assert!(stack.dir().join("input/demo-2500-3.csv").is_file());
+}

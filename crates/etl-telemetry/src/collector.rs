@@ -24,6 +24,15 @@ impl Collector {
         Some(trace.to_jaeger_batch())
     }
 
+    /// The Jaeger query JSON of every complete trace held (every span's parent present).
+    pub async fn complete_traces_json(&self) -> Vec<serde_json::Value> {
+        let state = self.state.read().await;
+        state
+            .get_all_complete()
+            .map(|t| t.to_jaeger_batch())
+            .collect()
+    }
+
     /// Number of traces held.
     pub async fn len(&self) -> usize {
         self.state.read().await.len()
@@ -35,7 +44,7 @@ impl Collector {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

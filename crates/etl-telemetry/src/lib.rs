@@ -26,7 +26,7 @@ use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 pub use context::{current_traceparent, parent_from_traceparent, trace_id_of};
 
@@ -73,7 +73,11 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer("file-etl");
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    // Traces keep every info span whatever the log level: rows store their trace
+    // id, so a quieter RUST_LOG must not cut a file's trace.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(trace_filter());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,h2=warn,tower=warn,hyper=warn,russh=warn,rdkafka=warn")
@@ -83,18 +87,23 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
         Ok("text") => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry().with(otel);
     let result = if json {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .try_init()
     };
     result.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
@@ -112,16 +121,27 @@ pub fn init_for_tests() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         if let Ok(provider) = build_provider("file-etl-test") {
             opentelemetry::global::set_tracer_provider(provider.clone());
-            let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("file-etl"));
+            let otel = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("file-etl"))
+                .with_filter(trace_filter());
             let filter =
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
             let _ = tracing_subscriber::registry()
-                .with(filter)
                 .with(otel)
-                .with(tracing_subscriber::fmt::layer().with_test_writer())
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_test_writer()
+                        .with_filter(filter),
+                )
                 .try_init();
         }
     });
+}
+
+/// Spans worth exporting: ours and the libraries' info-level ones, not the
+/// per-frame debug spans of h2/hyper/tower.
+fn trace_filter() -> EnvFilter {
+    EnvFilter::new("info,h2=off,hyper=off,tower=off,hyper_util=off")
 }
 
 fn build_provider(service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {

@@ -1,0 +1,546 @@
+//! The source connector: every new CSV/TSV file in the SFTP input directory
+//! becomes one Kafka record per row, and only once every record is
+//! acknowledged does the file move to `finished/`.
+//!
+//! Files are found two ways: a poll of the input directory every
+//! `file.poll.interval.ms` (works with any SFTP server), and, with
+//! `etl.gateway.url`, the gateway's `WatchFiles` stream, which says at once
+//! when an upload completes and carries the uploader's trace context. A set of
+//! files in flight keeps the two from sending a file twice.
+//!
+//! A file that does not parse (ragged row, invalid UTF-8, no header) moves to
+//! `error/` beside `<name>.error.txt`, which names the line. A Kafka or SFTP
+//! failure leaves the file where it is, to be retried: replaying records is
+//! harmless because the sink is idempotent on `(file, row)`.
+
+pub(crate) mod config;
+mod watch;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use etl_core::{
+    Field, Schema, Value,
+    envelope::Encoder,
+    infer::{infer_columns, parse_value},
+    naming, record_key,
+    table::{self, Table},
+};
+use etl_service::{Shutdown, retry};
+use etl_sftp::{SftpClient, SftpError};
+use etl_telemetry::names;
+use futures::{StreamExt, stream::FuturesUnordered};
+use rdkafka::{
+    error::KafkaError,
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+    types::RDKafkaErrorCode,
+};
+use tokio::{sync::mpsc, task::JoinSet};
+use tracing::{Instrument, field::Empty};
+
+use config::Cleanup;
+pub(crate) use config::SourceConfig;
+
+use crate::{
+    connector::TaskContext,
+    kafka,
+    status::{State, Status},
+};
+
+/// How long in-flight files may take to finish once shutdown trips; after
+/// that they are abandoned (left in input/, sent again after a restart).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// While the gateway's watch is up, the poll leaves files younger than this
+/// to the notice, which carries the uploader's trace context; the poll is the
+/// fallback for notices that never came.
+const NOTICE_GRACE: Duration = Duration::from_secs(2);
+
+/// A file to process, and the trace it belongs to (from the gateway's notice).
+#[derive(Debug)]
+pub(crate) struct Notice {
+    pub(crate) name: String,
+    pub(crate) traceparent: String,
+}
+
+/// Messages from the gateway watcher to the main loop.
+#[derive(Debug)]
+pub(crate) enum WatchEvent {
+    File(Notice),
+    /// The watch (re)connected: events may have been missed, list the directory.
+    Rescan,
+}
+
+/// How processing one file ended.
+#[derive(Debug)]
+enum Outcome {
+    /// Every record acknowledged and the file cleaned up.
+    Finished { records: u64, stat: FileStat },
+    /// Did not parse: moved to error/ with its reason.
+    Rejected,
+    /// No longer in input/ (another worker, or a poll that raced a move).
+    Gone,
+    /// Kafka or SFTP trouble: left in place, retried by a later poll.
+    Retry(String),
+    /// The SFTP session broke: reconnect, then retry.
+    Reconnect(String),
+}
+
+/// What identifies a version of a file for `cleanup.policy=NONE`.
+type FileStat = (u64, Option<u64>);
+
+/// Everything a file worker needs, shared.
+struct Shared {
+    config: SourceConfig,
+    producer: FutureProducer,
+    status: Arc<Status>,
+}
+
+pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
+    let TaskContext {
+        name,
+        brokers,
+        status,
+        shutdown,
+    } = ctx;
+    let span = tracing::info_span!("source", connector = %name);
+    async move {
+        status.set_state(State::Unassigned);
+        let producer = match kafka::producer(&brokers) {
+            Ok(p) => p,
+            Err(e) => {
+                status.fail(format!("cannot create Kafka producer for {brokers}: {e}"));
+                return;
+            }
+        };
+        let topic_what = format!("Kafka topic {} at {brokers}", config.topic);
+        let ensured = retry(&topic_what, &shutdown, || {
+            kafka::ensure_topic(&brokers, &config.topic, config.partitions)
+        })
+        .await;
+        if ensured.is_none() {
+            return;
+        }
+        let Some(sftp) = connect_sftp(&config, &status, &shutdown).await else {
+            return;
+        };
+        status.set_state(State::Running);
+        tracing::info!(topic = %config.topic, input = %config.input_path, server = %config.sftp.server(), "source running");
+        let (tx, rx) = mpsc::channel(1024);
+        let watching = Arc::new(AtomicBool::new(false));
+        if let Some(url) = &config.gateway_url {
+            tokio::spawn(watch::watch_gateway(
+                url.clone(),
+                config.sftp.user.clone(),
+                config.input_path.clone(),
+                tx,
+                watching.clone(),
+                shutdown.clone(),
+            ));
+        } else {
+            drop(tx);
+        }
+        let shared = Arc::new(Shared {
+            config,
+            producer,
+            status,
+        });
+        main_loop(shared, sftp, rx, watching, shutdown).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn connect_sftp(
+    config: &SourceConfig,
+    status: &Status,
+    shutdown: &Shutdown,
+) -> Option<SftpClient> {
+    let what = format!(
+        "SFTP server {} (user {})",
+        config.sftp.server(),
+        config.sftp.user
+    );
+    retry(&what, shutdown, || async {
+        let client = SftpClient::connect(&config.sftp)
+            .await
+            .inspect_err(|e| status.waiting(e.to_string()))?;
+        for dir in [
+            &config.input_path,
+            &config.finished_path,
+            &config.error_path,
+        ] {
+            client.mkdir_all(dir).await?;
+        }
+        Ok::<_, SftpError>(client)
+    })
+    .await
+}
+
+async fn main_loop(
+    shared: Arc<Shared>,
+    mut sftp: SftpClient,
+    mut events: mpsc::Receiver<WatchEvent>,
+    watching: Arc<AtomicBool>,
+    shutdown: Shutdown,
+) {
+    let config = &shared.config;
+    let mut interval = tokio::time::interval(config.poll_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut jobs: JoinSet<(String, Outcome)> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut queue: VecDeque<Notice> = VecDeque::new();
+    // cleanup.policy=NONE: files already sent, as (size, mtime) when sent.
+    let mut left_alone: HashMap<String, FileStat> = HashMap::new();
+
+    loop {
+        let mut reconnect = None;
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = interval.tick() => {
+                let min_age = if watching.load(Ordering::Relaxed) {
+                    config.min_age.max(NOTICE_GRACE)
+                } else {
+                    config.min_age
+                };
+                match scan(&sftp, config, min_age, &left_alone).await {
+                    Ok(names) => {
+                        for name in names {
+                            enqueue(&mut queue, &in_flight, name, String::new());
+                        }
+                    }
+                    Err(e) if e.is_connection() => reconnect = Some(e.to_string()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the input directory");
+                        shared.status.fail(e.to_string());
+                    }
+                }
+            }
+            Some(event) = events.recv() => match event {
+                WatchEvent::File(n) => {
+                    if wanted(config, &n.name) && !config.min_age.is_zero() {
+                        // The poll checks the age; a notice alone cannot.
+                        tracing::debug!(file = %n.name, "notice ignored: file.minimum.age.ms is set");
+                    } else if wanted(config, &n.name) {
+                        enqueue(&mut queue, &in_flight, n.name, n.traceparent);
+                    }
+                }
+                WatchEvent::Rescan => interval.reset_immediately(),
+            },
+            Some(joined) = jobs.join_next(), if !jobs.is_empty() => {
+                let Ok((name, outcome)) = joined else { continue };
+                in_flight.remove(&name);
+                match outcome {
+                    Outcome::Finished { records, stat } => {
+                        Status::add(&shared.status.files_finished, 1);
+                        Status::add(&shared.status.records, records);
+                        shared.status.set_state(State::Running);
+                        if config.cleanup == Cleanup::None {
+                            left_alone.insert(name, stat);
+                        }
+                    }
+                    Outcome::Rejected => Status::add(&shared.status.files_failed, 1),
+                    Outcome::Gone => {}
+                    Outcome::Retry(e) => {
+                        tracing::warn!(file = %name, error = %e, "file left in place; retrying at the next poll");
+                        shared.status.fail(e);
+                    }
+                    Outcome::Reconnect(e) => reconnect = Some(e),
+                }
+            }
+        }
+        if let Some(e) = reconnect {
+            tracing::warn!(error = %e, "SFTP session lost; reconnecting");
+            shared.status.waiting(e);
+            match connect_sftp(config, &shared.status, &shutdown).await {
+                Some(c) => {
+                    sftp = c;
+                    shared.status.set_state(State::Running);
+                }
+                None => break,
+            }
+        }
+        while jobs.len() < config.tasks {
+            let Some(n) = queue.pop_front() else { break };
+            if !in_flight.insert(n.name.clone()) {
+                continue;
+            }
+            let shared = shared.clone();
+            let sftp = sftp.clone();
+            jobs.spawn(async move {
+                let outcome = process_file(&shared, &sftp, &n.name, &n.traceparent).await;
+                (n.name, outcome)
+            });
+        }
+    }
+    if !jobs.is_empty() {
+        tracing::info!(files = jobs.len(), "waiting for files in flight");
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("files still in flight at shutdown are left in the input directory");
+            jobs.abort_all();
+        }
+    }
+}
+
+/// Queues `name` unless it is queued or in flight already; a notice's trace
+/// context is kept even when a poll queued the file first.
+fn enqueue(queue: &mut VecDeque<Notice>, in_flight: &HashSet<String>, name: String, tp: String) {
+    if in_flight.contains(&name) {
+        return;
+    }
+    if let Some(q) = queue.iter_mut().find(|q| q.name == name) {
+        if q.traceparent.is_empty() {
+            q.traceparent = tp;
+        }
+        return;
+    }
+    queue.push_back(Notice {
+        name,
+        traceparent: tp,
+    });
+}
+
+/// A name the source processes: not hidden (uploads in progress), matching
+/// `input.file.pattern`.
+fn wanted(config: &SourceConfig, name: &str) -> bool {
+    !naming::is_hidden(name) && config.pattern.is_match(name)
+}
+
+/// The files of the input directory ready to be processed.
+async fn scan(
+    sftp: &SftpClient,
+    config: &SourceConfig,
+    min_age: Duration,
+    left_alone: &HashMap<String, FileStat>,
+) -> Result<Vec<String>, SftpError> {
+    let entries = sftp.list(&config.input_path).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let min_age = min_age.as_millis() as u64;
+    Ok(entries
+        .into_iter()
+        .filter(|e| !e.is_dir && wanted(config, &e.name))
+        .filter(|e| {
+            min_age == 0
+                || e.modified_unix
+                    .is_some_and(|m| now.saturating_sub(m * 1000) >= min_age)
+        })
+        .filter(|e| left_alone.get(&e.name) != Some(&(e.size, e.modified_unix)))
+        .map(|e| e.name)
+        .collect())
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}")
+}
+
+/// Reads, parses, produces and cleans up one file, inside a `source.file` span
+/// that joins the uploader's trace when the gateway passed it on.
+async fn process_file(shared: &Shared, sftp: &SftpClient, name: &str, tp: &str) -> Outcome {
+    let span = tracing::info_span!("source.file", etl.file = %name, etl.rows = Empty);
+    etl_telemetry::context::set_parent(&span, tp);
+    process_file_inner(shared, sftp, name)
+        .instrument(span)
+        .await
+}
+
+fn sftp_outcome(e: SftpError) -> Outcome {
+    if e.is_not_found() {
+        Outcome::Gone
+    } else if e.is_connection() {
+        Outcome::Reconnect(e.to_string())
+    } else {
+        Outcome::Retry(e.to_string())
+    }
+}
+
+async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> Outcome {
+    let config = &shared.config;
+    let path = join(&config.input_path, name);
+    let started = std::time::Instant::now();
+    let data = match sftp.read(&path).await {
+        Ok(d) => d,
+        Err(e) => return sftp_outcome(e),
+    };
+    let delimiter = config
+        .delimiter
+        .unwrap_or_else(|| table::detect_delimiter(&data));
+    let table = match table::parse(&data, delimiter) {
+        Ok(t) => t,
+        Err(e) => return reject(sftp, config, name, &e.to_string()).await,
+    };
+    drop(data);
+    let rows = table.rows.len() as u64;
+    tracing::Span::current().record("etl.rows", rows);
+    if let Err(e) = produce(shared, name, &table).await {
+        return Outcome::Retry(format!("file {name}: {e}"));
+    }
+    let stat = match sftp.stat(&path).await {
+        Ok(s) => (s.size, s.modified_unix),
+        Err(e) => return sftp_outcome(e),
+    };
+    let cleaned = match config.cleanup {
+        Cleanup::Move => sftp.rename(&path, &join(&config.finished_path, name)).await,
+        Cleanup::Delete => sftp.remove(&path).await,
+        Cleanup::None => Ok(()),
+    };
+    if let Err(e) = cleaned {
+        return sftp_outcome(e);
+    }
+    tracing::info!(file = %name, rows, elapsed_ms = started.elapsed().as_millis() as u64, "file sent");
+    Outcome::Finished {
+        records: rows,
+        stat,
+    }
+}
+
+/// Moves a file that does not parse to error/, with `<name>.error.txt` beside it.
+async fn reject(sftp: &SftpClient, config: &SourceConfig, name: &str, reason: &str) -> Outcome {
+    tracing::warn!(file = %name, %reason, "file rejected");
+    let text = format!(
+        "{name}: {reason}\nThe file was not sent to Kafka. Fix it and upload it again to {}/.\n",
+        config.input_path
+    );
+    let reason_name = naming::error_reason_name(name);
+    if let Err(e) = sftp
+        .write_atomic(&config.error_path, &reason_name, text.as_bytes())
+        .await
+    {
+        return sftp_outcome(e);
+    }
+    match sftp
+        .rename(
+            &join(&config.input_path, name),
+            &join(&config.error_path, name),
+        )
+        .await
+    {
+        Ok(()) => Outcome::Rejected,
+        Err(e) => sftp_outcome(e),
+    }
+}
+
+/// The record schema of a parsed file: its header with the inferred types.
+pub(crate) fn file_schema(schema_name: &str, table: &Table) -> Schema {
+    let types = infer_columns(table.header.len(), &table.rows);
+    Schema {
+        name: schema_name.to_string(),
+        fields: table
+            .header
+            .iter()
+            .zip(types)
+            .map(|(name, ty)| Field {
+                name: name.clone(),
+                ty,
+                optional: true,
+            })
+            .collect(),
+    }
+}
+
+/// Sends one record per row and waits until every one is acknowledged.
+async fn produce(shared: &Shared, name: &str, table: &Table) -> Result<(), KafkaError> {
+    let config = &shared.config;
+    let schema = file_schema(&config.schema_name, table);
+    let encoder = Encoder::new(&schema);
+    let run = naming::parse_chunk_file_name(name)
+        .map(|(run, _, _)| run)
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "send",
+        otel.name = %format!("send {}", config.topic),
+        otel.kind = "producer",
+        { names::MESSAGING_SYSTEM } = "kafka",
+        { names::MESSAGING_DESTINATION } = %config.topic,
+        { names::MESSAGING_OPERATION_TYPE } = "send",
+        { names::MESSAGING_BATCH_COUNT } = table.rows.len() as u64,
+    );
+    let traceparent = etl_telemetry::context::traceparent_of(&span).unwrap_or_default();
+    async {
+        let mut pending = FuturesUnordered::new();
+        for (i, row) in table.rows.iter().enumerate() {
+            let n = i as u64 + 1;
+            let values: Vec<Value> = row
+                .iter()
+                .zip(&schema.fields)
+                // Inference over this very column makes every value fit.
+                .map(|(s, f)| parse_value(s, f.ty).unwrap_or_else(|| Value::Text(s.clone())))
+                .collect();
+            let payload = encoder.encode(&values);
+            let key = record_key(name, n);
+            let row_text = n.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(4);
+            if !traceparent.is_empty() {
+                headers = headers.insert(Header {
+                    key: names::HEADER_TRACEPARENT,
+                    value: Some(traceparent.as_str()),
+                });
+            }
+            let headers = headers
+                .insert(Header {
+                    key: names::HEADER_FILE,
+                    value: Some(name),
+                })
+                .insert(Header {
+                    key: names::HEADER_ROW,
+                    value: Some(row_text.as_str()),
+                })
+                .insert(Header {
+                    key: names::HEADER_RUN,
+                    value: Some(run),
+                });
+            let mut record = FutureRecord::to(&config.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            loop {
+                match shared.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        // Make room: wait for an earlier record's acknowledgement.
+                        match pending.next().await {
+                            Some(d) => delivered(d)?,
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+        while let Some(d) = pending.next().await {
+            delivered(d)?;
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+fn delivered(
+    d: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+) -> Result<(), KafkaError> {
+    match d {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}

@@ -1,0 +1,94 @@
+//! The gateway's `WatchFiles` stream as a source of notices: reconnects with
+//! backoff, and asks for a rescan after every (re)connect, since events sent
+//! while disconnected are gone.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use etl_proto::v1::{WatchFilesRequest, sftp_gateway_client::SftpGatewayClient};
+use etl_service::{Backoff, Shutdown};
+use tokio::sync::mpsc;
+
+use super::{Notice, WatchEvent};
+
+pub(crate) async fn watch_gateway(
+    url: String,
+    user: String,
+    directory: String,
+    tx: mpsc::Sender<WatchEvent>,
+    connected: Arc<AtomicBool>,
+    shutdown: Shutdown,
+) {
+    let mut backoff = Backoff::default();
+    let mut failures = 0u32;
+    loop {
+        let subscribe = async {
+            let mut client = SftpGatewayClient::connect(url.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .watch_files(WatchFilesRequest {
+                    user: user.clone(),
+                    directory: directory.clone(),
+                })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| s.message().to_string())
+        };
+        let subscribed = tokio::select! {
+            r = subscribe => r,
+            _ = shutdown.wait() => return,
+        };
+        match subscribed {
+            Ok(mut stream) => {
+                tracing::info!(gateway = %url, %user, %directory, "watching the gateway for new files");
+                failures = 0;
+                backoff.reset(Duration::from_millis(100));
+                connected.store(true, Ordering::Relaxed);
+                if tx.send(WatchEvent::Rescan).await.is_err() {
+                    return;
+                }
+                loop {
+                    let message = tokio::select! {
+                        m = stream.message() => m,
+                        _ = shutdown.wait() => return,
+                    };
+                    match message {
+                        Ok(Some(ev)) => {
+                            let name = etl_core::naming::base_name(&ev.path).to_string();
+                            let traceparent = ev.trace.map(|t| t.traceparent).unwrap_or_default();
+                            let notice = WatchEvent::File(Notice { name, traceparent });
+                            if tx.send(notice).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            connected.store(false, Ordering::Relaxed);
+                            tracing::info!(gateway = %url, "gateway closed the watch; reconnecting");
+                            break;
+                        }
+                        Err(e) => {
+                            connected.store(false, Ordering::Relaxed);
+                            tracing::warn!(gateway = %url, error = %e.message(), "watch failed; reconnecting (polling continues)");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(gateway = %url, error = %e, "cannot watch the gateway; polling only until it answers");
+                }
+            }
+        }
+        if !shutdown.sleep(backoff.next_delay()).await {
+            return;
+        }
+    }
+}

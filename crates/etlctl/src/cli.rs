@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::stack::{KafkaStorage, Ports, StackDir, StackPlan};
+use crate::stack::{KafkaStorage, Ports, StackDir, StackPlan, Tracing};
 
 /// Operator CLI of file-etl: runs the local stack (Postgres, tansu, the four services)
 /// under one supervisor, applies connectors, runs the demo and reports what landed.
@@ -31,11 +31,14 @@ pub enum Command {
     /// Connector configs: apply the JSON files, or list what runs.
     #[command(subcommand)]
     Connectors(ConnectorsCommand),
-    /// The whole pipeline end to end: up, generate N rows, apply connectors, run the
-    /// extractor, wait for the verifier's complete report, print it and write
-    /// `<dir>/report.json`. Exits 0 only when every row landed exactly once, unaltered.
+    /// The whole pipeline end to end: up (or, with --stack external, services that
+    /// already run, e.g. compose's), generate N rows, apply connectors, run the
+    /// extractor, wait for the verifier's complete report, print it (with the Jaeger
+    /// link of one file's trace) and write `<dir>/report.json`. Exits 0 only when every
+    /// row landed exactly once, unaltered.
     Demo(DemoArgs),
-    /// The trace of a file or a trace id (not available yet).
+    /// The trace of a chunk file (or a trace id) from Jaeger, as a waterfall: every span
+    /// of every service the file went through.
     Trace(TraceArgs),
     /// Exits 0 when the gRPC health service at --addr is SERVING, 1 otherwise.
     Healthcheck(HealthcheckArgs),
@@ -112,6 +115,26 @@ pub struct StackArgs {
     /// binaries. Default: the directory of this etlctl executable.
     #[arg(long, env = "ETL_BIN_DIR", value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
+
+    /// OTLP/gRPC port of the embedded trace collector on 127.0.0.1; every service
+    /// gets OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<port>.
+    #[arg(long, env = "ETL_OTLP_PORT", default_value_t = Ports::default().otlp)]
+    pub otlp_port: u16,
+
+    /// Port of the embedded collector's Jaeger UI and query API on 127.0.0.1
+    /// (`etlctl trace` reads it).
+    #[arg(long, env = "ETL_JAEGER_PORT", default_value_t = Ports::default().jaeger)]
+    pub jaeger_port: u16,
+
+    /// Send the services' spans to this OTLP/gRPC collector instead of starting the
+    /// embedded one (no Jaeger UI of our own then: give `etlctl trace` --jaeger-url).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// No collector and no OTEL_* variables for the services: spans are made (rows
+    /// still get trace ids) but not exported. For comparing tracing on and off.
+    #[arg(long, env = "ETL_NO_TRACING")]
+    pub no_tracing: bool,
 }
 
 impl StackArgs {
@@ -138,14 +161,85 @@ impl StackArgs {
                 sftp: self.sftp_port,
                 grpc_base: base,
                 rest: self.rest_port,
+                otlp: self.otlp_port,
+                jaeger: self.jaeger_port,
             },
             kafka_storage: self.kafka_storage,
             topic: self.topic.clone(),
             partitions: self.partitions,
             with_services: !self.without_services,
             bin_dir,
+            tracing: if self.no_tracing {
+                Tracing::Off
+            } else {
+                match self.otlp_endpoint.as_deref().map(str::trim) {
+                    Some(endpoint) if !endpoint.is_empty() => {
+                        Tracing::Endpoint(endpoint.to_owned())
+                    }
+                    _ => Tracing::Embedded,
+                }
+            },
         })
     }
+}
+
+/// The command line with an "Environment" section in `etlctl --help`: every variable
+/// that is a flag's env twin, the flag and the commands that take it, so one page
+/// shows what a container (compose's `etlctl` job) can set.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let command = Cli::command();
+    let section = environment_section(&command);
+    command.after_long_help(section)
+}
+
+/// Parses the process's arguments (and env twins) with [`command`].
+pub fn parse() -> Cli {
+    use clap::FromArgMatches as _;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn environment_section(root: &clap::Command) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    // (env name, flag) -> commands
+    type Vars = BTreeMap<(String, String), Vec<String>>;
+    let mut vars = Vars::new();
+    fn walk(command: &clap::Command, path: &str, vars: &mut Vars) {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = if path.is_empty() {
+                sub.get_name().to_owned()
+            } else {
+                format!("{path} {}", sub.get_name())
+            };
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+                    continue;
+                };
+                let flag = arg
+                    .get_long()
+                    .map_or_else(|| arg.get_id().to_string(), |l| format!("--{l}"));
+                vars.entry((env.to_owned(), flag))
+                    .or_default()
+                    .push(name.clone());
+            }
+            walk(sub, &name, vars);
+        }
+    }
+    walk(root, "", &mut vars);
+    let mut out =
+        String::from("Environment (each variable is the env twin of a flag; the flag wins):\n");
+    for ((env, flag), commands) in vars {
+        let value = std::env::var(&env).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {flag:<24} {}\n  {:<24} [env: {env}={value}]",
+            commands.join(", "),
+            ""
+        );
+    }
+    out
 }
 
 /// The arguments of `etlctl supervise` for `plan`: everything explicit, so the
@@ -166,8 +260,16 @@ pub fn supervise_args(plan: &StackPlan) -> Vec<OsString> {
     flag("--base-port", plan.ports.grpc_base.to_string());
     flag("--rest-port", plan.ports.rest.to_string());
     flag("--bin-dir", plan.bin_dir.display().to_string());
+    flag("--otlp-port", plan.ports.otlp.to_string());
+    flag("--jaeger-port", plan.ports.jaeger.to_string());
+    if let Tracing::Endpoint(endpoint) = &plan.tracing {
+        flag("--otlp-endpoint", endpoint.clone());
+    }
     if !plan.with_services {
         args.push("--without-services".into());
+    }
+    if plan.tracing == Tracing::Off {
+        args.push("--no-tracing".into());
     }
     args
 }
@@ -210,6 +312,9 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub dir: DirArgs,
 
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+
     /// Print JSON (components with health and endpoints) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -236,8 +341,19 @@ pub struct ConnectorsTarget {
     )]
     pub stack_dir: PathBuf,
 
+    /// local: the stack of --stack-dir; external: connect-manager at --url (default
+    /// http://127.0.0.1:50053), placeholders from the environment and the files'
+    /// defaults only.
+    #[arg(long = "stack", env = "ETL_STACK", value_enum, default_value_t = StackMode::Local)]
+    pub mode: StackMode,
+
     /// connect-manager's gRPC URL; overrides the stack's.
-    #[arg(long, env = "ETL_CONNECT_URL", value_name = "URL")]
+    #[arg(
+        long,
+        visible_alias = "connect-url",
+        env = "ETL_CONNECT_URL",
+        value_name = "URL"
+    )]
     pub url: Option<String>,
 }
 
@@ -293,12 +409,89 @@ pub struct DemoArgs {
         value_name = "DIR"
     )]
     pub connectors_dir: PathBuf,
+
+    /// Where the generated input is written (default <dir>/input). The extractor reads
+    /// it by the same absolute path: with --stack external it must see this directory
+    /// at the same path (compose: a shared volume).
+    #[arg(long, env = "ETL_INPUT_DIR", value_name = "DIR")]
+    pub input_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+}
+
+/// Which stack a command talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StackMode {
+    /// The stack `etlctl up` runs, found through <dir>/stack.json.
+    #[default]
+    Local,
+    /// Services that already run elsewhere (compose), at the --*-url flags.
+    External,
+}
+
+/// The endpoints of an external stack (`--stack external`, e.g. compose's one-shot
+/// job). With `--stack local` only --jaeger-url is used (it overrides stack.json's).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EndpointArgs {
+    /// local: the stack `etlctl up` runs (started if needed by `demo`), found through
+    /// <dir>/stack.json; external: services already running elsewhere, at the URLs
+    /// below (each defaulting to its design port on 127.0.0.1).
+    #[arg(long = "stack", env = "ETL_STACK", value_enum, default_value_t = StackMode::Local)]
+    pub mode: StackMode,
+
+    /// The extractor's gRPC URL (--stack external).
+    #[arg(long, env = "ETL_EXTRACTOR_URL", value_name = "URL")]
+    pub extractor_url: Option<String>,
+
+    /// The sftp-gateway's gRPC URL (--stack external).
+    #[arg(long, env = "ETL_GATEWAY_URL", value_name = "URL")]
+    pub gateway_url: Option<String>,
+
+    /// connect-manager's gRPC URL (--stack external).
+    #[arg(long, env = "ETL_CONNECT_URL", value_name = "URL")]
+    pub connect_url: Option<String>,
+
+    /// The sink-verifier's gRPC URL (--stack external).
+    #[arg(long, env = "ETL_VERIFIER_URL", value_name = "URL")]
+    pub verifier_url: Option<String>,
+
+    /// The Jaeger UI / query API (default: the local stack's, from stack.json, else
+    /// http://127.0.0.1:16686).
+    #[arg(long, env = "ETL_JAEGER_URL", value_name = "URL")]
+    pub jaeger_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
-    /// A chunk file name or a trace id.
+    /// A chunk file name (looked up in <dir>/report.json, then in Postgres' review
+    /// table) or a 32-hex-digit trace id.
+    #[arg(value_name = "FILE|TRACE_ID")]
     pub target: String,
+
+    #[command(flatten)]
+    pub dir: DirArgs,
+
+    /// local: Jaeger and Postgres from <dir>/stack.json; external: from --jaeger-url
+    /// and --database-url (or the ETL_PG_* variables of the connector files).
+    #[arg(long = "stack", env = "ETL_STACK", value_enum, default_value_t = StackMode::Local)]
+    pub mode: StackMode,
+
+    /// The Jaeger UI / query API (default: the local stack's, from stack.json, else
+    /// http://127.0.0.1:16686).
+    #[arg(long, env = "ETL_JAEGER_URL", value_name = "URL")]
+    pub jaeger_url: Option<String>,
+
+    /// Postgres holding the review table, to find a file's trace id when report.json
+    /// does not name it (default: the local stack's, else built from ETL_PG_HOST,
+    /// ETL_PG_PORT, ETL_PG_USER, ETL_PG_PASSWORD, ETL_PG_DATABASE).
+    #[arg(long, env = "ETL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Seconds to keep asking Jaeger while the trace is not there yet (spans are
+    /// exported in batches, every few seconds).
+    #[arg(long, env = "ETL_TRACE_WAIT", default_value_t = 10)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -350,5 +543,95 @@ mod tests {
         assert!(!plan.with_services);
         assert_eq!(plan.ports.postgres, 15432);
         assert_eq!(plan.kafka_storage, KafkaStorage::Sqlite);
+        assert_eq!(plan.tracing, Tracing::Embedded);
+    }
+
+    #[test]
+    fn tracing_choices_survive_the_trip_to_the_supervisor() {
+        for (extra, expected) in [
+            (vec!["--no-tracing"], Tracing::Off),
+            (
+                vec!["--otlp-endpoint", "http://collector:4317"],
+                Tracing::Endpoint("http://collector:4317".to_owned()),
+            ),
+            (
+                vec!["--otlp-port", "14317", "--jaeger-port", "26686"],
+                Tracing::Embedded,
+            ),
+        ] {
+            let mut argv = vec!["etlctl", "up", "--dir", "/tmp/x"];
+            argv.extend(extra.iter().copied());
+            let Command::Up(up) = Cli::try_parse_from(argv).expect("parses").command else {
+                panic!("not up")
+            };
+            let plan = up.stack.plan().expect("plan");
+            assert_eq!(plan.tracing, expected, "{extra:?}");
+            let mut argv: Vec<OsString> = vec!["etlctl".into()];
+            argv.extend(supervise_args(&plan));
+            let Command::Supervise(stack) = Cli::try_parse_from(argv).expect("parses").command
+            else {
+                panic!("not supervise")
+            };
+            assert_eq!(stack.plan().expect("plan"), plan);
+        }
+    }
+
+    #[test]
+    fn top_level_help_lists_every_env_twin() {
+        let mut command = command();
+        let help = command.render_long_help().to_string();
+        // What compose sets on its one-shot `etlctl` job (besides connector
+        // placeholders) must be visible here.
+        for var in [
+            "ETL_STACK",
+            "ETL_STACK_DIR",
+            "ETL_INPUT_DIR",
+            "ETL_CONNECTORS_DIR",
+            "ETL_EXTRACTOR_URL",
+            "ETL_GATEWAY_URL",
+            "ETL_CONNECT_URL",
+            "ETL_VERIFIER_URL",
+            "ETL_JAEGER_URL",
+            "ETL_OTLP_PORT",
+            "ETL_JAEGER_PORT",
+            "ETL_NO_TRACING",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {var}=")),
+                "{var} not in:\n{help}"
+            );
+        }
+        // The hidden supervisor's flags are not advertised twice.
+        assert!(!help.contains("supervise"), "{help}");
+    }
+
+    #[test]
+    fn external_stack_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "etlctl",
+            "demo",
+            "--rows",
+            "10",
+            "--stack",
+            "external",
+            "--extractor-url",
+            "http://extractor:50051",
+            "--input-dir",
+            "/data/input",
+        ])
+        .expect("parses");
+        let Command::Demo(demo) = cli.command else {
+            panic!("not demo")
+        };
+        assert_eq!(demo.endpoints.mode, StackMode::External);
+        let endpoints = crate::endpoints::Endpoints::external(&demo.endpoints);
+        assert_eq!(endpoints.extractor, "http://extractor:50051");
+        // Unset URLs default to the design's ports on 127.0.0.1.
+        assert_eq!(endpoints.verifier, "http://127.0.0.1:50054");
+        assert_eq!(endpoints.jaeger.as_deref(), Some("http://127.0.0.1:16686"));
+        assert_eq!(
+            demo.input_dir.as_deref(),
+            Some(std::path::Path::new("/data/input"))
+        );
     }
 }

@@ -15,7 +15,7 @@ use etl_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::cli::{ConnectorsApplyArgs, ConnectorsTarget};
+use crate::cli::{ConnectorsApplyArgs, ConnectorsTarget, StackMode};
 use crate::stack::{Service, StackDir, StackInfo};
 
 /// The value of placeholder `name`: `env` first, then the stack.
@@ -67,6 +67,19 @@ pub fn load(
 
 /// connect-manager's URL: `--url`, else the stack's.
 fn target_url(target: &ConnectorsTarget) -> anyhow::Result<(String, Option<StackInfo>)> {
+    if target.mode == StackMode::External {
+        let url = target
+            .url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| {
+                format!(
+                    "http://127.0.0.1:{}",
+                    crate::stack::Ports::default().grpc(Service::ConnectManager)
+                )
+            });
+        return Ok((url, None));
+    }
     let dir = StackDir::new(&target.stack_dir)?;
     let stack = dir.read_stack()?;
     let url = match (&target.url, &stack) {
@@ -213,6 +226,7 @@ mod tests {
             partitions: 3,
             with_services: true,
             bin_dir: PathBuf::from("/bin"),
+            tracing: crate::stack::Tracing::Embedded,
         }
         .stack_info(1, 2)
     }

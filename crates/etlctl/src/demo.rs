@@ -1,9 +1,11 @@
-//! `etlctl demo`: the whole pipeline, end to end, against the local stack.
+//! `etlctl demo`: the whole pipeline, end to end, against the local stack (or, with
+//! `--stack external`, against services that already run, e.g. compose's).
 //!
-//! up (if needed) → generate N rows into `<dir>/input/` → apply the connectors →
-//! `Extractor.StartRun` → follow `WatchRun` → follow `SinkVerifier.WatchReport` until
-//! the report is complete or the timeout passes → print the report and write
-//! `<dir>/report.json`. The stack stays up.
+//! up (if needed; external: wait until the four answer SERVING) → generate N rows
+//! into `<dir>/input/` (or `--input-dir`) → apply the connectors → `Extractor.StartRun`
+//! → follow `WatchRun` → follow `SinkVerifier.WatchReport` until the report is
+//! complete or the timeout passes → print the report (with the Jaeger link of the
+//! first file's trace) and write `<dir>/report.json`. The stack stays up.
 
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
@@ -18,9 +20,10 @@ use etl_proto::v1::{
 use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::Channel;
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, StackMode};
+use crate::endpoints::Endpoints;
 use crate::report::{DemoReport, ExtractSummary};
-use crate::stack::{Service, ServiceState, StackInfo, write_atomically};
+use crate::stack::{Service, ServiceState, StackDir, write_atomically};
 use crate::supervise::unix_ms;
 use crate::{connectors, generate, up};
 
@@ -37,25 +40,46 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     if args.rows == 0 {
         anyhow::bail!("--rows must be at least 1");
     }
-    let plan = args.stack.plan()?;
-    let stack = up::ensure_up(&plan, Duration::from_secs(args.up_timeout), false).await?;
-    let dir = &plan.dir;
-    let not_running: Vec<String> = stack
-        .services
-        .iter()
-        .filter(|s| matches!(s.state, ServiceState::Disabled | ServiceState::Missing))
-        .map(|s| format!("{} ({})", s.name, s.state))
-        .collect();
-    if !not_running.is_empty() {
-        anyhow::bail!(
-            "the stack in {} runs without {}: the demo needs all four services              (`etlctl down --dir {}`, build them, then run the demo again)",
-            dir.root().display(),
-            not_running.join(", "),
-            dir.root().display()
-        );
-    }
+    let (dir, stack, endpoints) = match args.endpoints.mode {
+        StackMode::Local => {
+            let plan = args.stack.plan()?;
+            let stack = up::ensure_up(&plan, Duration::from_secs(args.up_timeout), false).await?;
+            let dir = plan.dir;
+            let not_running: Vec<String> = stack
+                .services
+                .iter()
+                .filter(|s| matches!(s.state, ServiceState::Disabled | ServiceState::Missing))
+                .map(|s| format!("{} ({})", s.name, s.state))
+                .collect();
+            if !not_running.is_empty() {
+                anyhow::bail!(
+                    "the stack in {} runs without {}: the demo needs all four services \
+                     (`etlctl down --dir {}`, build them, then run the demo again)",
+                    dir.root().display(),
+                    not_running.join(", "),
+                    dir.root().display()
+                );
+            }
+            let endpoints = Endpoints::local(&stack, &args.endpoints)?;
+            (dir, Some(stack), endpoints)
+        }
+        StackMode::External => {
+            let dir = args.stack.dir.stack_dir()?;
+            std::fs::create_dir_all(dir.root())
+                .with_context(|| format!("cannot create {}", dir.root().display()))?;
+            let endpoints = Endpoints::external(&args.endpoints);
+            wait_serving(&endpoints, Duration::from_secs(args.up_timeout)).await?;
+            (dir, None, endpoints)
+        }
+    };
+    let dir = &dir;
+    // StartRun gets this absolute path: the extractor must see the same file there.
+    let input_dir = match &args.input_dir {
+        Some(d) => StackDir::new(d)?.root().to_path_buf(),
+        None => dir.input(),
+    };
 
-    let input = generate::input_path(&dir.input(), args.rows, args.seed, labels);
+    let input = generate::input_path(&input_dir, args.rows, args.seed, labels);
     println!(
         "generating {} rows (seed {}, {labels} labels) into {}",
         args.rows,
@@ -66,10 +90,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     tokio::task::spawn_blocking(move || generate::generate_input(&path, rows, seed, labels))
         .await??;
 
-    let connect_url = url(&stack, Service::ConnectManager)?;
-    connectors::apply_dir(&args.connectors_dir, &connect_url, Some(&stack)).await?;
+    connectors::apply_dir(&args.connectors_dir, &endpoints.connect, stack.as_ref()).await?;
 
-    let mut extractor = ExtractorClient::new(channel(&url(&stack, Service::Extractor)?).await?);
+    let mut extractor = ExtractorClient::new(channel(&endpoints.extractor).await?);
     let run_id = format!("demo-{}", unix_ms());
     let timeout = Duration::from_secs(args.timeout);
     let started = Instant::now();
@@ -91,8 +114,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     println!("run {run_id} started");
 
     let (extract, mut timed_out) = watch_run(&mut extractor, &run_id, args.rows, deadline).await?;
-    let mut verifier =
-        SinkVerifierClient::new(channel(&url(&stack, Service::SinkVerifier)?).await?);
+    let mut verifier = SinkVerifierClient::new(channel(&endpoints.verifier).await?);
     let report = if timed_out {
         get_report(&mut verifier, &run_id).await
     } else {
@@ -102,23 +124,33 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     };
     let elapsed = started.elapsed();
 
-    let demo = DemoReport::new(
+    let mut demo = DemoReport::new(
         &report,
         input.display().to_string(),
         args.rows,
         elapsed,
         extract.as_ref().map(ExtractSummary::from),
     );
+    demo.link_jaeger(endpoints.jaeger.as_deref());
     write_atomically(&dir.report_json(), demo.to_json().as_bytes())
         .with_context(|| format!("cannot write {}", dir.report_json().display()))?;
     println!();
     print!("{}", demo.render());
     println!("report written to {}", dir.report_json().display());
+    if let Some((file, _)) = demo.first_trace() {
+        println!(
+            "a file's spans, service by service: etlctl trace {file}{}",
+            trace_flags(args)
+        );
+    }
     if timed_out {
+        let logs = match stack {
+            Some(_) => dir.logs().display().to_string(),
+            None => "the services' logs".to_owned(),
+        };
         eprintln!(
-            "timed out after {}s before the report was complete (raise --timeout; the logs are in {})",
+            "timed out after {}s before the report was complete (raise --timeout; the logs are in {logs})",
             timeout.as_secs(),
-            dir.logs().display()
         );
         return Ok(Outcome::TimedOut);
     }
@@ -127,11 +159,57 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-fn url(stack: &StackInfo, service: Service) -> anyhow::Result<String> {
-    stack
-        .grpc_url(service)
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("stack.json names no {service}"))
+/// The flags `etlctl trace` needs to find what this demo used, beyond the defaults.
+fn trace_flags(args: &DemoArgs) -> String {
+    let mut flags = String::new();
+    if args.stack.dir.dir != std::path::Path::new(".etl") {
+        flags.push_str(&format!(" --dir {}", args.stack.dir.dir.display()));
+    }
+    if args.endpoints.mode == StackMode::External {
+        flags.push_str(" --stack external");
+    }
+    flags
+}
+
+/// Waits until the services of an external stack answer SERVING (compose's
+/// health gates usually got there first).
+async fn wait_serving(endpoints: &Endpoints, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut announced = false;
+    loop {
+        let probes = futures::future::join_all(Service::ALL.into_iter().map(|s| async move {
+            let url = endpoints.grpc_url(s);
+            let state =
+                match tokio::time::timeout(Duration::from_secs(3), etl_service::probe_health(url))
+                    .await
+                {
+                    Ok(Ok(true)) => None,
+                    Ok(Ok(false)) => Some("NOT_SERVING".to_owned()),
+                    Ok(Err(e)) => Some(format!("unreachable: {e}")),
+                    Err(_) => Some("no answer within 3s".to_owned()),
+                };
+            state.map(|state| format!("{s} at {url}: {state}"))
+        }))
+        .await;
+        let waiting: Vec<String> = probes.into_iter().flatten().collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the external stack (--stack external) was not serving within {}s:\n  {}\n\
+                 check the --extractor-url, --gateway-url, --connect-url and --verifier-url \
+                 flags (ETL_*_URL)",
+                timeout.as_secs(),
+                waiting.join("\n  ")
+            );
+        }
+        if !announced {
+            println!("waiting for the external stack: {}", waiting.join("; "));
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn channel(url: &str) -> anyhow::Result<Channel> {

@@ -2,7 +2,8 @@
 //!
 //! `etlctl up` starts `etlctl supervise` in the background; the supervisor runs a
 //! private Postgres cluster, a tansu broker and the four services as child processes,
-//! writes where they listen to `.etl/stack.json`, restarts what crashes and stops it
+//! writes where they listen to `.etl/stack.json`, runs the embedded trace collector
+//! (OTLP + Jaeger UI), restarts what crashes and stops it
 //! all on SIGTERM (`etlctl down`). Every other command reads `stack.json` to find the
 //! stack: `status` probes it, `connectors` configures connect-manager, `demo` runs the
 //! whole pipeline and reports what the verifier proved.
@@ -18,15 +19,19 @@
 //! - [`generate`]: the demo's input, from the extractor library's generator.
 //! - [`demo`]: the end-to-end run: StartRun, WatchRun, WatchReport.
 //! - [`report`]: the demo report: pass/fail decision, text and `report.json`.
+//! - [`endpoints`]: the services' URLs, local (`stack.json`) or external (flags).
+//! - [`trace`]: `etlctl trace`: a file's trace from Jaeger, as a waterfall.
 //! - [`process`]: signalling and watching processes by pid.
 
 pub mod cli;
 pub mod connectors;
 pub mod demo;
+pub mod endpoints;
 pub mod generate;
 pub mod process;
 pub mod report;
 pub mod stack;
 pub mod status;
 pub mod supervise;
+pub mod trace;
 pub mod up;

@@ -4,13 +4,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use etlctl::cli::{Cli, Command, ConnectorsCommand};
-use etlctl::{connectors, demo, status, supervise, up};
+use etlctl::{connectors, demo, status, supervise, trace, up};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = etlctl::cli::parse();
     let _telemetry = match etl_telemetry::init("etlctl") {
         Ok(guard) => Some(guard),
         Err(e) => {
@@ -54,12 +53,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             demo::Outcome::Finished { passed: false } => ExitCode::from(2),
             demo::Outcome::TimedOut => ExitCode::from(3),
         }),
-        Command::Trace(args) => anyhow::bail!(
-            "trace {}: not available yet: needs the Jaeger query API (issue 3); meanwhile \
-             .etl/report.json maps each file to its trace id, and each row stores its \
-             _etl_trace_id",
-            args.target
-        ),
+        Command::Trace(args) => trace::run(&args).await.map(|()| ExitCode::SUCCESS),
         Command::Healthcheck(args) => match etl_service::probe_health(&args.addr).await {
             Ok(true) => {
                 println!("{}: SERVING", args.addr);

@@ -70,6 +70,11 @@ pub struct DemoReport {
     pub extract: Option<ExtractSummary>,
     /// Chunk file name → trace id of its trace.
     pub trace_ids: BTreeMap<String, String>,
+    /// The Jaeger UI page of the first file's trace (`etlctl trace <file>` prints it
+    /// in the terminal); `None` when no Jaeger is known (tracing off) or nothing was
+    /// traced.
+    #[serde(default)]
+    pub jaeger_trace_url: Option<String>,
 }
 
 impl DemoReport {
@@ -116,9 +121,25 @@ impl DemoReport {
                 .filter(|f| !f.trace_id.is_empty())
                 .map(|f| (f.file_name.clone(), f.trace_id.clone()))
                 .collect(),
+            jaeger_trace_url: None,
         };
         demo.passed = demo.problems().is_empty();
         demo
+    }
+
+    /// The first file (by name) with its trace id.
+    pub fn first_trace(&self) -> Option<(&str, &str)> {
+        self.trace_ids
+            .iter()
+            .next()
+            .map(|(f, t)| (f.as_str(), t.as_str()))
+    }
+
+    /// Names the Jaeger page of the first file's trace, on the Jaeger UI at `jaeger`.
+    pub fn link_jaeger(&mut self, jaeger: Option<&str>) {
+        self.jaeger_trace_url = jaeger
+            .zip(self.first_trace())
+            .map(|(jaeger, (_, trace))| crate::endpoints::trace_page(jaeger, trace));
     }
 
     /// Why the run does not pass; empty when it does. A run passes only when it is
@@ -208,6 +229,9 @@ impl DemoReport {
                 "  traces           {} files traced, e.g. {file} → {trace}",
                 self.trace_ids.len()
             );
+        }
+        if let Some(url) = &self.jaeger_trace_url {
+            let _ = writeln!(out, "  jaeger           {url}");
         }
         for problem in self.problems() {
             let _ = writeln!(out, "  ✗ {problem}");
@@ -304,6 +328,24 @@ mod tests {
         // Untraced files are not listed with an empty id.
         assert_eq!(json["trace_ids"].as_object().map(|o| o.len()), Some(1));
         assert_eq!(json["passed"], true);
+        assert_eq!(json["jaeger_trace_url"], serde_json::Value::Null);
+
+        let mut report = report;
+        report.link_jaeger(Some("http://127.0.0.1:16686/"));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+        assert_eq!(
+            json["jaeger_trace_url"],
+            "http://127.0.0.1:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(
+            report
+                .render()
+                .contains("jaeger           http://127.0.0.1:16686/trace/4bf92f"),
+            "{}",
+            report.render()
+        );
+        report.link_jaeger(None);
+        assert_eq!(report.jaeger_trace_url, None);
     }
 
     #[test]

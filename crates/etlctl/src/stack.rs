@@ -224,6 +224,10 @@ pub struct Ports {
     /// sink-verifier = base+3.
     pub grpc_base: u16,
     pub rest: u16,
+    /// The embedded collector's OTLP/gRPC receiver.
+    pub otlp: u16,
+    /// The embedded collector's Jaeger UI and query API.
+    pub jaeger: u16,
 }
 
 impl Default for Ports {
@@ -234,6 +238,8 @@ impl Default for Ports {
             sftp: 2222,
             grpc_base: 50051,
             rest: 8083,
+            otlp: 4317,
+            jaeger: 16686,
         }
     }
 }
@@ -243,13 +249,29 @@ impl Ports {
         self.grpc_base + service.port_offset()
     }
 
-    /// Every port with the flag that sets it, for "port busy" messages.
-    pub fn all(&self) -> Vec<(String, u16, &'static str)> {
-        let mut ports = vec![
+    /// Postgres and Kafka, with the flag that sets each, for "port busy" messages.
+    pub fn infra(&self) -> Vec<(String, u16, &'static str)> {
+        vec![
             ("postgres".to_owned(), self.postgres, "--pg-port"),
             ("kafka".to_owned(), self.kafka, "--kafka-port"),
-        ];
-        ports.push(("sftp-gateway (SFTP)".to_owned(), self.sftp, "--sftp-port"));
+        ]
+    }
+
+    /// The embedded collector's two listeners.
+    pub fn collector(&self) -> Vec<(String, u16, &'static str)> {
+        vec![
+            (
+                "trace collector (OTLP)".to_owned(),
+                self.otlp,
+                "--otlp-port",
+            ),
+            ("Jaeger UI".to_owned(), self.jaeger, "--jaeger-port"),
+        ]
+    }
+
+    /// The four services' listeners.
+    pub fn services(&self) -> Vec<(String, u16, &'static str)> {
+        let mut ports = vec![("sftp-gateway (SFTP)".to_owned(), self.sftp, "--sftp-port")];
         for service in Service::ALL {
             ports.push((
                 format!("{service} (gRPC)"),
@@ -278,6 +300,21 @@ pub struct StackPlan {
     pub with_services: bool,
     /// Where the service binaries are (`--bin-dir`, default: next to etlctl).
     pub bin_dir: PathBuf,
+    /// Where the services' spans go.
+    pub tracing: Tracing,
+}
+
+/// Where the services' spans go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tracing {
+    /// The supervisor runs the embedded OTLP collector with the Jaeger UI
+    /// (`--otlp-port`, `--jaeger-port`), and every service exports to it.
+    Embedded,
+    /// The services export to this OTLP endpoint (the caller's
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. compose's Jaeger); no embedded collector.
+    Endpoint(String),
+    /// `--no-tracing`: no collector, no `OTEL_*` variables for the services.
+    Off,
 }
 
 impl StackPlan {
@@ -301,6 +338,31 @@ impl StackPlan {
     }
     pub fn rest_addr(&self) -> String {
         format!("127.0.0.1:{}", self.ports.rest)
+    }
+    /// The embedded collector's OTLP endpoint, or the external one the services use.
+    pub fn otlp_endpoint(&self) -> Option<String> {
+        match &self.tracing {
+            Tracing::Embedded => Some(format!("http://127.0.0.1:{}", self.ports.otlp)),
+            Tracing::Endpoint(endpoint) => Some(endpoint.clone()),
+            Tracing::Off => None,
+        }
+    }
+    /// The Jaeger UI (and query API) of the embedded collector.
+    pub fn jaeger_url(&self) -> Option<String> {
+        (self.tracing == Tracing::Embedded)
+            .then(|| format!("http://127.0.0.1:{}", self.ports.jaeger))
+    }
+    /// Every port the stack listens on, with the flag that sets it: the ones `up`
+    /// checks before starting anything.
+    pub fn listen_ports(&self) -> Vec<(String, u16, &'static str)> {
+        let mut ports = self.ports.infra();
+        if self.tracing == Tracing::Embedded {
+            ports.extend(self.ports.collector());
+        }
+        if self.with_services {
+            ports.extend(self.ports.services());
+        }
+        ports
     }
     pub fn binary(&self, service: Service) -> PathBuf {
         self.bin_dir.join(service.name())
@@ -331,8 +393,24 @@ impl StackPlan {
                 self.dir.service_data(service).display().to_string(),
             ),
             ("LOG_FORMAT", "json".to_owned()),
-            ("OTEL_SERVICE_NAME", service.name().to_owned()),
         ];
+        if let Some(endpoint) = self.otlp_endpoint() {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+            env.push(("OTEL_SERVICE_NAME", service.name().to_owned()));
+            // The embedded collector keys Jaeger's "processes" by service.instance.id:
+            // without one, every service is "unknown" and all spans of a trace show
+            // the same service name. One instance per service and stack port.
+            let instance = format!(
+                "service.instance.id={}-{}",
+                service.name(),
+                self.ports.grpc(service)
+            );
+            let attributes = match std::env::var("OTEL_RESOURCE_ATTRIBUTES") {
+                Ok(theirs) if !theirs.trim().is_empty() => format!("{theirs},{instance}"),
+                _ => instance,
+            };
+            env.push(("OTEL_RESOURCE_ATTRIBUTES", attributes));
+        }
         if service == Service::ConnectManager {
             env.push(("ETL_REST_ADDR", self.rest_addr()));
         }
@@ -385,6 +463,16 @@ impl StackPlan {
             },
             sftp_addr: self.sftp_addr(),
             rest_url: format!("http://{}", self.rest_addr()),
+            tracing: TracingInfo {
+                collector: match self.tracing {
+                    Tracing::Embedded => CollectorKind::Embedded,
+                    Tracing::Endpoint(_) => CollectorKind::External,
+                    Tracing::Off => CollectorKind::Off,
+                },
+                otlp_endpoint: self.otlp_endpoint(),
+                jaeger_url: self.jaeger_url(),
+                log: self.dir.supervisor_log(),
+            },
             services,
         }
     }
@@ -403,7 +491,36 @@ pub struct StackInfo {
     pub sftp_addr: String,
     /// connect-manager's Kafka-Connect-compatible REST API.
     pub rest_url: String,
+    /// Where the services' spans go and where to read them.
+    #[serde(default)]
+    pub tracing: TracingInfo,
     pub services: Vec<ServiceInfo>,
+}
+
+/// The tracing part of `stack.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracingInfo {
+    pub collector: CollectorKind,
+    /// What the services get as `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// The Jaeger UI and query API (`etlctl trace` reads it); only known for the
+    /// embedded collector.
+    pub jaeger_url: Option<String>,
+    /// The embedded collector logs into the supervisor's log.
+    pub log: PathBuf,
+}
+
+/// Which collector receives the services' spans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectorKind {
+    /// In the supervisor (`etl_telemetry::collector`).
+    Embedded,
+    /// The caller's `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    External,
+    /// `--no-tracing`.
+    #[default]
+    Off,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -529,6 +646,7 @@ mod tests {
             partitions: 3,
             with_services: true,
             bin_dir: PathBuf::from("/nonexistent/bin"),
+            tracing: Tracing::Embedded,
         }
     }
 
@@ -589,6 +707,25 @@ mod tests {
         assert_eq!(get("ETL_GRPC_ADDR").as_deref(), Some("127.0.0.1:40002"));
         assert_eq!(get("ETL_REST_ADDR").as_deref(), Some("127.0.0.1:8083"));
         assert_eq!(get("ETL_DATA_DIR").as_deref(), Some("/x/connect"));
+        assert!(env.contains(&(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://127.0.0.1:4317".to_owned()
+        )));
+        assert!(env.contains(&("OTEL_SERVICE_NAME", "connect-manager".to_owned())));
+        assert!(
+            get("OTEL_RESOURCE_ATTRIBUTES")
+                .is_some_and(|a| a.ends_with("service.instance.id=connect-manager-40002")),
+            "{env:?}"
+        );
+        p.tracing = Tracing::Off;
+        let off = p.service_env(Service::ConnectManager);
+        assert!(!off.iter().any(|(k, _)| k.starts_with("OTEL_")), "{off:?}");
+        p.tracing = Tracing::Endpoint("http://jaeger:4317".to_owned());
+        assert!(p.service_env(Service::Extractor).contains(&(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://jaeger:4317".to_owned()
+        )));
+        assert_eq!(p.jaeger_url(), None);
         let gw = p.service_env(Service::SftpGateway);
         assert!(gw.contains(&("ETL_DATA_DIR", "/x/sftp".to_owned())));
         assert!(!gw.iter().any(|(k, _)| *k == "ETL_REST_ADDR"));

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::StatusArgs;
+use crate::cli::{StackMode, StatusArgs};
+use crate::endpoints::Endpoints;
 use crate::process;
-use crate::stack::{ServiceState, StackDir, StackInfo};
+use crate::stack::{CollectorKind, Service, ServiceState, StackDir, StackInfo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -114,18 +115,101 @@ pub async fn check(info: &StackInfo) -> Vec<Component> {
             restarts: s.restarts,
         }
     }));
-    let (postgres, kafka, services) = futures::join!(postgres, kafka, services);
-    let mut all = vec![postgres, kafka];
+    let tracing = tracing_component(info);
+    let (postgres, kafka, tracing, services) = futures::join!(postgres, kafka, tracing, services);
+    let mut all = vec![postgres, kafka, tracing];
     all.extend(services);
     all
 }
 
+/// The trace collector: the embedded one's Jaeger UI port, or the external OTLP
+/// endpoint the services export to.
+async fn tracing_component(info: &StackInfo) -> Component {
+    let t = &info.tracing;
+    let (health, endpoint) = match (t.collector, &t.otlp_endpoint) {
+        (CollectorKind::Off, _) | (_, None) => {
+            (Health::Disabled, "tracing off (--no-tracing)".to_owned())
+        }
+        (CollectorKind::Embedded, Some(otlp)) => {
+            let ui = t.jaeger_url.clone().unwrap_or_default();
+            (url_health(&ui).await, format!("{ui} (OTLP in {otlp})"))
+        }
+        (CollectorKind::External, Some(otlp)) => (
+            url_health(otlp).await,
+            format!("{otlp} (external OTLP collector)"),
+        ),
+    };
+    Component {
+        name: "jaeger".to_owned(),
+        health,
+        endpoint,
+        log: t.log.clone(),
+        pid: None,
+        restarts: 0,
+    }
+}
+
 async fn tcp_health(port: u16) -> Health {
-    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    tcp_health_at(&format!("127.0.0.1:{port}")).await
+}
+
+async fn tcp_health_at(host_port: &str) -> Health {
+    let connect = tokio::net::TcpStream::connect(host_port);
     match tokio::time::timeout(Duration::from_secs(1), connect).await {
         Ok(Ok(_)) => Health::Healthy,
         _ => Health::Unreachable,
     }
+}
+
+/// Whether something accepts TCP connections at the host and port of `url`.
+async fn url_health(url: &str) -> Health {
+    match host_port(url) {
+        Some(host_port) => tcp_health_at(&host_port).await,
+        None => Health::Unreachable,
+    }
+}
+
+/// `http://host:port/path` → `host:port` (port 80/443 by scheme when absent).
+pub fn host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    Some(if has_port {
+        authority.to_owned()
+    } else if scheme == "https" {
+        format!("{authority}:443")
+    } else {
+        format!("{authority}:80")
+    })
+}
+
+/// The components of an external stack (`--stack external`): the four services at
+/// their URLs and Jaeger, if a URL is known.
+pub async fn check_external(endpoints: &Endpoints) -> Vec<Component> {
+    let component = |name: &str, health: Health, endpoint: &str| Component {
+        name: name.to_owned(),
+        health,
+        endpoint: endpoint.to_owned(),
+        log: PathBuf::new(),
+        pid: None,
+        restarts: 0,
+    };
+    let services = futures::future::join_all(Service::ALL.into_iter().map(|s| async move {
+        let url = endpoints.grpc_url(s);
+        component(s.name(), grpc_health(url).await, url)
+    }));
+    let jaeger = async {
+        match &endpoints.jaeger {
+            Some(url) => component("jaeger", url_health(url).await, url),
+            None => component("jaeger", Health::Disabled, "no --jaeger-url"),
+        }
+    };
+    let (jaeger, services) = futures::join!(jaeger, services);
+    let mut all = vec![jaeger];
+    all.extend(services);
+    all
 }
 
 async fn grpc_health(url: &str) -> Health {
@@ -171,6 +255,23 @@ pub fn running_stack(dir: &StackDir) -> anyhow::Result<Option<(u32, Option<Stack
 
 /// `etlctl status`; returns whether every component is healthy (or disabled).
 pub async fn run(args: &StatusArgs) -> anyhow::Result<bool> {
+    if args.endpoints.mode == StackMode::External {
+        let endpoints = Endpoints::external(&args.endpoints);
+        let components = check_external(&endpoints).await;
+        let healthy = components.iter().all(|c| c.ready(false));
+        if args.json {
+            let value = serde_json::json!({
+                "stack": "external",
+                "healthy": healthy,
+                "components": components,
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!("external stack (--stack external)");
+            print!("{}", render(&components));
+        }
+        return Ok(healthy);
+    }
     let dir = args.dir.stack_dir()?;
     let Some((pid, info)) = running_stack(&dir)? else {
         if args.json {
@@ -218,4 +319,28 @@ pub async fn run(args: &StatusArgs) -> anyhow::Result<bool> {
         print!("{}", render(&components));
     }
     Ok(healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_of_urls() {
+        assert_eq!(
+            host_port("http://127.0.0.1:16686").as_deref(),
+            Some("127.0.0.1:16686")
+        );
+        assert_eq!(
+            host_port("http://jaeger:16686/search").as_deref(),
+            Some("jaeger:16686")
+        );
+        assert_eq!(host_port("http://jaeger").as_deref(), Some("jaeger:80"));
+        assert_eq!(host_port("https://jaeger/").as_deref(), Some("jaeger:443"));
+        assert_eq!(
+            host_port("127.0.0.1:4317").as_deref(),
+            Some("127.0.0.1:4317")
+        );
+        assert_eq!(host_port("http://"), None);
+    }
 }

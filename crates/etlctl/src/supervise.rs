@@ -2,7 +2,8 @@
 //! background; it runs until SIGTERM/SIGINT.
 //!
 //! Start: `supervisor.pid` first (so `down` can stop a stack that is still starting),
-//! then Postgres (testkit, cluster in `<dir>/pg`, database `nlp_db`), tansu (testkit,
+//! then the embedded trace collector (OTLP/gRPC + Jaeger UI, in this process; not with
+//! `--no-tracing` or `--otlp-endpoint`), then Postgres (testkit, cluster in `<dir>/pg`, database `nlp_db`), tansu (testkit,
 //! memory or sqlite), the topic, `stack.json`, and the four services as child
 //! processes. Postgres and tansu carry testkit's watchdog, so they stop even if the
 //! supervisor is killed; the services stay in the supervisor's process group, so
@@ -14,10 +15,11 @@
 //! looked for again with the same backoff (it may be being rebuilt).
 //!
 //! Stop, in reverse dependency order: services (SIGTERM, 10 s, SIGKILL), tansu,
-//! Postgres; then `stack.json` and `supervisor.pid` are removed and we exit 0.
+//! Postgres, the collector; then `stack.json` and `supervisor.pid` are removed and we exit 0.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,9 +28,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use etl_service::{Backoff, Shutdown};
 use testkit::{Broker, PgCluster, Storage};
+use tokio_util::sync::CancellationToken;
 
 use crate::process;
-use crate::stack::{DATABASE, KafkaStorage, Service, ServiceState, StackDir, StackInfo, StackPlan};
+use crate::stack::{
+    DATABASE, KafkaStorage, Service, ServiceState, StackDir, StackInfo, StackPlan, Tracing,
+};
 
 /// How long a service gets between SIGTERM and SIGKILL.
 const SERVICE_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -69,6 +74,12 @@ pub async fn run(plan: StackPlan) -> anyhow::Result<()> {
 async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<()> {
     let dir = &plan.dir;
     let started_at = unix_ms();
+
+    // First, so that busy ports fail before Postgres is started; stopped last (the
+    // guard), so the services' final spans still arrive while they stop.
+    let stop_collector = CancellationToken::new();
+    let _stop_collector_on_return = stop_collector.clone().drop_guard();
+    start_collector(&plan, stop_collector).await?;
 
     let pg = start_postgres(&plan).await?;
     let db_url = pg
@@ -118,6 +129,58 @@ async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<
     tracing::info!("stopping services");
     while services.join_next().await.is_some() {}
     stop_infra(Some(broker), pg).await
+}
+
+/// The embedded OTLP collector with the Jaeger UI, when the plan wants it.
+async fn start_collector(plan: &StackPlan, stop: CancellationToken) -> anyhow::Result<()> {
+    if plan.tracing != Tracing::Embedded {
+        match plan.otlp_endpoint() {
+            Some(endpoint) => {
+                tracing::info!(%endpoint, "services export spans to an external collector")
+            }
+            None => tracing::info!("tracing off: no collector, no OTEL_* for the services"),
+        }
+        return Ok(());
+    }
+    let bind = |port: u16, what: &'static str, flag: &'static str, env: &'static str| async move {
+        tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    anyhow::anyhow!(
+                        "{what}: port {port} is busy (another Jaeger or OTLP collector?): pick \
+                         another with {flag} ({env}), send the spans to the running collector \
+                         with --otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT), or start without \
+                         tracing (--no-tracing)"
+                    )
+                } else {
+                    anyhow::Error::new(e)
+                        .context(format!("{what}: cannot listen on 127.0.0.1:{port}"))
+                }
+            })
+    };
+    let otlp = bind(
+        plan.ports.otlp,
+        "trace collector (OTLP)",
+        "--otlp-port",
+        "ETL_OTLP_PORT",
+    )
+    .await?;
+    let ui = bind(
+        plan.ports.jaeger,
+        "Jaeger UI",
+        "--jaeger-port",
+        "ETL_JAEGER_PORT",
+    )
+    .await?;
+    let collector = etl_telemetry::collector::start(otlp, ui, stop)
+        .context("cannot start the trace collector")?;
+    tracing::info!(
+        otlp = %collector.otlp_addr,
+        jaeger = %format!("http://{}", collector.ui_addr),
+        "trace collector ready"
+    );
+    Ok(())
 }
 
 async fn start_postgres(plan: &StackPlan) -> anyhow::Result<PgCluster> {
@@ -277,6 +340,14 @@ fn spawn_service(
         .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
     let mut command = tokio::process::Command::new(&binary);
+    if plan.tracing == Tracing::Off {
+        // Nothing inherited from whoever ran `up` may switch exporting back on.
+        command
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES");
+    }
     command
         .envs(plan.service_env(service))
         .current_dir(plan.dir.root())

@@ -98,10 +98,8 @@ pub async fn ensure_up(
 /// Ports the stack will listen on that something already accepts connections on.
 fn check_ports(plan: &StackPlan) -> anyhow::Result<()> {
     let busy: Vec<String> = plan
-        .ports
-        .all()
+        .listen_ports()
         .into_iter()
-        .take(if plan.with_services { usize::MAX } else { 2 })
         .filter(|(_, port, _)| {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()

@@ -16,6 +16,8 @@ pub(crate) struct TestStack {
     pub(crate) sftp_port: u16,
     pub(crate) base_port: u16,
     pub(crate) rest_port: u16,
+    pub(crate) otlp_port: u16,
+    pub(crate) jaeger_port: u16,
 }
 
 impl TestStack {
@@ -34,6 +36,8 @@ impl TestStack {
             sftp_port: testkit::free_port(),
             base_port: four_free_ports(),
             rest_port: testkit::free_port(),
+            otlp_port: testkit::free_port(),
+            jaeger_port: testkit::free_port(),
         }
     }
 
@@ -56,6 +60,10 @@ impl TestStack {
             self.base_port.to_string(),
             "--rest-port".into(),
             self.rest_port.to_string(),
+            "--otlp-port".into(),
+            self.otlp_port.to_string(),
+            "--jaeger-port".into(),
+            self.jaeger_port.to_string(),
         ]
     }
 
@@ -65,11 +73,12 @@ impl TestStack {
     }
 }
 
-/// `etlctl` with no `ETL_*` variables from the caller's environment.
+/// `etlctl` with no `ETL_*` or `OTEL_*` variables from the caller's environment.
 pub(crate) fn etlctl() -> Command {
     let mut command = Command::new(ETLCTL);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ETL_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("ETL_") || key_text.starts_with("OTEL_") {
             command.env_remove(key);
         }
     }
@@ -78,7 +87,16 @@ pub(crate) fn etlctl() -> Command {
 }
 
 pub(crate) fn run(args: &[String]) -> Output {
-    let output = etlctl().args(args).output().expect("run etlctl");
+    run_with_env(args, &[])
+}
+
+/// `run` with some environment variables set.
+pub(crate) fn run_with_env(args: &[String], env: &[(&str, String)]) -> Output {
+    let mut command = etlctl();
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.args(args).output().expect("run etlctl");
     eprintln!(
         "$ etlctl {}\n{}{}-> {}",
         args.join(" "),
@@ -192,5 +210,17 @@ pub(crate) fn fake_services(dir: &Path, stubborn: &[&str]) {
         let path = dir.join(name);
         std::fs::write(&path, script).expect("write fake");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+/// Runs `etlctl down --dir` when dropped, so a failing test leaves no stack behind.
+pub(crate) struct Down(pub(crate) String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let output = run(&args(&["down", "--dir", &self.0]));
+        if !output.status.success() && !std::thread::panicking() {
+            panic!("down failed: {}", stderr(&output));
+        }
     }
 }

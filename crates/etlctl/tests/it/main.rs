@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use helpers::{
-    TestStack, alive, args, etlctl, fake_services, run, stderr, stdout, tree, wait_until,
+    Down, TestStack, alive, args, etlctl, fake_services, run, run_with_env, stderr, stdout, tree,
+    wait_until,
 };
 
 #[test]
@@ -34,9 +35,37 @@ fn infra_only_stack_goes_up_and_down_without_leaving_processes() {
     assert_eq!(health("postgres").as_deref(), Some("healthy"));
     assert_eq!(health("kafka").as_deref(), Some("healthy"));
     assert_eq!(health("extractor").as_deref(), Some("disabled"));
+    assert_eq!(health("jaeger").as_deref(), Some("healthy"));
     assert_eq!(
         status["stack"]["postgres"]["url"],
         format!("postgres://postgres@127.0.0.1:{}/nlp_db", stack.pg_port)
+    );
+    let jaeger = format!("http://127.0.0.1:{}", stack.jaeger_port);
+    assert_eq!(status["stack"]["tracing"]["jaeger_url"], jaeger.as_str());
+    assert_eq!(
+        status["stack"]["tracing"]["otlp_endpoint"],
+        format!("http://127.0.0.1:{}", stack.otlp_port)
+    );
+    assert_eq!(status["stack"]["tracing"]["collector"], "embedded");
+    let output = run(&args(&["status", "--dir", &dir]));
+    assert!(stdout(&output).contains(&jaeger), "{}", stdout(&output));
+
+    // The embedded collector answers Jaeger's query API; an unknown trace is a clear
+    // error, not a hang.
+    let output = run(&args(&[
+        "trace",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "--dir",
+        &dir,
+        "--wait",
+        "1",
+    ]));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no trace 4bf92f3577b34da6a3ce929d0e0e4736")
+            && stderr(&output).contains(&jaeger),
+        "{}",
+        stderr(&output)
     );
 
     let info = stack.stack_json().expect("stack.json");
@@ -107,9 +136,40 @@ fn up_explains_busy_ports_and_missing_binaries_before_starting_anything() {
     }
     assert!(!stack.dir().join("supervisor.pid").exists());
 
-    let output = run(&args(&["trace", "some-file.csv"]));
+    // The collector's ports are checked too, naming their flags.
+    let mut up = args(&["up", "--without-services"]);
+    up.extend(stack.stack_args());
+    let otlp = up.iter().position(|a| a == "--otlp-port").expect("flag") + 1;
+    up[otlp] = busy_port.clone();
+    let output = run(&up);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("not available yet"));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("port {busy_port} is busy")) && message.contains("--otlp-port"),
+        "{message}"
+    );
+    assert!(!stack.dir().join("supervisor.pid").exists());
+
+    // A file that no report names and no database knows: a clear error.
+    let dir = stack.dir().display().to_string();
+    let nowhere = format!(
+        "postgres://postgres@127.0.0.1:{}/nlp_db",
+        testkit::free_port()
+    );
+    let output = run(&args(&[
+        "trace",
+        "some-file.csv",
+        "--dir",
+        &dir,
+        "--database-url",
+        &nowhere,
+    ]));
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("no trace for some-file.csv") && message.contains("report.json"),
+        "{message}"
+    );
 }
 
 /// The supervisor in the foreground with fake service binaries: services get their
@@ -171,6 +231,10 @@ fn supervisor_restarts_crashed_services_and_stops_everything() {
         format!("ETL_SFTP_ADDR=127.0.0.1:{}", stack.sftp_port),
         "LOG_FORMAT=json".to_owned(),
         "OTEL_SERVICE_NAME=connect-manager".to_owned(),
+        format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{}",
+            stack.otlp_port
+        ),
     ] {
         assert!(env.contains(&expected), "{expected} not in:\n{env}");
     }
@@ -257,9 +321,8 @@ fn demo_lands_every_row_when_the_services_are_built() {
         connectors,
     ]);
     demo.extend(stack.stack_args());
+    let _down = Down(dir.clone());
     let output = run(&demo);
-    let down = run(&args(&["down", "--dir", &dir]));
-    assert!(down.status.success(), "down: {}", stderr(&down));
     assert!(
         output.status.success(),
         "demo failed ({}): {}\n{}",
@@ -278,9 +341,133 @@ fn demo_lands_every_row_when_the_services_are_built() {
         report["rows_expected"].as_u64().unwrap_or(0) > 2000,
         "{report}"
     );
-    assert_eq!(
-        report["trace_ids"].as_object().map(|o| o.len() as u64),
-        report["files"].as_u64()
-    );
+    let trace_ids = report["trace_ids"].as_object().expect("trace_ids");
+    assert_eq!(Some(trace_ids.len() as u64), report["files"].as_u64());
     assert!(stack.dir().join("input/demo-2500-3.csv").is_file());
+
+    // The report links the first file's trace in the stack's Jaeger, and says how to
+    // print it.
+    let (first_file, first_trace) = trace_ids.iter().next().expect("a traced file");
+    let first_trace = first_trace.as_str().expect("trace id");
+    assert_eq!(
+        report["jaeger_trace_url"],
+        format!("http://127.0.0.1:{}/trace/{first_trace}", stack.jaeger_port)
+    );
+    assert!(
+        stdout(&output).contains(&format!("etlctl trace {first_file}")),
+        "{}",
+        stdout(&output)
+    );
+
+    // `etlctl trace <file>`: one trace through all four services. Spans arrive in
+    // batches (every few seconds per service), so ask again for a while.
+    let services = [
+        "extractor",
+        "sftp-gateway",
+        "connect-manager",
+        "sink-verifier",
+    ];
+    let trace = args(&["trace", first_file, "--dir", &dir, "--wait", "20"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (text, missing) = loop {
+        let output = run(&trace);
+        assert!(output.status.success(), "trace failed: {}", stderr(&output));
+        let text = stdout(&output);
+        let missing: Vec<&str> = services
+            .iter()
+            .copied()
+            .filter(|s| !text.lines().any(|l| l.ends_with(&format!("  {s}"))))
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() >= deadline {
+            break (text, missing);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert!(
+        text.starts_with(&format!("trace {first_trace}: ")),
+        "{text}"
+    );
+    assert!(
+        missing.is_empty(),
+        "the trace of {first_file} has no spans from {missing:?}:\n{text}"
+    );
+    // The same trace by its id.
+    let output = run(&args(&["trace", first_trace, "--dir", &dir]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with(&format!("trace {first_trace}: ")));
+
+    // `--stack external` (compose's one-shot job): the same services reached through
+    // flags and env, placeholders from the environment, the report elsewhere.
+    let external = stack.tmp.path().join("external");
+    let input = stack.tmp.path().join("shared-input");
+    let grpc = |offset: u16| format!("http://127.0.0.1:{}", stack.base_port + offset);
+    let output = run_with_env(
+        &args(&[
+            "demo",
+            "--stack",
+            "external",
+            "--rows",
+            "300",
+            "--seed",
+            "5",
+            "--chunk-size",
+            "100",
+            "--timeout",
+            "120",
+            "--connectors-dir",
+            connectors,
+            "--dir",
+            &external.display().to_string(),
+            "--input-dir",
+            &input.display().to_string(),
+        ]),
+        &[
+            ("ETL_EXTRACTOR_URL", grpc(0)),
+            ("ETL_GATEWAY_URL", grpc(1)),
+            ("ETL_CONNECT_URL", grpc(2)),
+            ("ETL_VERIFIER_URL", grpc(3)),
+            (
+                "ETL_JAEGER_URL",
+                format!("http://127.0.0.1:{}", stack.jaeger_port),
+            ),
+            ("ETL_SFTP_HOST", "127.0.0.1".to_owned()),
+            ("ETL_SFTP_PORT", stack.sftp_port.to_string()),
+            ("ETL_PG_HOST", "127.0.0.1".to_owned()),
+            ("ETL_PG_PORT", stack.pg_port.to_string()),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "external demo failed ({}): {}\n{}",
+        output.status,
+        stdout(&output),
+        stderr(&output)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(external.join("report.json")).expect("external report.json"),
+    )
+    .expect("json");
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["rows_generated"], 300);
+    assert!(input.join("demo-300-5.csv").is_file());
+    assert!(
+        report["jaeger_trace_url"].as_str().is_some_and(
+            |u| u.starts_with(&format!("http://127.0.0.1:{}/trace/", stack.jaeger_port))
+        ),
+        "{report}"
+    );
+    assert!(!external.join("stack.json").exists());
+
+    // A file the local report.json does not name is found through Postgres.
+    let (file, trace_id) = report["trace_ids"]
+        .as_object()
+        .and_then(|ids| ids.iter().next())
+        .expect("a traced file");
+    let output = run(&args(&["trace", file, "--dir", &dir]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with(&format!("trace {}: ", trace_id.as_str().unwrap_or("?"))),
+        "{}",
+        stdout(&output)
+    );
 }

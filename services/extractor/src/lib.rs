@@ -1,1 +1,125 @@
-//! extractor
+//! extractor: the first hop of file-etl. It reads labeled review datasets,
+//! turns them into TSV chunk files, uploads them over SFTP and tells the
+//! sink-verifier what each file holds, so the rows can be proven to land in
+//! Postgres once and unaltered.
+//!
+//! # Layout, in the order data flows
+//! - [`source`]: input formats behind the [`Source`](source::Source) trait;
+//!   [`AmazonCsv`](source::AmazonCsv) streams `label,title,body` CSV, reporting
+//!   bad lines (wrong column count, invalid UTF-8, empty) with their line.
+//! - [`transform`]: label scheme → `feedback_type`, language detection (among
+//!   the languages of Amazon's marketplaces by default: 3x faster than all) and
+//!   filter (whatlang, ISO 639-1 codes), optional Snowball stemming.
+//! - [`chunk`]: rows → TSV bytes, row digests, checksum, file name ([`chunk::Manifest`]).
+//! - [`upload`]: SFTP upload into `input/` (temporary name, then rename), the
+//!   gateway's `AnnounceUpload`, the verifier's `RegisterFile`/`CompleteRun`;
+//!   files already uploaded by an earlier attempt are skipped.
+//! - [`run`]: one run end to end ([`run::extract`]): a reader thread, transform
+//!   workers and concurrent uploads joined by bounded channels; chunk numbers
+//!   follow reading order, so reruns resume without duplicates or gaps.
+//! - [`progress`]: live counters, the end-of-run [`Summary`](progress::Summary), progress bar.
+//! - [`generate`]: deterministic synthetic reviews (mostly English, some
+//!   German/French/Spanish, awkward characters) for demos, tests and benches.
+//! - `api`: gRPC `etl.v1.Extractor` (`StartRun`, `WatchRun`) and the health loop.
+//! - [`config`]: flags and `ETL_*` env twins; [`Error`]: the one error type.
+//!
+//! Tracing: each chunk file is one trace, rooted at an `extract.chunk` span
+//! (transform, `sftp.upload`, `verifier.register`); its traceparent is
+//! announced to the gateway and sent with every gRPC call.
+//!
+//! [`start`] binds the gRPC listener and returns a [`Running`] at once.
+
+pub mod chunk;
+pub mod config;
+mod error;
+pub mod generate;
+pub mod progress;
+pub mod run;
+pub mod source;
+pub mod transform;
+pub mod upload;
+
+mod api;
+
+use std::{net::SocketAddr, sync::Arc};
+
+pub use config::{Config, Endpoints, RunDefaults};
+pub use error::Error;
+use etl_proto::v1::extractor_server::ExtractorServer;
+use etl_service::Shutdown;
+pub use generate::generate;
+pub use progress::{Progress, Summary};
+pub use run::{RunOptions, SourceSpec, extract};
+use tokio::task::JoinHandle;
+
+/// The gRPC service name, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "etl.v1.Extractor";
+
+/// A started extractor server.
+pub struct Running {
+    /// The gRPC listener's bound address.
+    pub grpc_addr: SocketAddr,
+    grpc_task: JoinHandle<Result<(), Error>>,
+    health_task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server stopped (after the shutdown passed to [`start`]
+    /// tripped, or the server failed).
+    pub async fn wait(self) -> Result<(), Error> {
+        let result = self.grpc_task.await.map_err(|e| Error::Task {
+            what: "gRPC server",
+            reason: e.to_string(),
+        })?;
+        self.health_task.abort();
+        result
+    }
+}
+
+/// Binds the gRPC listener (port 0 allowed; the bound address is in
+/// [`Running`] and logged), starts serving and returns. Health stays
+/// NOT_SERVING until the SFTP server and the verifier answer.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    config.validate()?;
+    let shutdown = shutdown.child();
+    let listener = etl_service::bind("grpc", &config.grpc_addr).await?;
+    let grpc_addr = listener.local_addr().map_err(|source| {
+        Error::Grpc(etl_service::grpc::GrpcError::Bind {
+            addr: config.grpc_addr.clone(),
+            source,
+        })
+    })?;
+    let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
+    routes.add_service(ExtractorServer::new(api::ExtractorApi::new(
+        config.clone(),
+        shutdown.clone(),
+    )));
+    let config = Arc::new(config);
+    let health_task = tokio::spawn(api::watch_dependencies(
+        config.clone(),
+        health,
+        shutdown.clone(),
+    ));
+    let grpc_task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let result = etl_service::serve_grpc(listener, routes.routes(), shutdown.clone())
+                .await
+                .map_err(Error::from);
+            shutdown.trigger();
+            result
+        })
+    };
+    tracing::info!(
+        %grpc_addr,
+        sftp = %config.endpoints.sftp_addr,
+        verifier = %config.endpoints.verifier_url,
+        gateway = %config.endpoints.gateway_url,
+        "extractor started"
+    );
+    Ok(Running {
+        grpc_addr,
+        grpc_task,
+        health_task,
+    })
+}

@@ -1,0 +1,293 @@
+//! Flags and their `ETL_*` environment twins, shared by `extractor serve` and
+//! `extractor run`. The SFTP password is never shown: not by `Debug`, not in
+//! `--help` (env values hidden), not in logs.
+
+use std::fmt;
+
+use etl_sftp::{SftpAuth, SftpConfig};
+
+use crate::{
+    Error,
+    run::{DEFAULT_CHUNK_SIZE, DEFAULT_UPLOADS, RunOptions, SourceSpec, default_workers},
+    transform::{DEFAULT_DETECT_CHARS, MARKETPLACE_LANGUAGES, Transform, TransformOptions},
+    upload::UploadTarget,
+};
+
+/// Where chunk files go and who is told about them.
+#[derive(Clone, clap::Args)]
+pub struct Endpoints {
+    /// SFTP server to upload chunk files to (HOST:PORT); files land in input/ of
+    /// the user's root.
+    #[arg(long, env = "ETL_SFTP_ADDR", default_value = "127.0.0.1:2222")]
+    pub sftp_addr: String,
+
+    /// SFTP user name.
+    #[arg(long, env = "ETL_SFTP_USER", default_value = "etl")]
+    pub sftp_user: String,
+
+    /// SFTP password (default: etl). Never logged.
+    #[arg(
+        long,
+        env = "ETL_SFTP_PASSWORD",
+        default_value = "etl",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub sftp_password: String,
+
+    /// gRPC URL of the sink-verifier, which is told each uploaded file's row digests
+    /// (RegisterFile) and when a run is complete (CompleteRun). Empty: no registration.
+    #[arg(
+        long,
+        env = "ETL_VERIFIER_URL",
+        default_value = "http://127.0.0.1:50054"
+    )]
+    pub verifier_url: String,
+
+    /// gRPC URL of the sftp-gateway, which is told about each upload beforehand
+    /// (AnnounceUpload) so its FileReady event joins the chunk's trace. Errors are
+    /// ignored (a plain SFTP server has no gateway). Empty: no announcements.
+    #[arg(
+        long,
+        env = "ETL_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub gateway_url: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            sftp_addr: "127.0.0.1:2222".into(),
+            sftp_user: "etl".into(),
+            sftp_password: "etl".into(),
+            verifier_url: "http://127.0.0.1:50054".into(),
+            gateway_url: "http://127.0.0.1:50052".into(),
+        }
+    }
+}
+
+impl fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("sftp_addr", &self.sftp_addr)
+            .field("sftp_user", &self.sftp_user)
+            .field("sftp_password", &"***")
+            .field("verifier_url", &self.verifier_url)
+            .field("gateway_url", &self.gateway_url)
+            .finish()
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Endpoints {
+    pub fn sftp_config(&self) -> Result<SftpConfig, Error> {
+        Ok(SftpConfig::from_addr(
+            &self.sftp_addr,
+            &self.sftp_user,
+            SftpAuth::Password(self.sftp_password.clone()),
+        )?)
+    }
+
+    /// The upload target; `register` = false leaves the verifier out.
+    pub fn upload_target(&self, register: bool) -> Result<UploadTarget, Error> {
+        Ok(UploadTarget {
+            sftp: self.sftp_config()?,
+            gateway_url: non_empty(&self.gateway_url),
+            verifier_url: if register {
+                non_empty(&self.verifier_url)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// How runs transform and cut their input (defaults of `StartRun` in `serve`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunDefaults {
+    /// Input records per chunk file; a chunk file holds those of them that are kept.
+    #[arg(long, env = "ETL_CHUNK_SIZE", default_value_t = DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: usize,
+
+    /// Transform workers (language detection is the costly part). Default: number of cores.
+    #[arg(long, env = "ETL_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Chunk files uploaded at once (over one SFTP connection, pipelined).
+    #[arg(long, env = "ETL_UPLOADS", default_value_t = DEFAULT_UPLOADS)]
+    pub uploads: usize,
+
+    /// Languages to keep, ISO 639-1 codes, comma-separated (e.g. en,de). Rows in other
+    /// languages are dropped and counted per detected language.
+    #[arg(
+        long,
+        env = "ETL_LANGUAGES",
+        value_delimiter = ',',
+        default_value = "en"
+    )]
+    pub languages: Vec<String>,
+
+    /// Minimum language detection confidence (0-1) for a row to be kept.
+    #[arg(long, env = "ETL_LANGUAGE_THRESHOLD", default_value_t = 0.5)]
+    pub language_threshold: f64,
+
+    /// Stem header and body: lowercase, strip non-alphanumerics, split on whitespace,
+    /// Snowball English stemmer.
+    #[arg(long, env = "ETL_STEM")]
+    pub stem: bool,
+
+    /// Detect the language on the first N characters of title + body (0 = all):
+    /// faster on long reviews, as accurate (see the transform bench).
+    #[arg(long, env = "ETL_DETECT_CHARS", default_value_t = DEFAULT_DETECT_CHARS)]
+    pub detect_chars: usize,
+
+    /// Languages the detector chooses among, ISO 639-1 codes, comma-separated, or
+    /// "all" (every language it knows: about 3x slower). The kept --languages are
+    /// always candidates. Default: the languages of Amazon's marketplaces. A review
+    /// in another language is counted under the nearest candidate.
+    #[arg(
+        long,
+        env = "ETL_DETECT_AMONG",
+        value_delimiter = ',',
+        default_value = "en,de,fr,es,it,pt,nl,pl,sv,tr,ja,zh,hi,ar,ru"
+    )]
+    pub detect_among: Vec<String>,
+
+    /// Stop at the first bad row (wrong column count, invalid UTF-8, empty line,
+    /// unknown label) with an error naming file, line and reason, instead of
+    /// counting it and going on.
+    #[arg(long, env = "ETL_STRICT")]
+    pub strict: bool,
+}
+
+impl Default for RunDefaults {
+    fn default() -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            workers: None,
+            uploads: DEFAULT_UPLOADS,
+            languages: vec!["en".into()],
+            language_threshold: 0.5,
+            stem: false,
+            detect_chars: DEFAULT_DETECT_CHARS,
+            detect_among: MARKETPLACE_LANGUAGES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            strict: false,
+        }
+    }
+}
+
+impl RunDefaults {
+    pub fn transform(&self) -> TransformOptions {
+        TransformOptions {
+            languages: self.languages.clone(),
+            language_threshold: self.language_threshold,
+            stem: self.stem,
+            detect_chars: self.detect_chars,
+            detect_among: if self.detect_among.iter().any(|l| l.trim() == "all") {
+                Vec::new()
+            } else {
+                self.detect_among.clone()
+            },
+        }
+    }
+
+    /// Run options for `sources` with these settings and no output chosen yet.
+    pub fn options(&self, sources: Vec<SourceSpec>) -> RunOptions {
+        RunOptions {
+            chunk_size: self.chunk_size,
+            workers: self.workers.unwrap_or_else(default_workers),
+            uploads: self.uploads,
+            strict: self.strict,
+            transform: self.transform(),
+            ..RunOptions::new(sources)
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        Transform::new(&self.transform())?;
+        if self.chunk_size == 0 {
+            return Err(Error::Config("--chunk-size must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The server: `extractor serve`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Config {
+    /// Address of the gRPC listener (etl.v1.Extractor, grpc.health.v1, reflection);
+    /// port 0 picks a free port, which is logged.
+    #[arg(long, env = "ETL_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+
+    #[command(flatten)]
+    pub defaults: RunDefaults,
+}
+
+impl Config {
+    /// Defaults with the gRPC listener on `127.0.0.1:0`, for tests.
+    pub fn ephemeral(endpoints: Endpoints) -> Self {
+        Self {
+            grpc_addr: "127.0.0.1:0".into(),
+            endpoints,
+            defaults: RunDefaults::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        self.defaults.validate()?;
+        self.endpoints.sftp_config()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let e = Endpoints {
+            sftp_password: "hunter2".into(),
+            ..Default::default()
+        };
+        let shown = format!("{:?}", Config::ephemeral(e));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn empty_urls_switch_features_off() {
+        let e = Endpoints {
+            gateway_url: String::new(),
+            ..Default::default()
+        };
+        let t = e.upload_target(true).expect("valid");
+        assert_eq!(t.gateway_url, None);
+        assert_eq!(t.verifier_url.as_deref(), Some("http://127.0.0.1:50054"));
+        assert_eq!(e.upload_target(false).expect("valid").verifier_url, None);
+    }
+
+    #[test]
+    fn detect_among_all_means_every_language() {
+        let d = RunDefaults {
+            detect_among: vec!["all".into()],
+            ..Default::default()
+        };
+        assert!(d.transform().detect_among.is_empty());
+        assert_eq!(
+            RunDefaults::default().transform().detect_among.len(),
+            MARKETPLACE_LANGUAGES.len()
+        );
+    }
+}

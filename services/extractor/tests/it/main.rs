@@ -1,0 +1,15 @@
+//! Integration tests, one binary: real servers on loopback, no mocks of our
+//! own code — the sftp-gateway runs in-process, the sink-verifier is a small
+//! recording gRPC server (its real implementation is tested in its crate).
+//!
+//! - `extract`: a run end to end (upload, manifests, traces), reruns that
+//!   resume without duplicates or gaps, strict mode, shutdown mid-run, local output.
+//! - `binary`: the executable's subcommands and help.
+//! - `api`: gRPC `StartRun` + `WatchRun` through the extractor server.
+//! - `language`: the language filter's accuracy on generated reviews.
+
+mod api;
+mod binary;
+mod extract;
+mod helpers;
+mod language;

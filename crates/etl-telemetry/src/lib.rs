@@ -146,7 +146,15 @@ fn trace_filter() -> EnvFilter {
 
 fn build_provider(service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service_name.to_string());
-    let resource = Resource::builder().with_service_name(name).build();
+    // Collectors (otlp-embedded, Jaeger) tell processes apart by instance id.
+    let instance = format!("{name}-{}", std::process::id());
+    let resource = Resource::builder()
+        .with_service_name(name)
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            instance,
+        ))
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Ok(endpoint) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         && !endpoint.is_empty()

@@ -28,7 +28,8 @@ pub struct Manifest {
 
 impl Manifest {
     /// The gRPC form, once the file is in place.
-    pub fn to_proto(&self, uploaded_at_unix_ms: i64, trace_id: &str) -> FileManifest {
+    /// `traceparent` is the chunk span's; the verifier's span becomes its child.
+    pub fn to_proto(&self, uploaded_at_unix_ms: i64, traceparent: &str) -> FileManifest {
         FileManifest {
             run_id: self.run_id.clone(),
             file_name: self.file_name.clone(),
@@ -37,7 +38,10 @@ impl Manifest {
             row_digests: self.row_digests.clone(),
             checksum: self.checksum,
             uploaded_at_unix_ms,
-            trace_id: trace_id.to_string(),
+            trace_id: etl_telemetry::trace_id_of(traceparent)
+                .unwrap_or_default()
+                .to_string(),
+            traceparent: traceparent.to_string(),
         }
     }
 }
@@ -141,9 +145,11 @@ mod tests {
             Some(("run-abc", "train.ft", 12))
         );
         assert_eq!(a.manifest.file_name, a.name);
-        let proto = a.manifest.to_proto(5, "abc");
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let proto = a.manifest.to_proto(5, tp);
         assert_eq!(proto.uploaded_at_unix_ms, 5);
-        assert_eq!(proto.trace_id, "abc");
+        assert_eq!(proto.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(proto.traceparent, tp);
         assert_eq!(proto.row_digests, a.manifest.row_digests);
     }
 

@@ -163,8 +163,7 @@ impl Uploader {
             }
         };
         if self.verifier.is_some() {
-            let trace_id = etl_telemetry::trace_id_of(&traceparent).unwrap_or_default();
-            let manifest = chunk.manifest.to_proto(uploaded_at, trace_id);
+            let manifest = chunk.manifest.to_proto(uploaded_at, &traceparent);
             let span = tracing::info_span!(
                 parent: chunk_span,
                 "verifier.register",

@@ -39,7 +39,15 @@ impl SftpGateway for GatewayApi {
         tracing::info!(user = %user, directory = %directory, "watcher subscribed");
         let shutdown = self.shutdown.clone();
         let (who, dir) = (user.clone(), directory.clone());
-        let events = BroadcastStream::new(self.notifier.subscribe())
+        let (recent, live) = self.notifier.subscribe_with_recent();
+        let (u, d) = (user.clone(), directory.clone());
+        let backlog = futures::stream::iter(
+            recent
+                .into_iter()
+                .filter(move |e| notify::matches(e, &u, &d))
+                .map(Ok),
+        );
+        let events = BroadcastStream::new(live)
             .filter_map(move |item| {
                 let out = match item {
                     Ok(event) if notify::matches(&event, &user, &directory) => Some(Ok(event)),
@@ -55,6 +63,7 @@ impl SftpGateway for GatewayApi {
             // The stream never ends on its own; it must on shutdown, or the
             // gRPC server would wait for it forever.
             .take_until(async move { shutdown.wait().await });
+        let events = backlog.chain(events);
         Ok(Response::new(Box::pin(events)))
     }
 

@@ -24,6 +24,10 @@ const ANNOUNCEMENT_TTL: Duration = Duration::from_secs(10 * 60);
 const MAX_ANNOUNCEMENTS: usize = 100_000;
 /// Events buffered per subscriber before it counts as lagging.
 const CHANNEL_CAPACITY: usize = 4096;
+/// Recent events replayed to each new subscriber, so a consumer that connects
+/// after an upload (start order, reconnects) still gets the file's trace context.
+const RECENT_MAX: usize = 1024;
+const RECENT_TTL: Duration = Duration::from_secs(10 * 60);
 
 struct Announcement {
     trace: TraceContext,
@@ -34,6 +38,7 @@ struct Inner {
     tx: broadcast::Sender<FileReady>,
     watched: Vec<String>,
     announced: Mutex<HashMap<(String, String), Announcement>>,
+    recent: Mutex<std::collections::VecDeque<(Instant, FileReady)>>,
 }
 
 /// The hub for FileReady events and upload announcements. Cheap to clone.
@@ -55,6 +60,7 @@ impl Notifier {
                     .filter(|d| !d.is_empty())
                     .collect(),
                 announced: Mutex::new(HashMap::new()),
+                recent: Mutex::new(std::collections::VecDeque::new()),
             }),
         }
     }
@@ -63,6 +69,26 @@ impl Notifier {
     /// thousand events behind gets `RecvError::Lagged` and then continues.
     pub fn subscribe(&self) -> broadcast::Receiver<FileReady> {
         self.inner.tx.subscribe()
+    }
+
+    /// Every FileReady from now on, preceded by the recent ones (at most
+    /// [`RECENT_MAX`], none older than ten minutes). Subscribing before reading
+    /// the backlog means no event falls between the two; one may come twice,
+    /// which consumers tolerate (the file is gone after the first).
+    pub fn subscribe_with_recent(&self) -> (Vec<FileReady>, broadcast::Receiver<FileReady>) {
+        let rx = self.inner.tx.subscribe();
+        let recent = self
+            .inner
+            .recent
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(at, _)| at.elapsed() < RECENT_TTL)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (recent, rx)
     }
 
     /// The watched directories.
@@ -119,7 +145,10 @@ impl Notifier {
             return;
         }
         let announced = self.take_announcement(user, rel);
+        // A root span unless the uploader announced its trace: a file from a
+        // plain SFTP client (no extractor) gets a trace that starts here.
         let span = tracing::info_span!(
+            parent: None,
             "sftp.receive",
             otel.kind = "consumer",
             sftp.user = %user,
@@ -131,19 +160,31 @@ impl Notifier {
         }
         let _entered = span.enter();
         // The event carries this span's context, so the consumer's work nests
-        // under the gateway's hop in the uploader's trace. Without an
-        // announcement the trace is left empty.
-        let trace = announced.map(|a| TraceContext {
-            traceparent: etl_telemetry::context::traceparent_of(&span).unwrap_or(a.traceparent),
-            tracestate: a.tracestate,
-        });
+        // under the gateway's hop, in the uploader's trace when there is one.
+        let traceparent = etl_telemetry::context::traceparent_of(&span)
+            .or_else(|| announced.as_ref().map(|a| a.traceparent.clone()))
+            .unwrap_or_default();
+        let trace = TraceContext {
+            traceparent,
+            tracestate: announced.map(|a| a.tracestate).unwrap_or_default(),
+        };
         let event = FileReady {
             user: user.to_string(),
             path: rel.to_string(),
             size,
             completed_at_unix_ms: unix_ms(),
-            trace: Some(trace.unwrap_or_default()),
+            trace: Some(trace),
         };
+        if let Ok(mut recent) = self.inner.recent.lock() {
+            while recent.len() >= RECENT_MAX
+                || recent
+                    .front()
+                    .is_some_and(|(at, _)| at.elapsed() >= RECENT_TTL)
+            {
+                recent.pop_front();
+            }
+            recent.push_back((Instant::now(), event.clone()));
+        }
         let subscribers = self.inner.tx.send(event).unwrap_or(0);
         tracing::info!(user, path = rel, size, subscribers, "upload complete");
     }
@@ -199,6 +240,7 @@ mod tests {
 
     #[test]
     fn completed_upload_published_with_announced_trace() {
+        etl_telemetry::init_for_tests();
         let n = notifier();
         let mut rx = n.subscribe();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -223,8 +265,24 @@ mod tests {
         );
         let b = rx.try_recv().expect("b");
         assert_eq!(b.path, "input/b.csv");
-        assert_eq!(b.trace.unwrap_or_default().traceparent, "");
+        // Not announced: a trace of its own, starting at the gateway.
+        let b_trace = b.trace.unwrap_or_default().traceparent;
+        let b_id = etl_telemetry::trace_id_of(&b_trace).expect("a trace for b");
+        assert_ne!(b_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn late_subscribers_get_recent_events_first() {
+        let n = notifier();
+        n.upload_completed("etl", "input/early.csv", 1);
+        let (recent, mut rx) = n.subscribe_with_recent();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].path, "input/early.csv");
+        n.upload_completed("etl", "input/late.csv", 2);
+        assert_eq!(rx.try_recv().expect("live").path, "input/late.csv");
+        let (recent, _) = n.subscribe_with_recent();
+        assert_eq!(recent.len(), 2);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Manifest {
     pub uploaded_at_unix_ms: i64,
     /// 32 hex digits, or empty when the file was not traced.
     pub trace_id: String,
+    /// The uploader's span (W3C traceparent), parent of the verifier's span.
+    pub traceparent: String,
 }
 
 impl TryFrom<FileManifest> for Manifest {
@@ -76,6 +78,21 @@ impl TryFrom<FileManifest> for Manifest {
                 m.checksum
             )));
         }
+        // A traceparent of another trace than `trace_id` would split the file's trace.
+        let traceparent = match etl_telemetry::trace_id_of(&m.traceparent) {
+            Some(t) if m.trace_id.is_empty() || t == m.trace_id => m.traceparent.clone(),
+            _ => String::new(),
+        };
+        let m = if m.trace_id.is_empty() && !traceparent.is_empty() {
+            FileManifest {
+                trace_id: etl_telemetry::trace_id_of(&traceparent)
+                    .unwrap_or_default()
+                    .to_string(),
+                ..m
+            }
+        } else {
+            m
+        };
         let trace_id = if is_trace_id(&m.trace_id) {
             m.trace_id
         } else {
@@ -94,6 +111,7 @@ impl TryFrom<FileManifest> for Manifest {
             checksum: m.checksum,
             uploaded_at_unix_ms: m.uploaded_at_unix_ms,
             trace_id,
+            traceparent,
         })
     }
 }
@@ -391,6 +409,7 @@ mod tests {
             row_digests,
             uploaded_at_unix_ms: 1_000,
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            traceparent: String::new(),
         }
     }
 

@@ -122,6 +122,7 @@ mod tests {
             checksum: 0,
             uploaded_at_unix_ms: uploaded,
             trace_id: String::new(),
+            traceparent: String::new(),
         }
     }
 

@@ -420,7 +420,10 @@ pub fn trace_outcome(manifest: &Manifest, check: &FileCheck) {
         etl.duplicates = check.duplicates,
         etl.latency_ms = latency_ms,
     );
-    if let Some(cx) = remote_parent(&manifest.trace_id) {
+    if !manifest.traceparent.is_empty() {
+        etl_telemetry::context::set_parent(&span, &manifest.traceparent);
+    } else if let Some(cx) = remote_parent(&manifest.trace_id) {
+        // Without the uploader's span id the best parent is the trace itself.
         let _ = span.set_parent(cx);
     }
     let _entered = span.enter();
@@ -477,6 +480,7 @@ mod tests {
             row_digests,
             uploaded_at_unix_ms: 1_000,
             trace_id: String::new(),
+            traceparent: String::new(),
         }
     }
 
@@ -667,5 +671,32 @@ mod tests {
         assert_eq!(attr("etl.rows").as_deref(), Some("1"));
         assert_eq!(attr("etl.result").as_deref(), Some("verified"));
         assert_eq!(attr("etl.latency_ms").as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn verify_span_is_a_child_of_the_uploaders_span() {
+        use opentelemetry::trace::{SpanId, TracerProvider as _};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let exporter = Captured::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let m = Manifest {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            ..manifest(&[&["x", "1"]])
+        };
+        let check = assess(&m, [landed(1, &["x", "1"], 1_042)]);
+        tracing::subscriber::with_default(subscriber, || trace_outcome(&m, &check));
+        let spans = exporter.0.lock().expect("lock").clone();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            spans[0].parent_span_id,
+            SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
+            "the verifier's span hangs under the extractor's chunk span"
+        );
     }
 }

@@ -16,6 +16,16 @@ use tokio::sync::mpsc;
 
 use super::{Notice, WatchEvent};
 
+/// How long to wait for the next replayed event after subscribing: the replay
+/// arrives at once, so a short quiet gap means it is over.
+const REPLAY_WINDOW: Duration = Duration::from_millis(150);
+
+fn notice_of(ev: etl_proto::v1::FileReady) -> WatchEvent {
+    let name = etl_core::naming::base_name(&ev.path).to_string();
+    let traceparent = ev.trace.map(|t| t.traceparent).unwrap_or_default();
+    WatchEvent::File(Notice { name, traceparent })
+}
+
 pub(crate) async fn watch_gateway(
     url: String,
     user: String,
@@ -50,6 +60,16 @@ pub(crate) async fn watch_gateway(
                 failures = 0;
                 backoff.reset(Duration::from_millis(100));
                 connected.store(true, Ordering::Relaxed);
+                // The gateway first replays its recent events: queue those (they
+                // carry the uploaders' trace contexts) before the rescan finds
+                // the same files without one.
+                while let Ok(Ok(Some(ev))) =
+                    tokio::time::timeout(REPLAY_WINDOW, stream.message()).await
+                {
+                    if tx.send(notice_of(ev)).await.is_err() {
+                        return;
+                    }
+                }
                 if tx.send(WatchEvent::Rescan).await.is_err() {
                     return;
                 }
@@ -60,10 +80,7 @@ pub(crate) async fn watch_gateway(
                     };
                     match message {
                         Ok(Some(ev)) => {
-                            let name = etl_core::naming::base_name(&ev.path).to_string();
-                            let traceparent = ev.trace.map(|t| t.traceparent).unwrap_or_default();
-                            let notice = WatchEvent::File(Notice { name, traceparent });
-                            if tx.send(notice).await.is_err() {
+                            if tx.send(notice_of(ev)).await.is_err() {
                                 return;
                             }
                         }

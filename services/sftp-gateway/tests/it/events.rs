@@ -61,10 +61,11 @@ async fn completed_upload_is_announced_over_grpc_but_not_its_temporary() {
     assert_eq!(ev.path, "input/a.csv");
     assert_eq!(ev.size, 16);
     assert!(ev.completed_at_unix_ms >= before, "{ev:?}");
-    assert_eq!(
-        ev.trace.unwrap_or_default().traceparent,
-        "",
-        "no announcement, no trace"
+    // No announcement: the file's trace starts at the gateway.
+    let tp = ev.trace.unwrap_or_default().traceparent;
+    assert!(
+        etl_telemetry::trace_id_of(&tp).is_some(),
+        "an unannounced upload gets a trace of its own: {tp:?}"
     );
     assert_quiet(&mut stream).await;
 
@@ -120,7 +121,9 @@ async fn announced_trace_rides_the_file_ready() {
         .await
         .expect("upload again");
     let ev = next_grpc(&mut stream).await;
-    assert_eq!(ev.trace.unwrap_or_default().traceparent, "");
+    let tp = ev.trace.unwrap_or_default().traceparent;
+    let id = etl_telemetry::trace_id_of(&tp).expect("a trace of its own");
+    assert_ne!(id, TRACE_ID, "the used-up announcement is not reused");
     gw.stop().await;
 }
 

@@ -131,6 +131,7 @@ pub(crate) fn manifest(
         row_digests,
         uploaded_at_unix_ms: now_ms(),
         trace_id: TRACE_ID.to_string(),
+        traceparent: String::new(),
     }
 }
 

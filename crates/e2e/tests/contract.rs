@@ -1,0 +1,354 @@
+//! compose.yaml and the Dockerfile cannot run on machines without a Docker engine,
+//! so their contract is checked statically: health gates, pinned images, env
+//! names that the binaries really accept, the design's ports, and a Dockerfile
+//! that builds exactly the workspace's binaries.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    process::Command,
+};
+
+use serde_yaml::Value;
+
+const SERVICES: [&str; 4] = [
+    "extractor",
+    "sftp-gateway",
+    "connect-manager",
+    "sink-verifier",
+];
+
+fn root() -> PathBuf {
+    e2e::root().to_path_buf()
+}
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(root().join("compose.yaml")).expect("read compose.yaml");
+    serde_yaml::from_str(&text).expect("compose.yaml is valid YAML")
+}
+
+fn services(c: &Value) -> &serde_yaml::Mapping {
+    c["services"].as_mapping().expect("services is a mapping")
+}
+
+fn name(k: &Value) -> &str {
+    k.as_str().expect("service names are strings")
+}
+
+fn help_of(bin: &str) -> String {
+    let path = e2e::bin(bin);
+    let out = Command::new(&path)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{bin} --help failed");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Subcommands have their own flags (e.g. `extractor serve`).
+    for sub in ["serve"] {
+        if let Ok(o) = Command::new(&path).args([sub, "--help"]).output()
+            && o.status.success()
+        {
+            text.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+    }
+    text
+}
+
+#[test]
+fn every_long_running_service_has_a_healthcheck_and_gates_on_healthy() {
+    let c = compose();
+    for (k, svc) in services(&c) {
+        let n = name(k);
+        let one_shot = svc["profiles"].as_sequence().is_some();
+        if !one_shot {
+            assert!(
+                svc["healthcheck"]["test"].as_sequence().is_some(),
+                "service {n} has no healthcheck"
+            );
+        }
+        if let Some(deps) = svc.get("depends_on") {
+            let deps = deps
+                .as_mapping()
+                .unwrap_or_else(|| panic!("{n}: depends_on must be the long form with conditions"));
+            for (d, cond) in deps {
+                assert_eq!(
+                    cond["condition"].as_str(),
+                    Some("service_healthy"),
+                    "{n} depends on {} without condition: service_healthy",
+                    name(d)
+                );
+                assert!(
+                    services(&c).contains_key(d),
+                    "{n} depends on unknown {}",
+                    name(d)
+                );
+            }
+        }
+    }
+    for s in SERVICES {
+        let svc = &services(&c)[s];
+        let test = svc["healthcheck"]["test"]
+            .as_sequence()
+            .expect("healthcheck");
+        let words: Vec<&str> = test.iter().filter_map(Value::as_str).collect();
+        assert_eq!(
+            words,
+            vec!["CMD", s, "healthcheck"],
+            "{s} must probe itself with `{s} healthcheck`"
+        );
+    }
+}
+
+#[test]
+fn every_image_tag_is_pinned() {
+    let c = compose();
+    for (k, svc) in services(&c) {
+        let image = svc["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} has no image", name(k)));
+        let tag = image.rsplit_once(':').map(|(_, t)| t);
+        assert!(
+            matches!(tag, Some(t) if t != "latest" && t.chars().any(|c| c.is_ascii_digit())),
+            "{}: image {image} is not pinned to a version",
+            name(k)
+        );
+    }
+    let docker = std::fs::read_to_string(root().join("deploy/Dockerfile")).expect("Dockerfile");
+    for line in docker
+        .lines()
+        .filter(|l| l.starts_with("ARG ") && l.contains("_IMAGE="))
+    {
+        let image = line.split_once('=').map(|(_, v)| v).unwrap_or("");
+        assert!(
+            image.contains(':') && !image.ends_with(":latest"),
+            "Dockerfile base image not pinned: {line}"
+        );
+    }
+}
+
+#[test]
+fn every_etl_variable_in_compose_is_accepted_by_its_binary() {
+    let c = compose();
+    let placeholders = connector_placeholders();
+    for (k, svc) in services(&c) {
+        let n = name(k);
+        let Some(env) = svc["environment"].as_mapping() else {
+            continue;
+        };
+        let Some(bin) = svc["build"]["target"].as_str() else {
+            continue; // third-party image
+        };
+        let help = help_of(bin);
+        for key in env
+            .keys()
+            .filter_map(Value::as_str)
+            .filter(|k| k.starts_with("ETL_"))
+        {
+            let accepted =
+                help.contains(&format!("env: {key}=")) || help.contains(&format!("env: {key}]"));
+            // etlctl also passes variables through to connector files' placeholders.
+            let placeholder = bin == "etlctl" && placeholders.contains(key);
+            assert!(
+                accepted || placeholder,
+                "compose sets {key} for {n}, but `{bin} --help` has no flag with that env twin"
+            );
+        }
+    }
+}
+
+fn connector_placeholders() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let dir = root().join("deploy/connectors");
+    for entry in std::fs::read_dir(&dir).expect("deploy/connectors") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for part in text.split("${").skip(1) {
+            let name = part.split(['}', ':']).next().unwrap_or("");
+            out.insert(name.to_string());
+        }
+    }
+    out
+}
+
+/// Ports of the design's table, e.g. `| extractor | gRPC … | 127.0.0.1:50051 |`.
+fn design_ports() -> BTreeMap<String, BTreeSet<u16>> {
+    let path = root().join("../shared/DESIGN.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (shared/ sits beside the project root)",
+            path.display()
+        )
+    });
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        let ports: BTreeSet<u16> = cells[3]
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| *p > 1000)
+            .collect();
+        if !ports.is_empty() {
+            out.insert(cells[1].to_lowercase(), ports);
+        }
+    }
+    out
+}
+
+fn container_ports(svc: &Value) -> BTreeSet<u16> {
+    svc["ports"]
+        .as_sequence()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|p| p.rsplit(':').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn host_ports(svc: &Value) -> BTreeSet<u16> {
+    svc["ports"]
+        .as_sequence()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|p| p.split(':').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ports_match_the_design() {
+    let design = design_ports();
+    let c = compose();
+    for s in SERVICES {
+        let want = design
+            .get(s)
+            .unwrap_or_else(|| panic!("DESIGN.md has no ports for {s}"));
+        let svc = &services(&c)[s];
+        assert_eq!(
+            &container_ports(svc),
+            want,
+            "{s}: compose ports differ from DESIGN.md"
+        );
+        assert_eq!(
+            &host_ports(svc),
+            want,
+            "{s}: published ports differ from DESIGN.md"
+        );
+        // Listen addresses (0.0.0.0:PORT) set in compose use the design's ports.
+        for (k, v) in svc["environment"].as_mapping().expect("env") {
+            let (key, val) = (k.as_str().unwrap_or(""), v.as_str().unwrap_or(""));
+            if let Some(port) = val.strip_prefix("0.0.0.0:") {
+                let port: u16 = port.parse().expect("numeric port");
+                assert!(
+                    want.contains(&port),
+                    "{s}: {key}={val} is not a design port"
+                );
+            }
+        }
+    }
+    let pg = &services(&c)["postgres"];
+    assert_eq!(
+        host_ports(pg),
+        BTreeSet::from([54321]),
+        "compose publishes Postgres on 54321"
+    );
+    assert_eq!(container_ports(pg), BTreeSet::from([5432]));
+    let jaeger = &services(&c)["jaeger"];
+    assert_eq!(container_ports(jaeger), BTreeSet::from([4317, 16686]));
+    assert_eq!(pg["environment"]["POSTGRES_DB"].as_str(), Some("nlp_db"));
+    let kafka = &services(&c)["kafka"];
+    assert!(
+        kafka["environment"]["KAFKA_PROCESS_ROLES"]
+            .as_str()
+            .is_some_and(|r| r.contains("controller")),
+        "Kafka runs in KRaft mode"
+    );
+}
+
+fn workspace_binaries() -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    let mut bins = BTreeSet::new();
+    for p in meta["packages"].as_array().expect("packages") {
+        for t in p["targets"].as_array().expect("targets") {
+            if t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            {
+                bins.insert(t["name"].as_str().expect("name").to_string());
+            }
+        }
+    }
+    bins
+}
+
+#[test]
+fn dockerfile_builds_exactly_the_workspace_binaries() {
+    let docker = std::fs::read_to_string(root().join("deploy/Dockerfile")).expect("Dockerfile");
+    let built: BTreeSet<String> = docker
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--bin")
+        .map(|w| w[1].to_string())
+        .collect();
+    let targets: BTreeSet<String> = docker
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM runtime AS "))
+        .map(|t| t.trim().to_string())
+        .collect();
+    let bins = workspace_binaries();
+    assert_eq!(
+        built, bins,
+        "`cargo build --bin …` in the Dockerfile vs the workspace's binaries"
+    );
+    assert_eq!(targets, bins, "one runtime target per binary");
+    for b in &bins {
+        assert!(
+            docker.contains(&format!(
+                "COPY --from=builder /src/target/release/{b} /usr/local/bin/{b}"
+            )),
+            "target {b} must copy only its own binary"
+        );
+    }
+    assert!(
+        docker.contains("USER etl"),
+        "runtime runs as a non-root user"
+    );
+    assert!(
+        docker.contains("ca-certificates"),
+        "runtime has CA certificates"
+    );
+    assert!(
+        docker.contains("cargo chef cook"),
+        "dependencies are cached in their own layer"
+    );
+    let c = compose();
+    for s in SERVICES.iter().chain(["etlctl"].iter()) {
+        assert_eq!(
+            services(&c)[*s]["build"]["target"].as_str(),
+            Some(*s),
+            "compose builds {s} from its Dockerfile target"
+        );
+    }
+}

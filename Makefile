@@ -35,6 +35,7 @@ tansu: ## install the tansu Kafka-compatible broker when missing
 	fi
 
 test: tansu ## every test: unit, integration with real Postgres/tansu/SFTP, end to end
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 lint: ## rustfmt check and clippy with warnings as errors
@@ -44,8 +45,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: tansu release ## criterion benchmarks and the 100k-row pipeline figures
+bench: tansu release ## criterion benchmarks, then 100k rows through the pipeline with tracing on and off
 	$(CARGO) bench --workspace
+	tools/bench-pipeline.sh 100000
 
 ifeq ($(STACK),compose)
 demo-small: ## the whole pipeline with 100 rows, then a report

@@ -129,3 +129,44 @@ pub async fn probe_health(addr: &str) -> Result<bool, GrpcError> {
 pub fn http_url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
+
+/// Serves `routes` until `shutdown` trips, reporting NOT_SERVING the moment it
+/// does (probes stop routing work here while in-flight calls finish). A server
+/// failure trips `shutdown`, so the rest of the service stops with it.
+pub async fn serve_until_shutdown(
+    listener: TcpListener,
+    routes: Routes,
+    health: Health,
+    shutdown: Shutdown,
+) -> Result<(), GrpcError> {
+    let serve = serve_grpc(listener, routes, shutdown.clone());
+    let not_serving = async {
+        shutdown.wait().await;
+        health.set(false).await;
+        std::future::pending::<()>().await;
+    };
+    let result = tokio::select! {
+        r = serve => r,
+        _ = not_serving => Ok(()),
+    };
+    if result.is_err() {
+        shutdown.trigger();
+    }
+    result
+}
+
+/// The `healthcheck` subcommand every binary has: exit 0 only when the gRPC
+/// health at `addr` is SERVING, so container images need no probe tool.
+pub async fn healthcheck_command(addr: &str) -> std::process::ExitCode {
+    match probe_health(addr).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("{addr}: NOT_SERVING");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

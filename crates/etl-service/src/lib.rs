@@ -13,5 +13,5 @@ pub mod grpc;
 pub mod shutdown;
 
 pub use backoff::{Backoff, retry};
-pub use grpc::{Health, bind, probe_health, serve_grpc};
+pub use grpc::{Health, bind, healthcheck_command, probe_health, serve_grpc, serve_until_shutdown};
 pub use shutdown::Shutdown;

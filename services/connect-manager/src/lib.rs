@@ -123,20 +123,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         let shutdown = shutdown.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            let serve = etl_service::serve_grpc(grpc_listener, routes.routes(), shutdown.clone());
-            let not_serving = async {
-                shutdown.wait().await;
-                health.set(false).await;
-                std::future::pending::<()>().await;
-            };
-            let result = tokio::select! {
-                r = serve => r.map_err(Error::from),
-                _ = not_serving => Ok(()),
-            };
-            if result.is_err() {
-                shutdown.trigger();
-            }
-            result
+            etl_service::serve_until_shutdown(grpc_listener, routes.routes(), health, shutdown)
+                .await
+                .map_err(Error::from)
         })
     };
     let rest_task = {

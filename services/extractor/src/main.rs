@@ -134,17 +134,7 @@ async fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args).await,
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Healthcheck { addr }) => {
-            return match etl_service::probe_health(&addr).await {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => {
-                    eprintln!("{addr}: NOT_SERVING");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return etl_service::healthcheck_command(&addr).await;
         }
     };
     match result {

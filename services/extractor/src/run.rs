@@ -33,7 +33,7 @@ use crate::{
     Error,
     chunk::{self, ChunkFile},
     progress::{Progress, Summary},
-    source::{AmazonCsv, BadRow, Item, Source},
+    source::{BadRow, Item},
     transform::{self, Labeled, Outcome, Transform, TransformOptions},
     upload::{UploadTarget, Uploader},
 };
@@ -420,7 +420,7 @@ fn read_all(
     let progress = &ctx.progress;
     let mut done_bytes = 0;
     for (index, input) in ctx.inputs.iter().enumerate() {
-        let mut source = AmazonCsv::open(&input.spec.path)?;
+        let mut source = crate::source::open(&input.spec.path)?;
         let bad = |row: BadRow| -> Result<(), Error> {
             if strict {
                 return Err(Error::BadRow {

@@ -75,6 +75,13 @@ pub trait Source: Send {
     fn bytes_read(&self) -> u64;
 }
 
+/// Opens `path` with the source format that reads it. This is the one place
+/// that knows the formats: a new one implements [`Source`] and is chosen here
+/// (by extension, or by a `--source` option), and nothing else changes.
+pub fn open(path: &Path) -> Result<Box<dyn Source>, Error> {
+    Ok(Box::new(AmazonCsv::open(path)?))
+}
+
 /// A record longer than this is refused: it is almost always a quote that
 /// was never closed, swallowing the rest of the file, and memory must stay bounded.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;

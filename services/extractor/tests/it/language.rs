@@ -35,6 +35,7 @@ fn accuracy(detect_chars: usize, all_languages: bool) -> (f64, f64) {
 #[test]
 fn language_detection_is_accurate_on_a_multilingual_sample() {
     for (chars, all) in [
+        (extractor::transform::DEFAULT_DETECT_CHARS, false),
         (300, false),
         (0, false),
         (120, false),

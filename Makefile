@@ -47,7 +47,7 @@ fmt: ## format the code
 
 bench: tansu release ## criterion benchmarks, then 100k rows through the pipeline with tracing on and off
 	$(CARGO) bench --workspace
-	tools/bench-pipeline.sh 100000
+	tools/bench-pipeline.sh 100000 3
 
 ifeq ($(STACK),compose)
 demo-small: ## the whole pipeline with 100 rows, then a report

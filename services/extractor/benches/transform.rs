@@ -36,6 +36,12 @@ fn bench_transform(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ROWS as u64));
     group.sample_size(20);
     for (name, detect_chars, stem, all_languages) in [
+        (
+            "default_200_chars",
+            extractor::transform::DEFAULT_DETECT_CHARS,
+            false,
+            false,
+        ),
         ("marketplace_langs_300_chars", 300, false, false),
         ("marketplace_langs_all_chars", 0, false, false),
         ("marketplace_langs_300_chars_stem", 300, true, false),

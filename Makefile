@@ -6,6 +6,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TANSU_VERSION ?= 0.6.0
 TANSU_BIN ?= $(HOME)/.cargo/bin/tansu
+# Apache Kafka's broker jars from Maven Central (keep in step with testkit::KAFKA_VERSION).
+KAFKA_VERSION ?= 4.1.1
+KAFKA_LIBS ?= $(HOME)/.cache/file-etl/kafka-$(KAFKA_VERSION)/libs
+export KAFKA_LIBS
 ETL_DIR ?= .etl
 SEED ?= 42
 # compose when a Docker engine answers, the local process stack otherwise.
@@ -14,7 +18,7 @@ ETLCTL := target/release/etlctl
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help build release tansu test lint fmt bench demo-small demo-full up down logs status clean-stack
+.PHONY: help build release tansu kafka test lint fmt bench demo-small demo-full up down logs status clean-stack
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,7 +38,16 @@ tansu: ## install the tansu Kafka-compatible broker when missing
 		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
 	fi
 
-test: tansu ## every test: unit, integration with real Postgres/tansu/SFTP, end to end
+kafka: ## fetch Apache Kafka's broker jars (the stack's durable broker) when missing
+	@if [ -f "$(KAFKA_LIBS)/kafka_2.13-$(KAFKA_VERSION).jar" ]; then \
+		echo "kafka $(KAFKA_VERSION) present: $(KAFKA_LIBS)"; \
+	else \
+		echo "fetching Apache Kafka $(KAFKA_VERSION) jars with mvn into $(KAFKA_LIBS)"; \
+		mvn -q -B -f tools/kafka/pom.xml -Dkafka.version=$(KAFKA_VERSION) \
+			dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$(KAFKA_LIBS)"; \
+	fi
+
+test: tansu kafka ## every test: unit, integration with real Postgres/tansu/SFTP, end to end
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
@@ -45,7 +58,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: tansu release ## criterion benchmarks, then 100k rows through the pipeline with tracing on and off
+bench: tansu kafka release ## criterion benchmarks, then 100k rows through the pipeline with tracing on and off
 	$(CARGO) bench --workspace
 	tools/bench-pipeline.sh 100000 3
 
@@ -67,11 +80,11 @@ status: ## health of every component
 clean-stack: ## stop the stack and delete its data
 	$(COMPOSE) down -v
 else
-demo-small: tansu release ## the whole pipeline with 100 rows, then a report
+demo-small: tansu kafka release ## the whole pipeline with 100 rows, then a report
 	$(ETLCTL) demo --dir $(ETL_DIR) --rows 100 --seed $(SEED)
-demo-full: tansu release ## the whole pipeline with 100,000 rows, then a report
+demo-full: tansu kafka release ## the whole pipeline with 100,000 rows, then a report
 	$(ETLCTL) demo --dir $(ETL_DIR) --rows 100000 --seed $(SEED)
-up: tansu release ## start the stack and wait for every health check
+up: tansu kafka release ## start the stack and wait for every health check
 	$(ETLCTL) up --dir $(ETL_DIR)
 down: ## stop the stack
 	@if [ -x $(ETLCTL) ]; then $(ETLCTL) down --dir $(ETL_DIR); else echo "nothing built, nothing running"; fi

@@ -64,6 +64,18 @@ pub async fn run_and_verify(
     run_id: &str,
     chunk_size: u32,
 ) -> (RunProgress, RunReport) {
+    let last = run_extractor(extractor_url, input, run_id, chunk_size).await;
+    (last, wait_verified(verifier_url, run_id).await)
+}
+
+/// Runs the extractor over `input` and follows the run until every chunk is
+/// uploaded (and registered with the verifier). Returns the last progress.
+pub async fn run_extractor(
+    extractor_url: &str,
+    input: &Path,
+    run_id: &str,
+    chunk_size: u32,
+) -> RunProgress {
     let mut ex = ExtractorClient::connect(extractor_url.to_string())
         .await
         .expect("extractor gRPC");
@@ -99,7 +111,11 @@ pub async fn run_and_verify(
     }
     let last = last.expect("at least one progress message");
     assert!(last.done && last.error.is_empty(), "run failed: {last:?}");
+    last
+}
 
+/// Follows the verifier's report of `run_id` until it is complete.
+pub async fn wait_verified(verifier_url: &str, run_id: &str) -> RunReport {
     let mut sv = SinkVerifierClient::connect(verifier_url.to_string())
         .await
         .expect("verifier gRPC");
@@ -120,7 +136,7 @@ pub async fn run_and_verify(
         None
     };
     match tokio::time::timeout(DEADLINE, watch).await {
-        Ok(Some(report)) => (last, report),
+        Ok(Some(report)) => report,
         _ => {
             let partial = sv
                 .get_report(GetReportRequest {
@@ -167,7 +183,12 @@ impl Service {
         env: &[(&str, String)],
         log_dir: &Path,
     ) -> Self {
-        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("log file");
+        // Appended to: a service restarted by a test keeps one log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("{name}.log")))
+            .expect("log file");
         let err = log.try_clone().expect("log file");
         let child = std::process::Command::new(bin(name))
             .args(args)

@@ -31,7 +31,7 @@ async fn reviews_travel_from_csv_to_postgres_exactly_once() {
     let pg = testkit::shared_postgres().expect("postgres");
     let db = testkit::unique_name("e2e");
     let db_url = pg.create_database(&db).await.expect("database");
-    let kafka = testkit::shared_tansu().expect("tansu");
+    let kafka = testkit::shared_broker().expect("kafka broker");
     let topic = testkit::unique_name("review_etl");
     let dir = tempfile::tempdir().expect("tempdir");
     let shutdown = Shutdown::new();

@@ -167,7 +167,7 @@ async fn every_file_is_one_trace_across_all_services() {
     let pg = testkit::shared_postgres().expect("postgres");
     let db = testkit::unique_name("trace");
     let db_url = pg.create_database(&db).await.expect("database");
-    let kafka = testkit::shared_tansu().expect("tansu");
+    let kafka = testkit::shared_broker().expect("kafka broker");
     let topic = testkit::unique_name("review_etl");
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = testkit::test_log_dir().expect("log dir");
@@ -200,21 +200,21 @@ async fn every_file_is_one_trace_across_all_services() {
     };
     let sftp_dir = dir.path().join("sftp");
     let pubkey = format!("etl:{}.pub", key.display());
-    let gateway = e2e::Service::spawn(
-        "sftp-gateway",
-        &[
-            "--sftp-addr",
-            &format!("127.0.0.1:{sftp_port}"),
-            "--grpc-addr",
-            &format!("127.0.0.1:{gw_port}"),
-            "--data-dir",
-            sftp_dir.to_str().expect("utf8"),
-            "--authorized-key",
-            &pubkey,
-        ],
-        &common("sftp-gateway"),
-        &logs,
-    );
+    let gateway_args = [
+        "--sftp-addr".to_string(),
+        format!("127.0.0.1:{sftp_port}"),
+        "--grpc-addr".to_string(),
+        format!("127.0.0.1:{gw_port}"),
+        "--data-dir".to_string(),
+        sftp_dir.to_str().expect("utf8").to_string(),
+        "--authorized-key".to_string(),
+        pubkey.clone(),
+    ];
+    let spawn_gateway = || {
+        let args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
+        e2e::Service::spawn("sftp-gateway", &args, &common("sftp-gateway"), &logs)
+    };
+    let gateway = spawn_gateway();
     let verifier = e2e::Service::spawn(
         "sink-verifier",
         &[
@@ -229,21 +229,21 @@ async fn every_file_is_one_trace_across_all_services() {
         &logs,
     );
     let connect_dir = dir.path().join("connect");
-    let connect = e2e::Service::spawn(
-        "connect-manager",
-        &[
-            "--grpc-addr",
-            &format!("127.0.0.1:{cm_port}"),
-            "--rest-addr",
-            &format!("127.0.0.1:{rest_port}"),
-            "--kafka-brokers",
-            &kafka.bootstrap(),
-            "--data-dir",
-            connect_dir.to_str().expect("utf8"),
-        ],
-        &common("connect-manager"),
-        &logs,
-    );
+    let connect_args = [
+        "--grpc-addr".to_string(),
+        format!("127.0.0.1:{cm_port}"),
+        "--rest-addr".to_string(),
+        format!("127.0.0.1:{rest_port}"),
+        "--kafka-brokers".to_string(),
+        kafka.bootstrap(),
+        "--data-dir".to_string(),
+        connect_dir.to_str().expect("utf8").to_string(),
+    ];
+    let spawn_connect = || {
+        let args: Vec<&str> = connect_args.iter().map(String::as_str).collect();
+        e2e::Service::spawn("connect-manager", &args, &common("connect-manager"), &logs)
+    };
+    let connect = spawn_connect();
     let gateway_url = format!("http://127.0.0.1:{gw_port}");
     let verifier_url = format!("http://127.0.0.1:{sv_port}");
     let extractor_url = format!("http://127.0.0.1:{ex_port}");
@@ -356,7 +356,15 @@ async fn every_file_is_one_trace_across_all_services() {
 
     // --- a plain OpenSSH upload: its trace starts at the gateway
     let plain = dir.path().join("plain_upload.csv");
-    std::fs::write(&plain, "title,score\nhello,1\nworld,2\n").expect("write plain file");
+    // The columns of the topic's schema (pinned by the first file): anything else
+    // would go to error/.
+    std::fs::write(
+        &plain,
+        "header\tbody\tfeedback_type\tsource\tis_streaming\tlanguage_code\n\
+         hello\tworld\tpositive\tsftp\tfalse\ten\n\
+         good\tday\tnegative\tsftp\ttrue\ten\n",
+    )
+    .expect("write plain file");
     let batch = dir.path().join("batch");
     std::fs::write(
         &batch,
@@ -413,8 +421,107 @@ async fn every_file_is_one_trace_across_all_services() {
     assert_one_root(&spans, "sftp-gateway");
     assert_semantic_conventions(&spans, &topic);
 
+    // --- files that no live notice announces: each must still be one trace from
+    // the extractor to Postgres, its context read back from the gateway.
+    let client_cm = || async {
+        etl_proto::v1::connect_manager_client::ConnectManagerClient::connect(connect_url.clone())
+            .await
+            .expect("connect-manager gRPC")
+    };
+    let delete_source = || async {
+        client_cm()
+            .await
+            .delete_connector(etl_proto::v1::DeleteConnectorRequest {
+                name: "sftp-csv-source".into(),
+            })
+            .await
+            .expect("delete the source connector");
+    };
+    let mut case = 0;
+    let mut extract = |what: &'static str| {
+        case += 1;
+        let input = dir.path().join(format!("reviews-{case}.csv"));
+        extractor::generate(
+            120,
+            20 + case,
+            etl_core::review::LabelScheme::Polarity,
+            std::fs::File::create(&input).expect("input"),
+        )
+        .expect("generate");
+        let run_id = testkit::unique_name(&format!("run-{what}"));
+        (input, run_id)
+    };
+
+    // (a) the source connector is created after the upload.
+    delete_source().await;
+    let (input, run_a) = extract("late-connector");
+    e2e::run_extractor(&extractor_url, &input, &run_a, 100).await;
+    assert_eq!(e2e::apply_connectors(&connect_url, &vars).await, 2);
+    let report = e2e::wait_verified(&verifier_url, &run_a).await;
+    check_files(&collector, &client, &report, &topic, "late connector").await;
+
+    // (b) the gateway restarts between the upload and the pick-up.
+    delete_source().await;
+    let (input, run_b) = extract("gateway-restart");
+    e2e::run_extractor(&extractor_url, &input, &run_b, 100).await;
+    gateway.stop();
+    let gateway = spawn_gateway();
+    e2e::wait_serving("sftp-gateway", &gateway_url).await;
+    assert_eq!(e2e::apply_connectors(&connect_url, &vars).await, 2);
+    let report = e2e::wait_verified(&verifier_url, &run_b).await;
+    check_files(&collector, &client, &report, &topic, "gateway restart").await;
+
+    // (c) connect-manager restarts between the upload and the pick-up.
+    connect.stop();
+    let (input, run_c) = extract("manager-restart");
+    e2e::run_extractor(&extractor_url, &input, &run_c, 100).await;
+    let connect = spawn_connect();
+    e2e::wait_serving("connect-manager", &connect_url).await;
+    let report = e2e::wait_verified(&verifier_url, &run_c).await;
+    check_files(
+        &collector,
+        &client,
+        &report,
+        &topic,
+        "connect-manager restart",
+    )
+    .await;
+
     for s in [extractor, connect, verifier, gateway] {
         s.stop();
     }
     stop.cancel();
+}
+
+/// Every file of `report`: its rows carry one trace id, and that trace has spans of
+/// all four services and the Postgres write under exactly one root, the extractor's.
+async fn check_files(
+    collector: &etl_telemetry::collector::Collector,
+    client: &tokio_postgres::Client,
+    report: &etl_proto::v1::RunReport,
+    topic: &str,
+    case: &str,
+) {
+    assert!(!report.file_reports.is_empty(), "{case}: no files");
+    for f in &report.file_reports {
+        let ids: Vec<Option<String>> = client
+            .query(
+                "select distinct _etl_trace_id from review where _etl_file = $1",
+                &[&f.file_name],
+            )
+            .await
+            .expect("trace ids")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![Some(f.trace_id.clone())],
+            "{case}: rows of {} carry the extractor's trace id",
+            f.file_name
+        );
+        let spans = wait_for_trace(collector, &f.trace_id, &SERVICES).await;
+        assert_one_root(&spans, "extractor");
+        assert_semantic_conventions(&spans, topic);
+    }
 }

@@ -40,6 +40,10 @@ pub enum Command {
     /// The trace of a chunk file (or a trace id) from Jaeger, as a waterfall: every span
     /// of every service the file went through.
     Trace(TraceArgs),
+    /// The verifier's report of a run (as it stands now): rows expected and landed,
+    /// missing, duplicates, altered, rejected files, content duplicates, latency.
+    /// Exits 0 when the run passed, 2 when it failed, 3 while it is still running.
+    Report(ReportArgs),
     /// Exits 0 when the gRPC health service at --addr is SERVING, 1 otherwise.
     Healthcheck(HealthcheckArgs),
     /// Runs the stack in the foreground until SIGTERM/SIGINT (what `up` starts in the
@@ -77,13 +81,16 @@ pub struct StackArgs {
     #[arg(long, env = "ETL_PG_PORT", default_value_t = Ports::default().postgres)]
     pub pg_port: u16,
 
-    /// Kafka (tansu) port on 127.0.0.1.
+    /// Kafka port on 127.0.0.1.
     #[arg(long, env = "ETL_KAFKA_PORT", default_value_t = Ports::default().kafka)]
     pub kafka_port: u16,
 
-    /// Where tansu keeps records: memory (fast, gone after `down`) or sqlite in
-    /// <dir>/tansu (survives `down`/`up`, several times slower to consume).
-    #[arg(long, env = "ETL_KAFKA_STORAGE", value_enum, default_value_t = KafkaStorage::Memory)]
+    /// The broker: kafka = Apache Kafka (KRaft) with its log in <dir>/kafka, durable
+    /// (survives `down`/`up` and a broker crash; needs `make kafka` and a JDK);
+    /// memory = tansu in memory (no JVM, gone after `down`, and a consumer resuming
+    /// inside a producer batch misses its rest: benchmarks only); sqlite = tansu
+    /// with sqlite in <dir>/tansu (durable, far slower to consume).
+    #[arg(long, env = "ETL_KAFKA_STORAGE", value_enum, default_value_t = KafkaStorage::Kafka)]
     pub kafka_storage: KafkaStorage,
 
     /// The topic created at start (if missing) and used by the connectors.
@@ -460,6 +467,23 @@ pub struct EndpointArgs {
     /// http://127.0.0.1:16686).
     #[arg(long, env = "ETL_JAEGER_URL", value_name = "URL")]
     pub jaeger_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The run id (the demo prints it; also in <dir>/report.json).
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    #[command(flatten)]
+    pub dir: DirArgs,
+
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+
+    /// Print the report as JSON (the shape of report.json) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

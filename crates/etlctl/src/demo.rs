@@ -20,7 +20,7 @@ use etl_proto::v1::{
 use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::Channel;
 
-use crate::cli::{DemoArgs, StackMode};
+use crate::cli::{DemoArgs, ReportArgs, StackMode};
 use crate::endpoints::Endpoints;
 use crate::report::{DemoReport, ExtractSummary};
 use crate::stack::{Service, ServiceState, StackDir, write_atomically};
@@ -157,6 +157,39 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Finished {
         passed: demo.passed,
     })
+}
+
+/// `etlctl report RUN_ID`: the verifier's report now. `Some(passed)` once the run is
+/// complete, `None` while it is not.
+pub async fn report(args: &ReportArgs) -> anyhow::Result<Option<bool>> {
+    let endpoints = match args.endpoints.mode {
+        StackMode::External => Endpoints::external(&args.endpoints),
+        StackMode::Local => {
+            let dir = args.dir.stack_dir()?;
+            let stack = dir.read_stack()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no stack running in {} (start one with `etlctl up`, or use --stack external)",
+                    dir.root().display()
+                )
+            })?;
+            Endpoints::local(&stack, &args.endpoints)?
+        }
+    };
+    let mut verifier = SinkVerifierClient::new(channel(&endpoints.verifier).await?);
+    let report = verifier
+        .get_report(GetReportRequest {
+            run_id: args.run_id.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("SinkVerifier.GetReport failed: {}", s.message()))?
+        .into_inner();
+    let demo = DemoReport::new(&report, String::new(), 0, Duration::ZERO, None);
+    if args.json {
+        print!("{}", demo.to_json());
+    } else {
+        print!("{}", demo.render());
+    }
+    Ok(demo.complete.then_some(demo.passed))
 }
 
 /// The flags `etlctl trace` needs to find what this demo used, beyond the defaults.

@@ -54,6 +54,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             demo::Outcome::TimedOut => ExitCode::from(3),
         }),
         Command::Trace(args) => trace::run(&args).await.map(|()| ExitCode::SUCCESS),
+        Command::Report(args) => Ok(match demo::report(&args).await? {
+            Some(true) => ExitCode::SUCCESS,
+            Some(false) => ExitCode::from(2),
+            None => ExitCode::from(3),
+        }),
         Command::Healthcheck(args) => match etl_service::probe_health(&args.addr).await {
             Ok(true) => {
                 println!("{}: SERVING", args.addr);

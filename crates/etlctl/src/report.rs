@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub struct LatencyMs {
     pub p50: u64,
     pub p95: u64,
+    #[serde(default)]
+    pub p99: u64,
     pub max: u64,
 }
 
@@ -60,6 +62,17 @@ pub struct DemoReport {
     pub missing: u64,
     pub duplicates: u64,
     pub altered: u64,
+    /// Files the connector rejected (to `error/`), with their reasons.
+    #[serde(default)]
+    pub files_rejected: u64,
+    #[serde(default)]
+    pub rejected: BTreeMap<String, String>,
+    /// Rows whose content also landed under another file name.
+    #[serde(default)]
+    pub content_duplicates: u64,
+    /// The verifier's verdict: RUNNING, PASSED or FAILED.
+    #[serde(default)]
+    pub state: String,
     pub latency_ms: LatencyMs,
     /// Wall time of the demo from StartRun to the complete report (or the timeout).
     pub elapsed_ms: u64,
@@ -85,10 +98,10 @@ impl DemoReport {
         elapsed: Duration,
         extract: Option<ExtractSummary>,
     ) -> Self {
-        let (p50, p95, max) = report
+        let (p50, p95, p99, max) = report
             .latency
             .as_ref()
-            .map(|l| (l.p50_ms, l.p95_ms, l.max_ms))
+            .map(|l| (l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms))
             .unwrap_or_default();
         let elapsed_ms = elapsed.as_millis() as u64;
         let rows_per_second = if elapsed_ms == 0 {
@@ -110,7 +123,16 @@ impl DemoReport {
             missing: report.missing,
             duplicates: report.duplicates,
             altered: report.altered,
-            latency_ms: LatencyMs { p50, p95, max },
+            files_rejected: report.files_rejected,
+            rejected: report
+                .file_reports
+                .iter()
+                .filter(|f| f.rejected)
+                .map(|f| (f.file_name.clone(), f.reject_reason.clone()))
+                .collect(),
+            content_duplicates: report.content_duplicates,
+            state: report.state.clone(),
+            latency_ms: LatencyMs { p50, p95, p99, max },
             elapsed_ms,
             rows_per_second,
             verifier_elapsed_ms: report.elapsed_ms,
@@ -161,6 +183,18 @@ impl DemoReport {
         if self.altered > 0 {
             problems.push(format!("{} rows altered", self.altered));
         }
+        for (file, reason) in &self.rejected {
+            problems.push(format!("{file} rejected: {}", reason.trim()));
+        }
+        if self.content_duplicates > 0 {
+            problems.push(format!(
+                "{} rows also landed under another file name (content duplicates)",
+                self.content_duplicates
+            ));
+        }
+        if self.state == "FAILED" && problems.is_empty() {
+            problems.push("the verifier says FAILED".to_owned());
+        }
         if self.rows_landed != self.rows_expected {
             problems.push(format!(
                 "{} rows landed, {} expected",
@@ -195,9 +229,10 @@ impl DemoReport {
         }
         let _ = writeln!(
             out,
-            "  files            {} ({} verified)",
+            "  files            {} ({} verified, {} rejected)",
             group(self.files),
-            group(self.files_verified)
+            group(self.files_verified),
+            group(self.files_rejected)
         );
         let _ = writeln!(
             out,
@@ -207,15 +242,16 @@ impl DemoReport {
         );
         let _ = writeln!(
             out,
-            "  missing          {}\n  duplicates       {}\n  altered          {}",
+            "  missing          {}\n  duplicates       {}\n  altered          {}\n  content copies   {}",
             group(self.missing),
             group(self.duplicates),
-            group(self.altered)
+            group(self.altered),
+            group(self.content_duplicates)
         );
         let _ = writeln!(
             out,
-            "  latency          p50 {} ms, p95 {} ms, max {} ms (upload to committed)",
-            self.latency_ms.p50, self.latency_ms.p95, self.latency_ms.max
+            "  latency          p50 {} ms, p95 {} ms, p99 {} ms, max {} ms (upload complete to rows committed)",
+            self.latency_ms.p50, self.latency_ms.p95, self.latency_ms.p99, self.latency_ms.max
         );
         let _ = writeln!(
             out,
@@ -271,10 +307,14 @@ mod tests {
             latency: Some(Latency {
                 p50_ms: 120,
                 p95_ms: 340,
+                p99_ms: 390,
                 max_ms: 400,
             }),
             elapsed_ms: 900,
             complete,
+            files_rejected: 0,
+            content_duplicates: 0,
+            state: if complete { "PASSED" } else { "RUNNING" }.to_owned(),
             file_reports: vec![
                 FileReport {
                     file_name: "demo-1__in__chunk_000001.csv".to_owned(),

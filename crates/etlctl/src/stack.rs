@@ -8,6 +8,7 @@
 //!   stack.json       endpoints, log paths, service pids and restarts (while up)
 //!   logs/            supervisor.log, postgres-<port>.log, tansu-<port>.log, <service>.log
 //!   pg/              the Postgres cluster (data survives `down`)
+//!   kafka/           Apache Kafka's log (the default --kafka-storage kafka)
 //!   tansu/           broker data with --kafka-storage sqlite
 //!   sftp/            the sftp-gateway's user roots and host key
 //!   connect/         connect-manager's connector registry
@@ -67,6 +68,9 @@ impl StackDir {
     }
     pub fn pg(&self) -> PathBuf {
         self.root.join("pg")
+    }
+    pub fn kafka(&self) -> PathBuf {
+        self.root.join("kafka")
     }
     pub fn tansu(&self) -> PathBuf {
         self.root.join("tansu")
@@ -182,13 +186,17 @@ impl fmt::Display for Service {
     }
 }
 
-/// Where the broker keeps its records.
+/// Which broker runs, and where it keeps its records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum KafkaStorage {
-    /// In memory: fastest; topics are gone after `down`.
+    /// Apache Kafka (KRaft, one node) with its log in `.etl/kafka`: durable across
+    /// `down`/`up` and broker crashes, and what compose runs. The default.
+    Kafka,
+    /// tansu in memory: no JVM, topics gone after `down`, and a consumer that
+    /// resumes inside a producer batch misses its rest: benchmarks only.
     Memory,
-    /// sqlite in `.etl/tansu`: records and offsets survive `down`/`up`.
+    /// tansu with sqlite in `.etl/tansu`: durable, far slower to consume.
     Sqlite,
 }
 
@@ -196,10 +204,11 @@ impl FromStr for KafkaStorage {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "kafka" => Ok(KafkaStorage::Kafka),
             "memory" => Ok(KafkaStorage::Memory),
             "sqlite" => Ok(KafkaStorage::Sqlite),
             other => Err(format!(
-                "unknown kafka storage {other:?} (memory or sqlite)"
+                "unknown kafka storage {other:?} (kafka, memory or sqlite)"
             )),
         }
     }
@@ -208,6 +217,7 @@ impl FromStr for KafkaStorage {
 impl fmt::Display for KafkaStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            KafkaStorage::Kafka => "kafka",
             KafkaStorage::Memory => "memory",
             KafkaStorage::Sqlite => "sqlite",
         })
@@ -440,6 +450,7 @@ impl StackPlan {
                     state,
                     pid: None,
                     restarts: 0,
+                    last_exit: None,
                 }
             })
             .collect();
@@ -453,13 +464,22 @@ impl StackPlan {
                 port: self.ports.postgres,
                 data_dir: self.dir.pg(),
                 log: logs.join(format!("postgres-{}.log", self.ports.postgres)),
+                process: ProcessInfo::default(),
             },
             kafka: KafkaInfo {
                 bootstrap: self.kafka_bootstrap(),
                 port: self.ports.kafka,
                 storage: self.kafka_storage,
                 topic: self.topic.clone(),
-                log: logs.join(format!("tansu-{}.log", self.ports.kafka)),
+                log: logs.join(format!(
+                    "{}-{}.log",
+                    match self.kafka_storage {
+                        KafkaStorage::Kafka => "kafka",
+                        _ => "tansu",
+                    },
+                    self.ports.kafka
+                )),
+                process: ProcessInfo::default(),
             },
             sftp_addr: self.sftp_addr(),
             rest_url: format!("http://{}", self.rest_addr()),
@@ -529,6 +549,9 @@ pub struct PostgresInfo {
     pub port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The postmaster as the supervisor runs it.
+    #[serde(default)]
+    pub process: ProcessInfo,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,6 +561,22 @@ pub struct KafkaInfo {
     pub storage: KafkaStorage,
     pub topic: String,
     pub log: PathBuf,
+    /// The broker process as the supervisor runs it.
+    #[serde(default)]
+    pub process: ProcessInfo,
+}
+
+/// A supervised server process (Postgres, the broker): its pid, restarts and last exit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: Option<u32>,
+    /// Restarts after it died on its own.
+    pub restarts: u32,
+    /// How it last ended, e.g. `died (exit status: 1) after 12s`.
+    pub last_exit: Option<String>,
+    /// The supervisor gave up restarting it (it kept dying).
+    #[serde(default)]
+    pub failed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -551,6 +590,9 @@ pub struct ServiceInfo {
     pub pid: Option<u32>,
     /// How many times the supervisor restarted it after it exited on its own.
     pub restarts: u32,
+    /// How it last exited, e.g. `signal: 9 (SIGKILL) after 14s`.
+    #[serde(default)]
+    pub last_exit: Option<String>,
 }
 
 /// What the supervisor knows about a service process (its health is `status`'s job).
@@ -565,6 +607,8 @@ pub enum ServiceState {
     Running,
     /// Exited on its own; restarting after a backoff.
     Restarting,
+    /// Kept dying right after each start: no longer restarted (see its log).
+    Failed,
     Stopped,
 }
 
@@ -576,6 +620,7 @@ impl fmt::Display for ServiceState {
             ServiceState::Starting => "starting",
             ServiceState::Running => "running",
             ServiceState::Restarting => "restarting",
+            ServiceState::Failed => "failed (kept dying; not restarted)",
             ServiceState::Stopped => "stopped",
         })
     }

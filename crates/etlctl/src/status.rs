@@ -26,6 +26,8 @@ pub enum Health {
     MissingBinary,
     /// Not started (`--without-services`).
     Disabled,
+    /// Kept dying: the supervisor stopped restarting it.
+    Failed,
 }
 
 impl Health {
@@ -37,6 +39,7 @@ impl Health {
             Health::Restarting => "restarting",
             Health::MissingBinary => "missing binary",
             Health::Disabled => "disabled",
+            Health::Failed => "failed",
         }
     }
 }
@@ -51,6 +54,9 @@ pub struct Component {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub restarts: u32,
+    /// How the component last exited before a restart, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
 }
 
 impl Component {
@@ -66,27 +72,42 @@ impl Component {
 
 /// Probes every component of `info` concurrently.
 pub async fn check(info: &StackInfo) -> Vec<Component> {
+    async fn infra_health(p: &crate::stack::ProcessInfo, port: u16) -> Health {
+        if p.failed {
+            Health::Failed
+        } else {
+            tcp_health(port).await
+        }
+    }
     let postgres = async {
+        let p = &info.postgres.process;
         Component {
             name: "postgres".to_owned(),
-            health: tcp_health(info.postgres.port).await,
+            health: infra_health(p, info.postgres.port).await,
             endpoint: info.postgres.url.clone(),
             log: info.postgres.log.clone(),
-            pid: None,
-            restarts: 0,
+            pid: p.pid,
+            restarts: p.restarts,
+            last_exit: p.last_exit.clone(),
         }
     };
     let kafka = async {
+        let p = &info.kafka.process;
+        let engine = match info.kafka.storage {
+            crate::stack::KafkaStorage::Kafka => "Apache Kafka",
+            _ => "tansu",
+        };
         Component {
             name: "kafka".to_owned(),
-            health: tcp_health(info.kafka.port).await,
+            health: infra_health(p, info.kafka.port).await,
             endpoint: format!(
-                "{} (tansu, {}, topic {})",
+                "{} ({engine}, {}, topic {})",
                 info.kafka.bootstrap, info.kafka.storage, info.kafka.topic
             ),
             log: info.kafka.log.clone(),
-            pid: None,
-            restarts: 0,
+            pid: p.pid,
+            restarts: p.restarts,
+            last_exit: p.last_exit.clone(),
         }
     };
     let services = futures::future::join_all(info.services.iter().map(|s| async move {
@@ -94,6 +115,7 @@ pub async fn check(info: &StackInfo) -> Vec<Component> {
             ServiceState::Disabled => Health::Disabled,
             ServiceState::Missing => Health::MissingBinary,
             ServiceState::Restarting => Health::Restarting,
+            ServiceState::Failed => Health::Failed,
             _ => grpc_health(&s.grpc_url).await,
         };
         let mut endpoint = s.grpc_url.clone();
@@ -113,6 +135,7 @@ pub async fn check(info: &StackInfo) -> Vec<Component> {
             log: s.log.clone(),
             pid: s.pid,
             restarts: s.restarts,
+            last_exit: s.last_exit.clone(),
         }
     }));
     let tracing = tracing_component(info);
@@ -146,6 +169,7 @@ async fn tracing_component(info: &StackInfo) -> Component {
         log: t.log.clone(),
         pid: None,
         restarts: 0,
+        last_exit: None,
     }
 }
 
@@ -195,6 +219,7 @@ pub async fn check_external(endpoints: &Endpoints) -> Vec<Component> {
         log: PathBuf::new(),
         pid: None,
         restarts: 0,
+        last_exit: None,
     };
     let services = futures::future::join_all(Service::ALL.into_iter().map(|s| async move {
         let url = endpoints.grpc_url(s);
@@ -241,6 +266,9 @@ pub fn render(components: &[Component]) -> String {
             c.endpoint,
             c.log.display()
         );
+        if let Some(exit) = &c.last_exit {
+            let _ = writeln!(out, "{:<16} last exit: {exit}", "");
+        }
     }
     out
 }

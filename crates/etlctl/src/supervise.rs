@@ -9,13 +9,17 @@
 //! supervisor is killed; the services stay in the supervisor's process group, so
 //! `down` can kill that group as a last resort.
 //!
-//! Run: a service that exits on its own is restarted with exponential backoff (1 s
-//! doubling to 30 s, reset after a minute of uptime); each start and exit is logged
-//! here and as a `==== etlctl` line in the service's own log. A missing binary is
-//! looked for again with the same backoff (it may be being rebuilt).
+//! Run: every component that dies — a service, Postgres, the broker — is restarted
+//! with exponential backoff (1 s doubling to 30 s, reset after a minute of uptime);
+//! each start and exit is logged here, as a `==== etlctl` line in a service's own log,
+//! and in `stack.json` (pid, restarts, last exit), which `etlctl status` shows. One that
+//! dies [`MAX_QUICK_DEATHS`] times in a row within a minute of starting is reported as
+//! failed and no longer restarted. A missing binary is looked for again with the same
+//! backoff (it may be being rebuilt).
 //!
-//! Stop, in reverse dependency order: services (SIGTERM, 10 s, SIGKILL), tansu,
-//! Postgres, the collector; then `stack.json` and `supervisor.pid` are removed and we exit 0.
+//! Stop, in reverse dependency order: services (SIGTERM, 10 s, SIGKILL), the broker,
+//! Postgres, the collector — whichever processes run them now, after any number of
+//! restarts; then `stack.json` and `supervisor.pid` are removed and we exit 0.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -39,6 +43,11 @@ use crate::stack::{
 const SERVICE_STOP_GRACE: Duration = Duration::from_secs(10);
 /// A service that ran this long before exiting restarts after the shortest delay again.
 const STABLE_UPTIME: Duration = Duration::from_secs(60);
+/// A component that dies this many times in a row, each within [`STABLE_UPTIME`] of
+/// its start, is given up on.
+const MAX_QUICK_DEATHS: u32 = 8;
+/// How often Postgres and the broker are checked for being alive.
+const INFRA_POLL: Duration = Duration::from_millis(250);
 
 /// Runs the stack described by `plan` until a stop signal, then stops it.
 pub async fn run(plan: StackPlan) -> anyhow::Result<()> {
@@ -88,25 +97,44 @@ async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<
         .with_context(|| format!("cannot create database {DATABASE}"))?;
     tracing::info!(url = %db_url, "postgres ready");
     if shutdown.is_triggered() {
-        return stop_infra(None, pg).await;
+        return stop_infra(None, Some(pg)).await;
     }
 
-    let broker = start_tansu(&plan).await?;
+    let broker = start_broker(&plan).await?;
     create_topic(&broker, &plan.topic, plan.partitions).await;
     if shutdown.is_triggered() {
-        return stop_infra(Some(broker), pg).await;
+        return stop_infra(Some(broker), Some(pg)).await;
     }
 
     let mut info = plan.stack_info(std::process::id(), started_at);
     if let Some(log) = pg.log_path() {
         info.postgres.log = log.to_path_buf();
     }
+    info.postgres.process.pid = pg.pid();
     if let Some(log) = broker.log_path() {
         info.kafka.log = log.to_path_buf();
     }
+    info.kafka.process.pid = broker.pid();
     dir.write_stack(&info)
         .with_context(|| format!("cannot write {}", dir.stack_json().display()))?;
     let state = Arc::new(Mutex::new(info));
+
+    // Postgres and the broker are watched by tasks that own them from here on, and
+    // stop them (whichever process runs them by then) when `stop_infra` trips, after
+    // the services are gone.
+    let stop_infra_token = Shutdown::new();
+    let pg_task = tokio::spawn(supervise_infra(
+        Infra::Postgres(Some(pg)),
+        plan.clone(),
+        state.clone(),
+        stop_infra_token.clone(),
+    ));
+    let broker_task = tokio::spawn(supervise_infra(
+        Infra::Broker(Some(broker)),
+        plan.clone(),
+        state.clone(),
+        stop_infra_token.clone(),
+    ));
 
     let mut services = tokio::task::JoinSet::new();
     if plan.with_services {
@@ -128,7 +156,149 @@ async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<
     shutdown.wait().await;
     tracing::info!("stopping services");
     while services.join_next().await.is_some() {}
-    stop_infra(Some(broker), pg).await
+    stop_infra_token.trigger();
+    // The broker first (it stops faster with Postgres still there for nobody), then
+    // Postgres: the reverse of the start order.
+    let broker = broker_task
+        .await
+        .context("broker supervision task failed")?;
+    let pg = pg_task.await.context("postgres supervision task failed")?;
+    let broker = match broker {
+        Infra::Broker(b) => b,
+        Infra::Postgres(_) => None,
+    };
+    let pg = match pg {
+        Infra::Postgres(p) => p,
+        Infra::Broker(_) => None,
+    };
+    stop_infra(broker, pg).await
+}
+
+/// Postgres or the broker, owned by its supervision task; `None` while a restart
+/// has not succeeded yet.
+enum Infra {
+    Postgres(Option<PgCluster>),
+    Broker(Option<Broker>),
+}
+
+impl Infra {
+    fn name(&self) -> &'static str {
+        match self {
+            Infra::Postgres(_) => "postgres",
+            Infra::Broker(_) => "kafka",
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        match self {
+            Infra::Postgres(p) => p.as_mut().is_some_and(PgCluster::is_running),
+            Infra::Broker(b) => b.as_mut().is_some_and(Broker::is_running),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Infra::Postgres(p) => p.as_ref().and_then(PgCluster::pid),
+            Infra::Broker(b) => b.as_ref().and_then(Broker::pid),
+        }
+    }
+
+    /// Reaps what is left of the dead server (its process group: a killed
+    /// postmaster's backends hold its shared memory) and starts it again on the
+    /// same directory and port.
+    async fn restart(&mut self, plan: &StackPlan) -> anyhow::Result<()> {
+        match self {
+            Infra::Postgres(slot) => {
+                if let Some(mut old) = slot.take() {
+                    tokio::task::spawn_blocking(move || old.stop()).await??;
+                }
+                *slot = Some(start_postgres(plan).await?);
+            }
+            Infra::Broker(slot) => {
+                if let Some(mut old) = slot.take() {
+                    tokio::task::spawn_blocking(move || old.stop()).await??;
+                }
+                *slot = Some(start_broker(plan).await?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Watches a server until `stop` trips, restarting it with backoff when it dies;
+/// returns it (running or not) for the ordered stop.
+async fn supervise_infra(
+    mut infra: Infra,
+    plan: Arc<StackPlan>,
+    state: Arc<Mutex<StackInfo>>,
+    stop: Shutdown,
+) -> Infra {
+    let name = infra.name();
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut started = Instant::now();
+    let mut quick_deaths = 0u32;
+    let record = |change: &dyn Fn(&mut crate::stack::ProcessInfo)| {
+        let mut info = state.lock().unwrap_or_else(PoisonError::into_inner);
+        if name == "postgres" {
+            change(&mut info.postgres.process);
+        } else {
+            change(&mut info.kafka.process);
+        }
+        if let Err(e) = plan.dir.write_stack(&info) {
+            tracing::warn!(error = %e, "cannot update stack.json");
+        }
+    };
+    loop {
+        if !stop.sleep(INFRA_POLL).await {
+            return infra;
+        }
+        if infra.is_running() {
+            continue;
+        }
+        let uptime = started.elapsed();
+        if uptime >= STABLE_UPTIME {
+            backoff.reset(Duration::from_secs(1));
+            quick_deaths = 0;
+        }
+        quick_deaths += 1;
+        let exit = format!("died after {}s", uptime.as_secs());
+        record(&|p| {
+            p.pid = None;
+            p.last_exit = Some(exit.clone());
+        });
+        if quick_deaths > MAX_QUICK_DEATHS {
+            tracing::error!(
+                component = name,
+                deaths = quick_deaths,
+                "{name} keeps dying right after each start; not restarting it any more"
+            );
+            record(&|p| p.failed = true);
+            stop.wait().await;
+            return infra;
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(component = name, %exit, restart_in_ms = delay.as_millis() as u64, "{name} died; restarting");
+        if !stop.sleep(delay).await {
+            return infra;
+        }
+        started = Instant::now();
+        match infra.restart(&plan).await {
+            Ok(()) => {
+                let pid = infra.pid();
+                tracing::info!(component = name, pid, "{name} restarted");
+                record(&|p| {
+                    p.pid = pid;
+                    p.restarts += 1;
+                });
+            }
+            // Not running: the next poll counts it as another quick death.
+            Err(e) => tracing::error!(
+                component = name,
+                error = format!("{e:#}"),
+                "cannot restart {name}"
+            ),
+        }
+    }
 }
 
 /// The embedded OTLP collector with the Jaeger UI, when the plan wants it.
@@ -200,8 +370,9 @@ async fn start_postgres(plan: &StackPlan) -> anyhow::Result<PgCluster> {
         })
 }
 
-async fn start_tansu(plan: &StackPlan) -> anyhow::Result<Broker> {
+async fn start_broker(plan: &StackPlan) -> anyhow::Result<Broker> {
     let storage = match plan.kafka_storage {
+        KafkaStorage::Kafka => Storage::Kafka(plan.dir.kafka()),
         KafkaStorage::Memory => Storage::Memory,
         KafkaStorage::Sqlite => Storage::Sqlite(plan.dir.tansu()),
     };
@@ -216,7 +387,7 @@ async fn start_tansu(plan: &StackPlan) -> anyhow::Result<Broker> {
                 "port {port} is busy (another Kafka?): pick another with --kafka-port \
                  (ETL_KAFKA_PORT)"
             ),
-            e => anyhow::Error::new(e).context("cannot start tansu"),
+            e => anyhow::Error::new(e).context("cannot start the Kafka broker"),
         })
 }
 
@@ -234,17 +405,19 @@ async fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
     }
 }
 
-async fn stop_infra(broker: Option<Broker>, mut pg: PgCluster) -> anyhow::Result<()> {
+async fn stop_infra(broker: Option<Broker>, pg: Option<PgCluster>) -> anyhow::Result<()> {
     if let Some(mut broker) = broker {
-        tracing::info!("stopping tansu");
+        tracing::info!("stopping the broker");
         tokio::task::spawn_blocking(move || broker.stop())
             .await?
-            .context("cannot stop tansu")?;
+            .context("cannot stop the broker")?;
     }
-    tracing::info!("stopping postgres");
-    tokio::task::spawn_blocking(move || pg.stop())
-        .await?
-        .context("cannot stop postgres")?;
+    if let Some(mut pg) = pg {
+        tracing::info!("stopping postgres");
+        tokio::task::spawn_blocking(move || pg.stop())
+            .await?
+            .context("cannot stop postgres")?;
+    }
     Ok(())
 }
 
@@ -259,12 +432,14 @@ async fn supervise_service(
     let log = dir.log(service.name());
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut reported_missing = false;
-    let set = |s: ServiceState, pid: Option<u32>, restarted: bool| {
+    let mut quick_deaths = 0u32;
+    let set = |s: ServiceState, pid: Option<u32>, exit: Option<String>| {
         update(&state, dir, service, |info| {
             info.state = s;
             info.pid = pid;
-            if restarted {
-                info.restarts += 1;
+            if let Some(exit) = exit {
+                info.restarts += u32::from(s == ServiceState::Restarting);
+                info.last_exit = Some(exit);
             }
         });
     };
@@ -275,7 +450,7 @@ async fn supervise_service(
                 tracing::error!(%service, binary = %binary.display(),
                     "service binary missing; looking again with backoff (build it with `cargo build --bins`)");
                 reported_missing = true;
-                set(ServiceState::Missing, None, false);
+                set(ServiceState::Missing, None, None);
             }
             if !shutdown.sleep(backoff.next_delay()).await {
                 break;
@@ -288,7 +463,7 @@ async fn supervise_service(
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::error!(%service, error = format!("{e:#}"), retry_in_s = delay.as_secs(), "cannot start service");
-                set(ServiceState::Restarting, None, false);
+                set(ServiceState::Restarting, None, None);
                 if !shutdown.sleep(delay).await {
                     break;
                 }
@@ -297,20 +472,31 @@ async fn supervise_service(
         };
         let pid = child.id();
         tracing::info!(%service, pid, log = %log.display(), "service started");
-        set(ServiceState::Running, pid, false);
+        set(ServiceState::Running, pid, None);
         let started = Instant::now();
         tokio::select! {
             status = child.wait() => {
                 let uptime = started.elapsed();
                 if uptime >= STABLE_UPTIME {
                     backoff.reset(Duration::from_secs(1));
+                    quick_deaths = 0;
+                }
+                quick_deaths += 1;
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                let exit = format!("{status} after {}s", uptime.as_secs());
+                if quick_deaths > MAX_QUICK_DEATHS {
+                    tracing::error!(%service, %status, deaths = quick_deaths, log = %log.display(),
+                        "service keeps dying right after each start; not restarting it any more");
+                    log_line(&log, &format!("exited ({exit}); died {quick_deaths} times in a row, not restarted"));
+                    set(ServiceState::Failed, None, Some(exit));
+                    shutdown.wait().await;
+                    return;
                 }
                 let delay = backoff.next_delay();
-                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 tracing::warn!(%service, %status, uptime_s = uptime.as_secs(),
-                    restart_in_s = delay.as_secs(), log = %log.display(), "service exited; restarting");
-                log_line(&log, &format!("exited ({status}) after {uptime:?}; restarting in {delay:?}"));
-                set(ServiceState::Restarting, None, true);
+                    restart_in_ms = delay.as_millis() as u64, log = %log.display(), "service exited; restarting");
+                log_line(&log, &format!("exited ({exit}); restarting in {delay:?}"));
+                set(ServiceState::Restarting, None, Some(exit));
                 if !shutdown.sleep(delay).await {
                     break;
                 }
@@ -321,7 +507,7 @@ async fn supervise_service(
             }
         }
     }
-    set(ServiceState::Stopped, None, false);
+    set(ServiceState::Stopped, None, None);
 }
 
 fn spawn_service(

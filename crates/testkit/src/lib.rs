@@ -1,9 +1,9 @@
-//! Real servers for tests and for the local stack: a private Postgres cluster and a tansu
-//! (Kafka-compatible) broker, each started as a child process on 127.0.0.1.
+//! Real servers for tests and for the local stack: a private Postgres cluster and a Kafka
+//! broker (Apache Kafka, or tansu), each started as a child process on 127.0.0.1.
 //!
 //! Two kinds of callers use the same starters:
 //! - integration tests take a throwaway server (temp dir, free port) or the binary-wide
-//!   [`shared_postgres`] / [`shared_tansu`], and give each test its own database or topic
+//!   [`shared_postgres`] / [`shared_broker`] (Apache Kafka) / [`shared_tansu`], and give each test its own database or topic
 //!   ([`PgCluster::create_unique_database`], [`Broker::create_unique_topic`]);
 //! - `etlctl up` keeps data in a directory and listens on fixed ports
 //!   ([`PgCluster::start_in`], [`Broker::start_on`] with [`Storage::Sqlite`]); starting
@@ -18,8 +18,8 @@
 //! # Layout
 //! - [`postgres`]: [`PgCluster`] — `initdb` (once) and `postgres` from Debian's
 //!   postgresql-15, run as the `postgres` user when we are root; databases per test.
-//! - [`tansu`]: [`Broker`] — `tansu broker` with memory or sqlite [`Storage`]; topics per
-//!   test through the Kafka admin API.
+//! - [`broker`]: [`Broker`] — Apache Kafka (KRaft, durable) or `tansu broker` with memory
+//!   or sqlite [`Storage`]; topics per test through the Kafka admin API.
 //! - [`shared`]: one lazily started cluster and broker per test binary.
 //! - `process` (private): child processes in their own process group, output appended to
 //!   a log file, stopped on drop, and the watchdog that stops them if we die.
@@ -30,9 +30,10 @@
 //!
 //! # What the machine needs
 //! `apt-get install postgresql-15` (binaries in `/usr/lib/postgresql/15/bin`, or set
-//! `PG_BIN`), and `cargo install tansu --locked --features dynostore,libsql` (or set
-//! `TANSU_BIN`).
+//! `PG_BIN`), a JDK 17+ with Apache Kafka's jars (`make kafka`, or set `KAFKA_LIBS`), and
+//! for tansu `cargo install tansu --locked --features dynostore,libsql` (or set `TANSU_BIN`).
 
+pub mod broker;
 pub mod error;
 pub mod logs;
 pub mod names;
@@ -40,12 +41,11 @@ pub mod net;
 pub mod postgres;
 mod process;
 pub mod shared;
-pub mod tansu;
 
+pub use broker::{Broker, BrokerBuilder, KAFKA_VERSION, Storage, kafka_libs};
 pub use error::{Error, Result};
 pub use logs::{binary_log_name, log_dir, log_root, test_log_dir};
 pub use names::unique_name;
 pub use net::{free_port, wait_for_tcp, wait_for_tcp_blocking};
 pub use postgres::{PgBuilder, PgCluster};
-pub use shared::{shared_postgres, shared_tansu};
-pub use tansu::{Broker, BrokerBuilder, Storage};
+pub use shared::{shared_broker, shared_postgres, shared_tansu};

@@ -326,6 +326,19 @@ impl PgCluster {
         &self.data_dir
     }
 
+    /// Whether the server process is still alive (false once it exited, for example
+    /// after a kill -9, or once stopped). A supervisor polls this to restart it.
+    pub fn is_running(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|p| p.check_running().is_ok())
+    }
+
+    /// The postmaster's process id, for fault tests (None once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ServerProcess::pid)
+    }
+
     /// The server's log file (None once stopped).
     pub fn log_path(&self) -> Option<&Path> {
         self.process.as_ref().map(ServerProcess::log)

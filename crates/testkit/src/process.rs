@@ -129,7 +129,6 @@ impl ServerProcess {
         &self.log
     }
 
-    #[cfg(test)]
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }

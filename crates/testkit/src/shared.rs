@@ -1,4 +1,4 @@
-//! One Postgres cluster and one tansu broker per test binary, started on first use.
+//! One Postgres cluster and one Kafka broker per test binary, started on first use.
 //!
 //! Starting a cluster costs `initdb` plus a server start (a second or two); a binary with
 //! fifty tests should pay that once. Tests stay independent by taking their own database
@@ -15,13 +15,14 @@
 
 use std::sync::OnceLock;
 
+use crate::broker::{Broker, Storage};
 use crate::error::{Error, Result};
 use crate::logs;
 use crate::postgres::PgCluster;
-use crate::tansu::{Broker, Storage};
 
 static POSTGRES: OnceLock<Result<PgCluster, String>> = OnceLock::new();
 static TANSU: OnceLock<Result<Broker, String>> = OnceLock::new();
+static KAFKA: OnceLock<Result<Broker, String>> = OnceLock::new();
 
 /// The test binary's shared temp Postgres cluster, started by the first caller (the
 /// others wait for it). Blocks while starting.
@@ -34,6 +35,32 @@ pub fn shared_postgres() -> Result<&'static PgCluster> {
         .as_ref()
         .map_err(|message| Error::SharedStart {
             server: "postgres",
+            message: message.clone(),
+        })
+}
+
+/// The test binary's shared Apache Kafka broker (the stack's default), started by the
+/// first caller in a temp directory. Blocks while starting (a JVM: a few seconds).
+pub fn shared_broker() -> Result<&'static Broker> {
+    KAFKA
+        .get_or_init(|| {
+            let start = || {
+                // Kept (never dropped) and removed by the broker's watchdog at exit.
+                let dir = tempfile::Builder::new()
+                    .prefix("testkit-kafka-")
+                    .tempdir()
+                    .map_err(|e| Error::io("cannot create a temp dir", std::env::temp_dir(), e))?
+                    .keep();
+                Broker::builder(Storage::Kafka(dir))
+                    .log_dir(shared_log_dir()?)
+                    .remove_dir_on_exit()
+                    .start()
+            };
+            start().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|message| Error::SharedStart {
+            server: "kafka",
             message: message.clone(),
         })
 }

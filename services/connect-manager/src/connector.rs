@@ -91,6 +91,12 @@ pub(crate) struct TaskContext {
     pub(crate) status: Arc<Status>,
     /// Stops this connector alone (delete, replace) or with the service.
     pub(crate) shutdown: Shutdown,
+    /// This worker's stable identity (from its data directory): the same after a
+    /// restart, different for another worker. Part of the sink's `group.instance.id`.
+    pub(crate) instance: String,
+    /// The worker's data directory: where a connector keeps state that must survive
+    /// a restart (the source's processed files).
+    pub(crate) data_dir: std::path::PathBuf,
 }
 
 /// Names appear in URLs (`/connectors/{name}`), consumer group ids and the

@@ -39,10 +39,16 @@ pub(crate) fn producer(brokers: &str) -> KafkaResult<FutureProducer> {
         .create()
 }
 
-/// A consumer in `group` that commits only what the sink wrote.
-pub(crate) fn consumer(brokers: &str, group: &str) -> KafkaResult<StreamConsumer> {
+/// A consumer in `group` that commits only what the sink wrote, as the static
+/// member `instance`: a restart with the same instance id takes the member's
+/// partitions back at once (no wait for the dead one's session to expire).
+pub(crate) fn consumer(brokers: &str, group: &str, instance: &str) -> KafkaResult<StreamConsumer> {
     base(brokers)
         .set("group.id", group)
+        .set("group.instance.id", instance)
+        // A worker that died without a restart hands its partitions over after this.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         // librdkafka's default lets a fetch idle for 500 ms (see DESIGN facts).
@@ -74,6 +80,71 @@ pub(crate) async fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// A member of `group` that never subscribes: reads committed offsets for [`watch_lag`].
+pub(crate) fn lag_client(brokers: &str, group: &str) -> KafkaResult<BaseConsumer> {
+    base(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+}
+
+/// How often the lag behind a sink's group is measured.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps `status.lag` at the records the group has not committed yet (high
+/// watermark minus committed offset, over every partition of `topics`), so the
+/// health status can tell a stalled sink from an idle one.
+pub(crate) async fn watch_lag(
+    client: Option<BaseConsumer>,
+    topics: Vec<String>,
+    status: std::sync::Arc<crate::status::Status>,
+    shutdown: etl_service::Shutdown,
+) {
+    let Some(client) = client else { return };
+    let client = std::sync::Arc::new(client);
+    loop {
+        if !shutdown.sleep(LAG_EVERY).await {
+            return;
+        }
+        let (c, t) = (client.clone(), topics.clone());
+        match tokio::task::spawn_blocking(move || lag(&c, &t)).await {
+            Ok(Ok(lag)) => status.set_lag(lag),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot measure the sink's lag"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Blocking: one metadata, one committed-offsets and per partition one watermark request.
+fn lag(client: &BaseConsumer, topics: &[String]) -> KafkaResult<u64> {
+    let timeout = Duration::from_secs(3);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut high = std::collections::HashMap::new();
+    for topic in topics {
+        let metadata = client.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, hi) = client.fetch_watermarks(topic, p.id(), timeout)?;
+                high.insert((topic.clone(), p.id()), (low, hi));
+                tpl.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = client.committed_offsets(tpl, timeout)?;
+    let mut total = 0u64;
+    for e in committed.elements() {
+        let Some(&(low, hi)) = high.get(&(e.topic().to_string(), e.partition())) else {
+            continue;
+        };
+        let from = match e.offset() {
+            rdkafka::Offset::Offset(o) => o.max(low),
+            _ => low,
+        };
+        total += u64::try_from(hi - from).unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// A client for [`answers_metadata`], made once.

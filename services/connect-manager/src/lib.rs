@@ -146,6 +146,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     };
     tokio::spawn(watch_kafka(
         config.kafka_brokers.clone(),
+        registry.clone(),
         health,
         shutdown.clone(),
     ));
@@ -167,9 +168,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })
 }
 
-/// Keeps the health status in step with Kafka: SERVING while a metadata
-/// request is answered.
-async fn watch_kafka(brokers: String, health: Health, shutdown: Shutdown) {
+/// Keeps the health status in step with Kafka and the connectors: SERVING while
+/// a metadata request is answered and no connector is stalled (records waiting,
+/// nothing moved for [`status::STALL_AFTER`]), so a supervisor or an operator
+/// sees a wedged sink instead of a green light.
+async fn watch_kafka(brokers: String, registry: Arc<Registry>, health: Health, shutdown: Shutdown) {
     let client = match kafka::probe_client(&brokers) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -181,9 +184,19 @@ async fn watch_kafka(brokers: String, health: Health, shutdown: Shutdown) {
     let mut failures = 0u32;
     loop {
         let probe = client.clone();
-        let answer = tokio::task::spawn_blocking(move || kafka::answers_metadata(&probe))
+        let mut answer = tokio::task::spawn_blocking(move || kafka::answers_metadata(&probe))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
+        if answer.is_ok() {
+            let stalled = registry.stalled().await;
+            if !stalled.is_empty() {
+                answer = Err(format!(
+                    "connectors stalled (records waiting, nothing written for {}s): {}",
+                    status::STALL_AFTER.as_secs(),
+                    stalled.join(", ")
+                ));
+            }
+        }
         match answer {
             Ok(()) if !serving => {
                 tracing::info!(%brokers, "Kafka answers; SERVING");
@@ -195,7 +208,7 @@ async fn watch_kafka(brokers: String, health: Health, shutdown: Shutdown) {
             Err(e) => {
                 failures += 1;
                 if serving || failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(%brokers, error = %e, "Kafka does not answer; NOT_SERVING");
+                    tracing::warn!(%brokers, error = %e, "not serving");
                 }
                 if serving {
                     health.set(false).await;

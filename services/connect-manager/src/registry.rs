@@ -70,8 +70,24 @@ struct Stored {
 pub(crate) struct Registry {
     connectors: Mutex<BTreeMap<String, Running>>,
     store: PathBuf,
+    data_dir: PathBuf,
+    instance: String,
     brokers: String,
     shutdown: Shutdown,
+}
+
+/// A short, stable name for this worker: FNV-1a of its data directory's absolute
+/// path. Two workers never share a data directory (each has its own store).
+fn instance_of(data_dir: &Path) -> String {
+    let path = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("w{:08x}", hash >> 32)
 }
 
 impl Registry {
@@ -86,6 +102,8 @@ impl Registry {
         Ok(Self {
             connectors: Mutex::new(BTreeMap::new()),
             store: data_dir.join(STORE_FILE),
+            data_dir: data_dir.to_path_buf(),
+            instance: instance_of(data_dir),
             brokers: brokers.to_string(),
             shutdown,
         })
@@ -140,6 +158,8 @@ impl Registry {
             brokers: self.brokers.clone(),
             status: status.clone(),
             shutdown: stop.clone(),
+            instance: self.instance.clone(),
+            data_dir: self.data_dir.clone(),
         });
         tracing::info!(connector = name, kind = kind.as_str(), "connector started");
         Running {
@@ -233,6 +253,15 @@ impl Registry {
         Ok(())
     }
 
+    /// Connectors that have records waiting and moved nothing for a long time.
+    pub(crate) async fn stalled(&self) -> Vec<String> {
+        let map = self.connectors.lock().await;
+        map.iter()
+            .filter(|(_, r)| r.status.snapshot().stalled)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Stops every connector and waits for their tasks (service shutdown).
     pub(crate) async fn stop_all(&self) {
         let mut map = self.connectors.lock().await;
@@ -260,7 +289,7 @@ impl Registry {
     }
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -1,10 +1,17 @@
 //! What a running connector reports: its state, counters and last error.
 //! Shared between the connector's task (writer) and the APIs (readers).
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
+
+/// A connector with records waiting that wrote nothing for this long is stalled:
+/// the service reports NOT_SERVING until it moves again.
+pub(crate) const STALL_AFTER: Duration = Duration::from_secs(60);
 
 /// Kafka Connect's task states, as far as they apply here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +46,12 @@ pub(crate) struct Status {
     pub(crate) records: AtomicU64,
     /// Sink: records that could not be decoded and were skipped.
     pub(crate) skipped: AtomicU64,
+    /// Sink: records in Kafka its group has not committed yet (measured every few seconds).
+    lag: AtomicU64,
+    /// When the task last moved data (or started).
+    last_progress: Mutex<Instant>,
+    /// The task stopped for good (until restarted): FAILED is not retried.
+    pub(crate) halted: AtomicBool,
 }
 
 impl Default for Status {
@@ -50,6 +63,9 @@ impl Default for Status {
             files_failed: AtomicU64::new(0),
             records: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            lag: AtomicU64::new(0),
+            last_progress: Mutex::new(Instant::now()),
+            halted: AtomicBool::new(false),
         }
     }
 }
@@ -62,6 +78,9 @@ pub struct StatusSnapshot {
     pub files_failed: u64,
     pub records: u64,
     pub skipped: u64,
+    pub lag: u64,
+    /// Records are waiting and nothing moved for [`STALL_AFTER`].
+    pub stalled: bool,
     pub last_error: String,
 }
 
@@ -88,6 +107,37 @@ impl Status {
         }
     }
 
+    /// The task stopped and will not retry: FAILED until the connector restarts.
+    pub(crate) fn halt(&self, error: impl Into<String>) {
+        self.halted.store(true, Ordering::Relaxed);
+        self.fail(error);
+    }
+
+    /// Data moved: records written (sink) or a file sent (source).
+    pub(crate) fn progress(&self) {
+        if let Ok(mut t) = self.last_progress.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    pub(crate) fn set_lag(&self, lag: u64) {
+        // Idle with nothing waiting is progress too: the stall clock starts when
+        // records start waiting.
+        if lag == 0 || self.lag.swap(lag, Ordering::Relaxed) == 0 {
+            self.progress();
+        }
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    fn stalled(&self) -> bool {
+        self.lag.load(Ordering::Relaxed) > 0
+            && self
+                .last_progress
+                .lock()
+                .map(|t| t.elapsed() >= STALL_AFTER)
+                .unwrap_or(false)
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -99,6 +149,8 @@ impl Status {
             files_failed: self.files_failed.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            lag: self.lag.load(Ordering::Relaxed),
+            stalled: self.stalled(),
             last_error: self
                 .last_error
                 .lock()

@@ -1,6 +1,7 @@
 //! etlctl end to end: the real binary starting and stopping real Postgres and tansu in a
 //! temp directory on free ports, so a developer's running stack is never touched.
 
+mod faults;
 mod helpers;
 
 use std::process::{Child, Command, Stdio};

@@ -1,9 +1,9 @@
 //! Integration tests: real servers, real clients. Server logs land in
 //! `target/testkit-logs/<test name>/`.
 
+mod broker;
 mod orphans;
 mod postgres;
-mod tansu;
 
 /// Tests return errors instead of unwrapping, so a failure prints the server's log tail.
 type TestResult = Result<(), Box<dyn std::error::Error>>;

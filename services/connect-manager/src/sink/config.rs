@@ -63,6 +63,26 @@ impl PgTarget {
     }
 }
 
+/// Kafka Connect's `errors.tolerance`: what a record that cannot be decoded does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tolerance {
+    /// The task stops (FAILED, naming topic, partition, offset and reason) and the
+    /// record stays in Kafka, uncommitted: nothing is skipped silently.
+    None,
+    /// The record goes to the dead letter queue when one is configured (else it is
+    /// skipped and counted), and the task goes on.
+    All,
+}
+
+/// Where records the sink could not decode go (`errors.tolerance=all`).
+#[derive(Clone, Debug)]
+pub(crate) struct DeadLetters {
+    pub(crate) topic: String,
+    /// `errors.deadletterqueue.context.headers.enable`: Kafka Connect's
+    /// `__connect.errors.*` headers saying where the record came from and why.
+    pub(crate) context_headers: bool,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct SinkConfig {
     pub(crate) topics: Vec<String>,
@@ -74,6 +94,10 @@ pub(crate) struct SinkConfig {
     pub(crate) auto_evolve: bool,
     pub(crate) batch_size: usize,
     pub(crate) group_id: String,
+    pub(crate) tolerance: Tolerance,
+    pub(crate) dead_letters: Option<DeadLetters>,
+    /// `errors.log.enable`: log each tolerated error at warn level.
+    pub(crate) log_errors: bool,
 }
 
 impl SinkConfig {
@@ -144,7 +168,45 @@ impl SinkConfig {
                 .get("consumer.override.group.id")
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("connect-{name}")),
+            tolerance: match o
+                .string("errors.tolerance", "none")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "none" => Tolerance::None,
+                "all" => Tolerance::All,
+                other => {
+                    return Err(o.error(format!(
+                        "errors.tolerance must be none or all, got {other:?}"
+                    )));
+                }
+            },
+            dead_letters: None,
+            log_errors: o.boolean("errors.log.enable", false)?,
         };
+        let _ = o.get("errors.log.include.messages");
+        let mut config = config;
+        if let Some(topic) = o.get("errors.deadletterqueue.topic.name") {
+            check_topic(topic).map_err(|m| {
+                o.error(m.replace("kafka.topic", "errors.deadletterqueue.topic.name"))
+            })?;
+            if config.tolerance == Tolerance::None {
+                return Err(o.error(
+                    "errors.deadletterqueue.topic.name needs errors.tolerance=all: with none, a record that cannot be decoded stops the task instead",
+                ));
+            }
+            if config.topics.iter().any(|t| t == topic) {
+                return Err(o.error(format!(
+                    "errors.deadletterqueue.topic.name {topic:?} is one of the topics the sink reads"
+                )));
+            }
+            config.dead_letters = Some(DeadLetters {
+                topic: topic.to_string(),
+                context_headers: o
+                    .boolean("errors.deadletterqueue.context.headers.enable", true)?,
+            });
+        }
+        let _ = o.get("errors.deadletterqueue.topic.replication.factor");
         tracing::debug!(connector = name, ?config, "sink config");
         Ok(config)
     }

@@ -5,8 +5,19 @@
 //! topic is quiet for a moment), decode them, de-duplicate by `(file, row)`,
 //! write (see [`crate::postgres`]), commit the transaction, then commit the
 //! Kafka offsets. A crash anywhere before the offset commit replays the batch,
-//! which the `ON CONFLICT` write makes harmless. A record that cannot be
-//! decoded is logged and skipped, so one bad record cannot wedge a partition.
+//! which the `ON CONFLICT` write makes harmless.
+//!
+//! A record that cannot be decoded is never committed past silently: with
+//! `errors.tolerance=none` (the default) the rows before it are written and
+//! committed, then the task stops as FAILED naming the topic, partition, offset
+//! and reason, and the record stays in Kafka. With `errors.tolerance=all` it
+//! goes to the dead letter queue (acknowledged before its offset is
+//! committed), or is counted as skipped when there is none.
+//!
+//! The consumer is a *static* group member (`group.instance.id`, derived from
+//! the worker's data directory): a sink restarted after a crash takes its
+//! partitions back at once instead of waiting for the dead member's session
+//! to expire, and a clean stop does not make the rest of the group rebalance.
 
 pub(crate) mod config;
 
@@ -18,13 +29,15 @@ use etl_telemetry::names;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
-    message::{BorrowedMessage, Headers},
+    message::{BorrowedMessage, Header, Headers, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
 };
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 use tracing::{Instrument, Span};
 
 pub(crate) use config::SinkConfig;
+use config::{DeadLetters, Tolerance};
 
 use crate::{
     connector::TaskContext,
@@ -52,20 +65,50 @@ struct Batch {
     skipped: u64,
 }
 
+/// A record that did not decode, and where it is.
+struct BadRecord {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    reason: String,
+}
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "record at topic {} partition {} offset {} cannot be decoded: {}",
+            self.topic, self.partition, self.offset, self.reason
+        )
+    }
+}
+
+/// What gathering a record did to the batch.
+enum Gathered {
+    Added,
+    /// Tolerated (dead-lettered or skipped): its offset counts.
+    Tolerated,
+    /// errors.tolerance=none: the batch ends before this record and the task stops.
+    Stop(BadRecord),
+}
+
 pub(crate) async fn run(config: SinkConfig, ctx: TaskContext) {
     let span = tracing::info_span!("sink", connector = %ctx.name);
     run_inner(config, ctx).instrument(span).await
 }
 
 async fn run_inner(config: SinkConfig, ctx: TaskContext) {
+    let ctx_name = ctx.name.clone();
     let TaskContext {
         brokers,
         status,
         shutdown,
+        instance,
         ..
     } = ctx;
     status.set_state(State::Unassigned);
-    let consumer = match kafka::consumer(&brokers, &config.group_id) {
+    let instance_id = format!("{}-{instance}-0", config.group_id);
+    let consumer = match kafka::consumer(&brokers, &config.group_id, &instance_id) {
         Ok(c) => c,
         Err(e) => {
             status.fail(format!("cannot create Kafka consumer for {brokers}: {e}"));
@@ -90,10 +133,38 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
         status.fail(format!("cannot subscribe to {topics:?}: {e}"));
         return;
     }
+    let dead_letters = match &config.dead_letters {
+        Some(dlq) => {
+            let what = format!("Kafka topic {} at {brokers}", dlq.topic);
+            let created = retry(&what, &shutdown, || {
+                kafka::ensure_topic(&brokers, &dlq.topic, 1)
+            })
+            .await;
+            if created.is_none() {
+                return;
+            }
+            match kafka::producer(&brokers) {
+                Ok(p) => Some((dlq.clone(), p)),
+                Err(e) => {
+                    status.fail(format!(
+                        "cannot create the dead letter queue producer for {brokers}: {e}"
+                    ));
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
     let Some(client) = connect(&config, &status, &shutdown).await else {
         return;
     };
     status.set_state(State::Running);
+    tokio::spawn(kafka::watch_lag(
+        consumer_for_lag(&brokers, &config),
+        config.topics.clone(),
+        status.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(topics = ?config.topics, target = %config.target, group = %config.group_id, "sink running");
     // Gathering and decoding the next batch overlaps the write of the previous
     // one; the channel holds one batch, so a slow database slows consumption.
@@ -108,6 +179,12 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
         rx,
     ));
     let mut last_schema: Option<Arc<Schema>> = None;
+    let mut stopped: Option<BadRecord> = None;
+    let gather = Gatherer {
+        config: &config,
+        name: &ctx_name,
+        dead_letters: dead_letters.as_ref(),
+    };
     loop {
         let first = tokio::select! {
             m = consumer.recv() => m,
@@ -115,15 +192,24 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
         };
         let mut batch = Batch::default();
         match first {
-            Ok(m) => add(&mut batch, &m, &mut last_schema),
+            Ok(m) => {
+                if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_schema).await {
+                    stopped = Some(bad);
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
                 continue;
             }
         }
-        while batch.rows.len() < config.batch_size {
+        while stopped.is_none() && batch.rows.len() < config.batch_size {
             match tokio::time::timeout(GATHER_IDLE, consumer.recv()).await {
-                Ok(Ok(m)) => add(&mut batch, &m, &mut last_schema),
+                Ok(Ok(m)) => {
+                    if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_schema).await
+                    {
+                        stopped = Some(bad);
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "Kafka consumer error");
                     break;
@@ -138,8 +224,21 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
             // The writer stopped: shutdown while Postgres was away.
             break;
         }
+        if stopped.is_some() {
+            break;
+        }
     }
     drop(tx);
+    if let Some(bad) = stopped {
+        // The rows before the bad record are written and committed first; the
+        // record itself stays uncommitted, read again after a restart.
+        let _ = writer.await;
+        tracing::error!(topic = %bad.topic, partition = bad.partition, offset = bad.offset, reason = %bad.reason,
+            "sink stopped: a record cannot be decoded and errors.tolerance=none; fix or skip it (errors.tolerance=all, or a dead letter queue), then restart the connector");
+        status.halt(format!("{bad}; the task stopped (errors.tolerance=none)"));
+        shutdown.wait().await;
+        return;
+    }
     // Batches already handed over are written (or, if Postgres is away at
     // shutdown, replayed after a restart since their offsets stay uncommitted).
     let _ = writer.await;
@@ -169,7 +268,7 @@ async fn write_loop(
         {
             return;
         }
-        commit(&consumer, &batch.offsets);
+        commit(&consumer, &batch.offsets).await;
     }
 }
 
@@ -192,19 +291,124 @@ async fn connect(config: &SinkConfig, status: &Status, shutdown: &Shutdown) -> O
     .await
 }
 
-/// Decodes one record into the batch; a record that does not decode is
-/// skipped (its offset still counts, so it is not read again).
-fn add(batch: &mut Batch, m: &BorrowedMessage<'_>, last_schema: &mut Option<Arc<Schema>>) {
+/// Adds records to a batch, applying `errors.tolerance` to those that do not decode.
+struct Gatherer<'a> {
+    config: &'a SinkConfig,
+    name: &'a str,
+    dead_letters: Option<&'a (DeadLetters, FutureProducer)>,
+}
+
+impl Gatherer<'_> {
+    async fn add(
+        &self,
+        batch: &mut Batch,
+        m: &BorrowedMessage<'_>,
+        last_schema: &mut Option<Arc<Schema>>,
+    ) -> Gathered {
+        let reason = match decode(m, last_schema) {
+            Ok(incoming) => {
+                batch.rows.push(incoming);
+                note_offset(batch, m);
+                return Gathered::Added;
+            }
+            Err(reason) => reason,
+        };
+        let bad = BadRecord {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            reason,
+        };
+        if self.config.tolerance == Tolerance::None {
+            return Gathered::Stop(bad);
+        }
+        if let Some((dlq, producer)) = self.dead_letters {
+            // Acknowledged before the offset counts: a crash replays it instead.
+            let mut backoff = Backoff::default();
+            loop {
+                match dead_letter(producer, dlq, self.name, m, &bad).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(topic = %dlq.topic, error = %e, "cannot write to the dead letter queue; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+        } else {
+            batch.skipped += 1;
+        }
+        if self.config.log_errors || self.dead_letters.is_none() {
+            tracing::warn!(topic = %bad.topic, partition = bad.partition, offset = bad.offset, reason = %bad.reason,
+                dead_letter_queue = self.dead_letters.map(|(d, _)| d.topic.as_str()).unwrap_or(""),
+                "record tolerated (errors.tolerance=all)");
+        }
+        note_offset(batch, m);
+        Gathered::Tolerated
+    }
+}
+
+fn note_offset(batch: &mut Batch, m: &BorrowedMessage<'_>) {
     let key = (m.topic().to_string(), m.partition());
     let offset = batch.offsets.entry(key).or_insert(m.offset());
     *offset = (*offset).max(m.offset());
-    match decode(m, last_schema) {
-        Ok(incoming) => batch.rows.push(incoming),
-        Err(reason) => {
-            batch.skipped += 1;
-            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "record skipped: cannot be decoded");
+}
+
+/// Sends the record as it was (key, value, headers) to the dead letter queue, with
+/// Kafka Connect's `__connect.errors.*` headers when asked.
+async fn dead_letter(
+    producer: &FutureProducer,
+    dlq: &DeadLetters,
+    connector: &str,
+    m: &BorrowedMessage<'_>,
+    bad: &BadRecord,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = m.headers() {
+        for h in original.iter() {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
         }
     }
+    if dlq.context_headers {
+        let partition = bad.partition.to_string();
+        let offset = bad.offset.to_string();
+        for (key, value) in [
+            ("__connect.errors.topic", bad.topic.as_str()),
+            ("__connect.errors.partition", partition.as_str()),
+            ("__connect.errors.offset", offset.as_str()),
+            ("__connect.errors.connector.name", connector),
+            ("__connect.errors.task.id", "0"),
+            ("__connect.errors.stage", "VALUE_CONVERTER"),
+            (
+                "__connect.errors.class.name",
+                "org.apache.kafka.connect.json.JsonConverter",
+            ),
+            (
+                "__connect.errors.exception.class.name",
+                "org.apache.kafka.connect.errors.DataException",
+            ),
+            ("__connect.errors.exception.message", bad.reason.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+    }
+    let mut record = FutureRecord::to(&dlq.topic).headers(headers);
+    if let Some(key) = m.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = m.payload() {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
 }
 
 fn decode(
@@ -324,6 +528,7 @@ async fn write(
                         db.record(names::DB_ROWS, n);
                     }
                     Status::add(&status.records, written.staged);
+                    status.progress();
                     status.set_state(State::Running);
                     tracing::debug!(%table, rows = written.staged, changed = written.changed, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
                     break;
@@ -400,8 +605,10 @@ fn file_spans(topic: &str, table: &str, incoming: &[Incoming]) -> Vec<(String, S
         .collect()
 }
 
-/// Commits `offset + 1` per partition: the next record to read.
-fn commit(consumer: &StreamConsumer, offsets: &BTreeMap<(String, i32), i64>) {
+/// Commits `offset + 1` per partition: the next record to read. librdkafka's
+/// synchronous commit blocks its thread for a broker round trip, so it runs on a
+/// blocking thread, not on the runtime.
+async fn commit(consumer: &Arc<StreamConsumer>, offsets: &BTreeMap<(String, i32), i64>) {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
         if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1)) {
@@ -411,9 +618,26 @@ fn commit(consumer: &StreamConsumer, offsets: &BTreeMap<(String, i32), i64>) {
     if tpl.count() == 0 {
         return;
     }
+    let consumer = consumer.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
     // A failed commit (say, during a rebalance) only means a replay, which
     // the sink's writes make harmless.
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-        tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
+    match committed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "offset commit failed; the batch may be replayed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "offset commit task failed; the batch may be replayed")
+        }
     }
+}
+
+/// A second consumer in the same group, never subscribed: it only reads the group's
+/// committed offsets for the lag behind the health status.
+fn consumer_for_lag(brokers: &str, config: &SinkConfig) -> Option<rdkafka::consumer::BaseConsumer> {
+    kafka::lag_client(brokers, &config.group_id)
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "cannot create the lag probe; lag is not watched"),
+        )
+        .ok()
 }

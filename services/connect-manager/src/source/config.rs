@@ -14,8 +14,8 @@ pub(crate) enum Cleanup {
     /// Rename into `finished.path` (the default).
     Move,
     Delete,
-    /// Leave it; remembered in memory so it is not sent again until it changes
-    /// (or the service restarts).
+    /// Leave it; remembered in the connector's state file so it is not sent again
+    /// until it changes.
     None,
 }
 
@@ -38,6 +38,9 @@ pub(crate) struct SourceConfig {
     pub(crate) gateway_url: Option<String>,
     /// The record schema's name.
     pub(crate) schema_name: String,
+    /// `etl.schema.evolve`: send each file with its own inferred schema instead of
+    /// requiring the schema the first file pinned.
+    pub(crate) schema_evolve: bool,
 }
 
 pub(crate) const DEFAULT_PATTERN: &str = r".*\.(csv|tsv)$";
@@ -129,6 +132,7 @@ impl SourceConfig {
             tasks: o.number("tasks.max", 2, 1, 64)?,
             gateway_url,
             schema_name: o.string("schema.name", "review"),
+            schema_evolve: o.boolean("etl.schema.evolve", false)?,
             sftp: SftpConfig {
                 host,
                 port,

@@ -14,6 +14,7 @@
 //! harmless because the sink is idempotent on `(file, row)`.
 
 pub(crate) mod config;
+mod state;
 mod watch;
 
 use std::{
@@ -55,8 +56,10 @@ use crate::{
 };
 
 /// How long in-flight files may take to finish once shutdown trips; after
-/// that they are abandoned (left in input/, sent again after a restart).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// that they are abandoned (left in input/, sent again whole after a restart:
+/// the sink's upsert makes the records already sent harmless). Below the 10 s
+/// that supervisors (compose, etlctl) give a service between SIGTERM and SIGKILL.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// While the gateway's watch is up, the poll leaves files younger than this
 /// to the notice, which carries the uploader's trace context; the poll is the
 /// fallback for notices that never came.
@@ -92,14 +95,16 @@ enum Outcome {
     Reconnect(String),
 }
 
-/// What identifies a version of a file for `cleanup.policy=NONE`.
-type FileStat = (u64, Option<u64>);
+use state::{FileStat, PinnedSchema, SourceState, StateFile};
 
 /// Everything a file worker needs, shared.
 struct Shared {
     config: SourceConfig,
     producer: FutureProducer,
     status: Arc<Status>,
+    /// Processed files and the pinned schema, saved to `state_file` on change.
+    state: tokio::sync::Mutex<SourceState>,
+    state_file: StateFile,
 }
 
 pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
@@ -108,10 +113,20 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
         brokers,
         status,
         shutdown,
+        data_dir,
+        ..
     } = ctx;
     let span = tracing::info_span!("source", connector = %name);
     async move {
         status.set_state(State::Unassigned);
+        let state_file = StateFile::new(&data_dir, &name);
+        let state = match state_file.load() {
+            Ok(s) => s,
+            Err(e) => {
+                status.halt(e);
+                return;
+            }
+        };
         let producer = match kafka::producer(&brokers) {
             Ok(p) => p,
             Err(e) => {
@@ -127,6 +142,7 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
         if ensured.is_none() {
             return;
         }
+        warm_up(&producer, &config.topic).await;
         let Some(sftp) = connect_sftp(&config, &status, &shutdown).await else {
             return;
         };
@@ -150,11 +166,39 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
             config,
             producer,
             status,
+            state: tokio::sync::Mutex::new(state),
+            state_file,
         });
         main_loop(shared, sftp, rx, watching, shutdown).await;
     }
     .instrument(span)
     .await
+}
+
+/// Fetches the topic's metadata through the producer before the first file, so
+/// the first file's `send` does not pay for the producer's start (metadata, and
+/// the idempotent producer's id, which librdkafka asks for as it connects).
+async fn warm_up(producer: &FutureProducer, topic: &str) {
+    use rdkafka::producer::Producer as _;
+    let (producer, topic) = (producer.clone(), topic.to_string());
+    let started = std::time::Instant::now();
+    let fetched = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .map(|_| ())
+    })
+    .await;
+    match fetched {
+        Ok(Ok(())) => tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "producer ready"
+        ),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "producer warm-up failed; the first send will connect")
+        }
+        Err(_) => {}
+    }
 }
 
 async fn connect_sftp(
@@ -194,10 +238,10 @@ async fn main_loop(
     let mut interval = tokio::time::interval(config.poll_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut jobs: JoinSet<(String, Outcome)> = JoinSet::new();
+    // Which file each job holds, so a job that panics still releases its file.
+    let mut job_files: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut queue: VecDeque<Notice> = VecDeque::new();
-    // cleanup.policy=NONE: files already sent, as (size, mtime) when sent.
-    let mut left_alone: HashMap<String, FileStat> = HashMap::new();
 
     loop {
         let mut reconnect = None;
@@ -209,7 +253,8 @@ async fn main_loop(
                 } else {
                     config.min_age
                 };
-                match scan(&sftp, config, min_age, &left_alone).await {
+                let sent = shared.state.lock().await.sent.clone();
+                match scan(&sftp, config, min_age, &sent).await {
                     Ok(names) => {
                         for name in names {
                             enqueue(&mut queue, &in_flight, name, String::new());
@@ -233,16 +278,33 @@ async fn main_loop(
                 }
                 WatchEvent::Rescan => interval.reset_immediately(),
             },
-            Some(joined) = jobs.join_next(), if !jobs.is_empty() => {
-                let Ok((name, outcome)) = joined else { continue };
+            Some(joined) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                let (name, outcome) = match joined {
+                    Ok((id, done)) => {
+                        job_files.remove(&id);
+                        done
+                    }
+                    Err(e) => {
+                        // A panicked job must not strand its file: release it, and
+                        // the next poll takes it again.
+                        let name = job_files.remove(&e.id()).unwrap_or_default();
+                        tracing::error!(file = %name, error = %e, "file job failed; the file is left in place for the next poll");
+                        (name.clone(), Outcome::Retry(format!("file {name}: job failed: {e}")))
+                    }
+                };
                 in_flight.remove(&name);
                 match outcome {
                     Outcome::Finished { records, stat } => {
                         Status::add(&shared.status.files_finished, 1);
                         Status::add(&shared.status.records, records);
                         shared.status.set_state(State::Running);
+                        shared.status.progress();
                         if config.cleanup == Cleanup::None {
-                            left_alone.insert(name, stat);
+                            let mut state = shared.state.lock().await;
+                            state.sent.insert(name, stat);
+                            if let Err(e) = shared.state_file.save(&state) {
+                                tracing::error!(error = %e, "cannot remember a sent file; it may be sent again after a restart");
+                            }
                         }
                     }
                     Outcome::Rejected => Status::add(&shared.status.files_failed, 1),
@@ -273,10 +335,12 @@ async fn main_loop(
             }
             let shared = shared.clone();
             let sftp = sftp.clone();
-            jobs.spawn(async move {
+            let name = n.name.clone();
+            let job = jobs.spawn(async move {
                 let outcome = process_file(&shared, &sftp, &n.name, &n.traceparent).await;
                 (n.name, outcome)
             });
+            job_files.insert(job.id(), name);
         }
     }
     if !jobs.is_empty() {
@@ -321,7 +385,7 @@ async fn scan(
     sftp: &SftpClient,
     config: &SourceConfig,
     min_age: Duration,
-    left_alone: &HashMap<String, FileStat>,
+    left_alone: &std::collections::BTreeMap<String, FileStat>,
 ) -> Result<Vec<String>, SftpError> {
     let entries = sftp.list(&config.input_path).await?;
     let now = SystemTime::now()
@@ -347,9 +411,27 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 /// Reads, parses, produces and cleans up one file, inside a `source.file` span
-/// that joins the uploader's trace when the gateway passed it on.
+/// that joins the file's trace. The trace context comes with the gateway's notice
+/// or, for a file found by a scan or the poll, from the server itself: sftp-gateway
+/// keeps each upload's traceparent beside the file and answers the
+/// `traceparent@file-etl` SFTP extension. A server without it (OpenSSH) answers
+/// "unsupported", and the file's trace starts here.
 async fn process_file(shared: &Shared, sftp: &SftpClient, name: &str, tp: &str) -> Outcome {
     let span = tracing::info_span!("source.file", etl.file = %name, etl.rows = Empty);
+    let looked_up;
+    let tp = if tp.is_empty() {
+        let path = join(&shared.config.input_path, name);
+        looked_up = match sftp.traceparent(&path).await {
+            Ok(found) => found.unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(file = %name, error = %e, "no trace context from the server");
+                String::new()
+            }
+        };
+        looked_up.as_str()
+    } else {
+        tp
+    };
     etl_telemetry::context::set_parent(&span, tp);
     process_file_inner(shared, sftp, name)
         .instrument(span)
@@ -383,8 +465,20 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
     };
     drop(data);
     let rows = table.rows.len() as u64;
+    if rows == 0 {
+        let reason = format!(
+            "line 1: the file has a header ({} columns) but no data row",
+            table.header.len()
+        );
+        return reject(sftp, config, name, &reason).await;
+    }
     tracing::Span::current().record("etl.rows", rows);
-    if let Err(e) = produce(shared, name, &table).await {
+    let schema = match fit_schema(shared, name, &table).await {
+        Ok(s) => s,
+        Err(Fit::Reject(reason)) => return reject(sftp, config, name, &reason).await,
+        Err(Fit::Retry(e)) => return Outcome::Retry(format!("file {name}: {e}")),
+    };
+    if let Err(e) = produce(shared, name, &table, &schema).await {
         return Outcome::Retry(format!("file {name}: {e}"));
     }
     let stat = match sftp.stat(&path).await {
@@ -450,11 +544,98 @@ pub(crate) fn file_schema(schema_name: &str, table: &Table) -> Schema {
     }
 }
 
-/// Sends one record per row and waits until every one is acknowledged.
-async fn produce(shared: &Shared, name: &str, table: &Table) -> Result<(), KafkaError> {
+/// Why a file's schema does not do.
+enum Fit {
+    /// The file does not fit the pinned schema: to error/, with this reason.
+    Reject(String),
+    /// The state could not be saved: leave the file, try again.
+    Retry(String),
+}
+
+/// The schema a file's records are sent with. The first file pins its inferred
+/// schema (saved before any record is sent); every later file must have the
+/// same columns, each value parsing as the pinned type, and is sent with the
+/// pinned types, so the topic's schema (and the sink's table) stays stable.
+/// With `etl.schema.evolve=true` each file is sent with its own inferred schema
+/// and the sink may add and widen columns.
+async fn fit_schema(shared: &Shared, name: &str, table: &Table) -> Result<Schema, Fit> {
     let config = &shared.config;
-    let schema = file_schema(&config.schema_name, table);
-    let encoder = Encoder::new(&schema);
+    let inferred = file_schema(&config.schema_name, table);
+    if config.schema_evolve {
+        return Ok(inferred);
+    }
+    let mut state = shared.state.lock().await;
+    let Some(pinned) = state.schema.clone() else {
+        state.schema = Some(PinnedSchema::of(name, &inferred));
+        shared.state_file.save(&state).map_err(Fit::Retry)?;
+        tracing::info!(file = %name, columns = inferred.fields.len(), "schema pinned by the first file");
+        return Ok(inferred);
+    };
+    drop(state);
+    let schema = pinned.schema(&config.schema_name).ok_or_else(|| {
+        Fit::Retry(format!(
+            "the pinned schema in {} names an unknown type; remove the file to pin a new one",
+            shared.state_file.path().display()
+        ))
+    })?;
+    check_fits(table, &schema, &pinned.from_file).map_err(Fit::Reject)?;
+    Ok(schema)
+}
+
+/// Same columns in the same order, and every value parses as its column's type.
+fn check_fits(table: &Table, schema: &Schema, pinned_by: &str) -> Result<(), String> {
+    let expected: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+    let got: Vec<&str> = table.header.iter().map(String::as_str).collect();
+    if got != expected {
+        let differs = expected
+            .iter()
+            .zip(&got)
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.len().min(got.len()));
+        let what = match (expected.get(differs), got.get(differs)) {
+            (Some(e), Some(g)) => {
+                format!("column {} is {g:?} where the schema has {e:?}", differs + 1)
+            }
+            (Some(e), None) => format!("column {e:?} is missing"),
+            (None, Some(g)) => format!("column {g:?} is not in the schema"),
+            (None, None) => "the columns differ".to_string(),
+        };
+        return Err(format!(
+            "line 1: the header does not fit the topic's schema ({what}); expected {expected:?} as pinned by {pinned_by} (set etl.schema.evolve=true on the source connector to allow changes)"
+        ));
+    }
+    for (i, row) in table.rows.iter().enumerate() {
+        for (value, field) in row.iter().zip(&schema.fields) {
+            if !value.is_empty() && parse_value(value, field.ty).is_none() {
+                return Err(format!(
+                    "data row {}: column {:?} holds {:?}, which is not a {} as the topic's schema requires (pinned by {pinned_by}); set etl.schema.evolve=true on the source connector to allow type changes",
+                    i + 1,
+                    field.name,
+                    truncate(value, 40),
+                    field.ty.connect_type(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Sends one record per row and waits until every one is acknowledged.
+async fn produce(
+    shared: &Shared,
+    name: &str,
+    table: &Table,
+    schema: &Schema,
+) -> Result<(), KafkaError> {
+    let config = &shared.config;
+    let encoder = Encoder::new(schema);
     let run = naming::parse_chunk_file_name(name)
         .map(|(run, _, _)| run)
         .unwrap_or("");
@@ -475,7 +656,8 @@ async fn produce(shared: &Shared, name: &str, table: &Table) -> Result<(), Kafka
             let values: Vec<Value> = row
                 .iter()
                 .zip(&schema.fields)
-                // Inference over this very column makes every value fit.
+                // Inference over this very column, or the pinned schema's check,
+                // makes every value fit.
                 .map(|(s, f)| parse_value(s, f.ty).unwrap_or_else(|| Value::Text(s.clone())))
                 .collect();
             let payload = encoder.encode(&values);

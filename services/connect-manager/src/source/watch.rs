@@ -45,6 +45,8 @@ pub(crate) async fn watch_gateway(
                 .watch_files(WatchFilesRequest {
                     user: user.clone(),
                     directory: directory.clone(),
+                    // Files already waiting come first, with their trace context.
+                    include_existing: true,
                 })
                 .await
                 .map(|r| r.into_inner())

@@ -135,7 +135,7 @@ impl Stack {
             .await
             .expect("join")
             .expect("postgres starts");
-        let tansu = tokio::task::spawn_blocking(testkit::shared_tansu)
+        let tansu = tokio::task::spawn_blocking(testkit::shared_broker)
             .await
             .expect("join")
             .expect("tansu starts");
@@ -233,6 +233,13 @@ impl Stack {
         let parsed =
             etl_core::connector_file::parse(&json, |k| self.env(k)).expect("connector file parses");
         let mut config: HashMap<String, String> = parsed.config.into_iter().collect();
+        // Tests share one broker: each sink gets a consumer group of its own test.
+        if config.contains_key("topics") {
+            config.insert(
+                "consumer.override.group.id".into(),
+                format!("connect-{}", self.topic),
+            );
+        }
         for (k, v) in overrides {
             config.insert(k.to_string(), v.to_string());
         }

@@ -4,9 +4,12 @@
 //! - `pipeline`: a file through source and sink (values, types, lineage),
 //!   replay, rejected files, restart safety.
 //! - `rest`: the Kafka-Connect-compatible REST API; gRPC errors.
+//! - `faults`: undecodable records (FAILED, dead letter queue), files that do not
+//!   fit the pinned schema or hold no data.
 //! - `binary`: the `connect-manager` executable.
 
 mod binary;
+mod faults;
 mod helpers;
 mod pipeline;
 mod rest;

@@ -1,6 +1,16 @@
-//! A tansu broker: Kafka's wire protocol in one Rust binary, no JVM.
+//! A Kafka broker for tests and the local stack: Apache Kafka itself (KRaft, one node,
+//! durable, the default) or tansu (Kafka's wire protocol in one Rust binary, no JVM).
 //!
-//! The broker is started as
+//! **Apache Kafka** ([`Storage::Kafka`]) runs from the jars that `make kafka` fetches from
+//! Maven Central (see `tools/kafka/pom.xml`) as
+//! ```text
+//! java -cp 'LIBS/*' kafka.Kafka DIR/server.properties      (after kafka-storage format, once)
+//! ```
+//! with its log segments in `DIR/log`. It is what compose runs, keeps every acknowledged
+//! record across a kill -9 of the broker (the page cache holds what was written), and
+//! serves a fetch from any offset, including one inside a producer batch.
+//!
+//! **tansu** is started as
 //! ```text
 //! tansu broker --listener-url tcp://127.0.0.1:PORT \
 //!              --advertised-listener-url tcp://127.0.0.1:PORT \
@@ -10,6 +20,12 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`, …) removed, so a test's environment cannot redirect it.
 //! tansu resolves `sqlite://PATH` against its working directory (an absolute path gets
 //! doubled), hence the relative `tansu.db` and cwd = the data directory.
+//!
+//! Why memory is for benchmarks only: tansu 0.6's memory engine answers a fetch from
+//! offset N with the batches whose *base* offset is at least N (`split_off` in its
+//! dynostore fetch), so a consumer that resumes from a committed offset inside a producer
+//! batch never sees the rest of that batch. That is how a restarted sink lost the tail of
+//! the file in flight; `tests/it/broker.rs` keeps the case.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,10 +42,18 @@ use crate::error::{Error, Result};
 use crate::logs;
 use crate::names::unique_name;
 use crate::net::{free_port, port_in_use};
-use crate::process::{STOP_GRACE, ServerProcess, ServerSpec};
+use crate::process::{STOP_GRACE, ServerProcess, ServerSpec, run_logged};
 
 /// Environment variable naming the tansu binary.
 pub const TANSU_BIN_ENV: &str = "TANSU_BIN";
+/// Environment variable naming the directory of Apache Kafka's jars.
+pub const KAFKA_LIBS_ENV: &str = "KAFKA_LIBS";
+/// The Apache Kafka release `make kafka` fetches (keep in step with the Makefile).
+pub const KAFKA_VERSION: &str = "4.1.1";
+
+const KAFKA_INSTALL_HINT: &str = "run `make kafka` (fetches Apache Kafka's jars from Maven \
+                                  Central with mvn, about 20 seconds), or set KAFKA_LIBS to \
+                                  a directory holding them";
 
 const INSTALL_HINT: &str = "install it with `cargo install tansu --locked --features \
                             dynostore,libsql` (about 7 minutes; without those features it \
@@ -48,13 +72,17 @@ const TANSU_ENV: &[&str] = &[
 /// How many fresh ports [`Broker::start`] tries when it loses a port race.
 const PORT_ATTEMPTS: usize = 3;
 
-/// Where the broker keeps its topics.
+/// Which broker, and where it keeps its topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
-    /// `memory://tansu/`: fastest (demos, benchmarks, most tests); gone when it stops.
+    /// Apache Kafka (KRaft) with its log in this directory (formatted on first start):
+    /// durable, and correct for consumers that resume anywhere. The default.
+    Kafka(PathBuf),
+    /// tansu, `memory://tansu/`: no JVM, gone when it stops, and loses the rest of a
+    /// producer batch for a consumer resuming inside it (see the module doc). Benchmarks.
     Memory,
-    /// `sqlite://tansu.db` in this directory (created if missing): records and committed
-    /// offsets survive a restart. Several times slower to consume than memory.
+    /// tansu, `sqlite://tansu.db` in this directory (created if missing): records and
+    /// committed offsets survive a restart. Far slower to consume than memory.
     Sqlite(PathBuf),
 }
 
@@ -62,7 +90,14 @@ impl Storage {
     fn engine_url(&self) -> &'static str {
         match self {
             Storage::Memory => "memory://tansu/",
-            Storage::Sqlite(_) => "sqlite://tansu.db",
+            Storage::Sqlite(_) | Storage::Kafka(_) => "sqlite://tansu.db",
+        }
+    }
+
+    fn server(&self) -> &'static str {
+        match self {
+            Storage::Kafka(_) => "kafka",
+            Storage::Memory | Storage::Sqlite(_) => "tansu",
         }
     }
 }
@@ -75,6 +110,7 @@ pub struct BrokerBuilder {
     port: Option<u16>,
     log_dir: Option<PathBuf>,
     startup_timeout: Duration,
+    remove_dir: bool,
 }
 
 impl BrokerBuilder {
@@ -91,6 +127,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Remove the data directory once the broker is gone, even if our process dies first
+    /// (a throwaway broker whose directory nobody else cleans up).
+    pub fn remove_dir_on_exit(mut self) -> Self {
+        self.remove_dir = true;
+        self
+    }
+
     /// How long to wait for the broker to answer a metadata request; default 60 s.
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
@@ -100,9 +143,12 @@ impl BrokerBuilder {
     /// Starts the broker and waits until it answers a Kafka metadata request that
     /// advertises 127.0.0.1:PORT. Blocking, like [`crate::PgBuilder::start`].
     pub fn start(self) -> Result<Broker> {
-        let bin = tansu_bin()?;
+        let bin = match &self.storage {
+            Storage::Kafka(_) => java_bin()?,
+            _ => tansu_bin()?,
+        };
         let cwd = match &self.storage {
-            Storage::Sqlite(dir) => {
+            Storage::Sqlite(dir) | Storage::Kafka(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Error::io("cannot create tansu data directory", dir, e))?;
                 dir.canonicalize()
@@ -125,14 +171,19 @@ impl BrokerBuilder {
         };
         let mut attempt = 1;
         loop {
+            let server = self.storage.server();
             let log = match (&self.log_dir, &self.storage) {
-                (Some(dir), _) => dir.join(format!("tansu-{port}.log")),
-                (None, Storage::Sqlite(_)) => cwd.join("tansu.log"),
-                (None, Storage::Memory) => cwd.join(format!("tansu-{port}.log")),
+                (Some(dir), _) => dir.join(format!("{server}-{port}.log")),
+                (None, Storage::Sqlite(_) | Storage::Kafka(_)) => cwd.join(format!("{server}.log")),
+                (None, Storage::Memory) => cwd.join(format!("{server}-{port}.log")),
             };
-            match self.start_broker(&bin, &cwd, port, &log) {
+            let started = match &self.storage {
+                Storage::Kafka(_) => self.start_kafka(&bin, &cwd, port, &log),
+                _ => self.start_broker(&bin, &cwd, port, &log),
+            };
+            match started {
                 Ok(process) => {
-                    tracing::info!(port, storage = ?self.storage, log = %log.display(), "tansu started");
+                    tracing::info!(port, storage = ?self.storage, log = %log.display(), "{server} started");
                     return Ok(Broker {
                         process: Some(process),
                         port,
@@ -144,7 +195,7 @@ impl BrokerBuilder {
                         && attempt < PORT_ATTEMPTS
                         && tail.to_lowercase().contains("in use") =>
                 {
-                    tracing::debug!(port, "tansu lost a port race; retrying");
+                    tracing::debug!(port, "{server} lost a port race; retrying");
                     attempt += 1;
                     port = free_port();
                 }
@@ -185,7 +236,193 @@ impl BrokerBuilder {
     }
 }
 
-/// A running tansu broker on 127.0.0.1. Dropping it stops the broker (SIGTERM, then
+impl BrokerBuilder {
+    /// Formats `dir` for KRaft on first use, writes the broker's config and starts it.
+    /// The controller listens on a second free port; only the broker port is advertised.
+    fn start_kafka(&self, java: &Path, dir: &Path, port: u16, log: &Path) -> Result<ServerProcess> {
+        let libs = kafka_libs()?;
+        let classpath = format!("{}/*", libs.display());
+        let controller_port = free_port();
+        let log_dirs = dir.join("log");
+        let properties = dir.join("server.properties");
+        write_file(
+            &properties,
+            &kafka_properties(port, controller_port, &log_dirs),
+        )?;
+        let log4j = dir.join("log4j2.yaml");
+        write_file(&log4j, KAFKA_LOG4J)?;
+        let java_command = |main: &str| {
+            let mut command = Command::new(java);
+            command
+                .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+                .args(KAFKA_JVM_OPTIONS)
+                .arg("-cp")
+                .arg(&classpath)
+                .arg(main)
+                .current_dir(dir);
+            // The broker must read its settings from server.properties only.
+            for var in ["KAFKA_OPTS", "KAFKA_HEAP_OPTS", "JAVA_TOOL_OPTIONS"] {
+                command.env_remove(var);
+            }
+            command
+        };
+        if !log_dirs.join("meta.properties").is_file() {
+            let mut format = java_command("kafka.tools.StorageTool");
+            format
+                .arg("format")
+                .arg("--cluster-id")
+                .arg(kafka_cluster_id())
+                .arg("--config")
+                .arg(&properties);
+            run_logged(format, log)?;
+        }
+        let mut command = java_command("kafka.Kafka");
+        command.arg(&properties);
+        let mut process = ServerProcess::spawn(ServerSpec {
+            name: format!("kafka on 127.0.0.1:{port}"),
+            command,
+            log,
+            // SIGTERM runs Kafka's controlled shutdown (flushes and closes the log).
+            stop_signal: Signal::TERM,
+            cleanup_dir: self.remove_dir.then_some(dir),
+        })?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        process.wait_ready(addr, self.startup_timeout, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+                && answers_metadata(addr).is_ok()
+        })?;
+        Ok(process)
+    }
+}
+
+/// JVM settings: a small fixed heap (the broker needs little for one node) and G1.
+const KAFKA_JVM_OPTIONS: &[&str] = &[
+    "-Xms256m",
+    "-Xmx768m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-Djava.awt.headless=true",
+];
+
+/// Warnings and the start/stop lines only: Kafka's INFO output is megabytes per run.
+const KAFKA_LOG4J: &str = "Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: \"[%d] %p %m (%c)%n\"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.server.KafkaRaftServer
+        level: INFO
+";
+
+/// One node that is broker and controller, with a static voter set (so the controller
+/// port may change from one start to the next); settings a single node needs (replication 1
+/// for the internal topics) and those that make a group usable at once (no initial
+/// rebalance delay). Segments are flushed by the OS, as in any Kafka deployment: what
+/// the broker acknowledged survives the broker process dying.
+fn kafka_properties(port: u16, controller_port: u16, log_dirs: &Path) -> String {
+    format!(
+        "process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={}
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+",
+        log_dirs.display()
+    )
+}
+
+/// A KRaft cluster id: 16 random bytes, base64url without padding (Kafka's `Uuid`).
+fn kafka_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::with_capacity(22);
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(char::from(ALPHABET[((bits >> nbits) & 63) as usize]));
+        }
+    }
+    if nbits > 0 {
+        out.push(char::from(ALPHABET[((bits << (6 - nbits)) & 63) as usize]));
+    }
+    out
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))
+}
+
+/// `KAFKA_LIBS`, or where `make kafka` puts the jars.
+pub fn kafka_libs() -> Result<PathBuf> {
+    let dir = match std::env::var_os(KAFKA_LIBS_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(format!(".cache/file-etl/kafka-{KAFKA_VERSION}/libs"))
+        }
+    };
+    let jar = dir.join(format!("kafka_2.13-{KAFKA_VERSION}.jar"));
+    if jar.is_file() {
+        Ok(dir)
+    } else {
+        Err(Error::BinaryNotFound {
+            what: "Apache Kafka's jars",
+            tried: jar.display().to_string(),
+            hint: KAFKA_INSTALL_HINT,
+        })
+    }
+}
+
+fn java_bin() -> Result<PathBuf> {
+    let from_home = std::env::var_os("JAVA_HOME").map(|h| PathBuf::from(h).join("bin/java"));
+    let on_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("java"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut tried = Vec::new();
+    for bin in from_home.into_iter().chain(on_path) {
+        if bin.is_file() {
+            return Ok(bin);
+        }
+        tried.push(bin.display().to_string());
+    }
+    Err(Error::BinaryNotFound {
+        what: "java (17 or newer)",
+        tried: tried.join(", "),
+        hint: "install a JDK (`apt-get install openjdk-17-jre-headless`) or set JAVA_HOME",
+    })
+}
+
+/// A running broker (Apache Kafka or tansu) on 127.0.0.1. Dropping it stops the broker (SIGTERM, then
 /// SIGKILL after a grace period); sqlite data stays in its directory.
 #[derive(Debug)]
 pub struct Broker {
@@ -202,6 +439,7 @@ impl Broker {
             port: None,
             log_dir: None,
             startup_timeout: Duration::from_secs(60),
+            remove_dir: false,
         }
     }
 
@@ -228,6 +466,19 @@ impl Broker {
     /// Where the broker keeps its data.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The broker's process id, for fault tests that kill it (None once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ServerProcess::pid)
+    }
+
+    /// Whether the server process is still alive (false once it exited, for example
+    /// after a kill -9, or once stopped). A supervisor polls this to restart it.
+    pub fn is_running(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|p| p.check_running().is_ok())
     }
 
     /// The broker's log file (None once stopped).

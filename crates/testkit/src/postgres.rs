@@ -229,6 +229,8 @@ impl PgBuilder {
             .arg("-p")
             .arg(port.to_string())
             .args(["-c", "listen_addresses=127.0.0.1"])
+            // The verifier's latency ends at the rows' commit: Postgres records it.
+            .args(["-c", "track_commit_timestamp=on"])
             .arg("-c")
             .arg(format!("max_connections={}", self.max_connections));
         if !fsync {

@@ -1,5 +1,9 @@
 //! The gRPC face of the verifier (`etl.v1.SinkVerifier`): the extractor registers
 //! files and completes runs; anyone asks for or watches a run's report.
+//!
+//! RegisterFile and CompleteRun answer only once the store has them, so an
+//! extractor that got OK can rely on it surviving any crash of the verifier;
+//! while Postgres is away they answer UNAVAILABLE, and the extractor retries.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -13,18 +17,20 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    manifest::{Manifest, Registration, Registry},
+    manifest::Manifest,
+    registry::{Registry, Subscription},
+    store::Registration,
     watch::Wake,
 };
 
-pub struct Api {
+pub(crate) struct Api {
     registry: Arc<Registry>,
     wake_tx: mpsc::UnboundedSender<Wake>,
     shutdown: Shutdown,
 }
 
 impl Api {
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<Registry>,
         wake_tx: mpsc::UnboundedSender<Wake>,
         shutdown: Shutdown,
@@ -55,8 +61,8 @@ impl SinkVerifier for Api {
             manifest.run_id.clone(),
             manifest.row_count,
         );
-        if self.registry.register(manifest)? == Registration::New {
-            tracing::info!(file = %file, run = %run, rows, "file registered");
+        if let Registration::New { rejected, .. } = self.registry.register(manifest).await? {
+            tracing::info!(file = %file, run = %run, rows, rejected = rejected.is_some(), "file registered");
             // The rows may have landed before the manifest: look now.
             let _ = self.wake_tx.send(Wake::File(file));
         }
@@ -68,7 +74,7 @@ impl SinkVerifier for Api {
         request: Request<CompleteRunRequest>,
     ) -> Result<Response<CompleteRunResponse>, Status> {
         let req = request.into_inner();
-        self.registry.complete(&req.run_id, req.files)?;
+        self.registry.complete(&req.run_id, req.files).await?;
         tracing::info!(run = %req.run_id, files = req.files, "run completed");
         Ok(Response::new(CompleteRunResponse {}))
     }
@@ -77,7 +83,7 @@ impl SinkVerifier for Api {
         &self,
         request: Request<GetReportRequest>,
     ) -> Result<Response<RunReport>, Status> {
-        let report = self.registry.report(&request.into_inner().run_id)?;
+        let report = self.registry.report(&request.into_inner().run_id).await?;
         Ok(Response::new(report))
     }
 
@@ -87,9 +93,18 @@ impl SinkVerifier for Api {
         &self,
         request: Request<GetReportRequest>,
     ) -> Result<Response<Self::WatchReportStream>, Status> {
-        let mut reports = self.registry.subscribe(&request.into_inner().run_id)?;
+        let run_id = request.into_inner().run_id;
         let (tx, rx) = mpsc::channel(4);
+        let mut reports = match self.registry.subscribe(&run_id).await? {
+            Subscription::Live(reports) => reports,
+            Subscription::Finished(report) => {
+                // The run is over: its final report, and the end of the stream.
+                let _ = tx.send(Ok(report)).await;
+                return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+            }
+        };
         let shutdown = self.shutdown.clone();
+        let registry = self.registry.clone();
         tokio::spawn(async move {
             loop {
                 // Only the latest report matters: a slow reader skips states
@@ -100,7 +115,13 @@ impl SinkVerifier for Api {
                     return;
                 }
                 tokio::select! {
-                    changed = reports.changed() => if changed.is_err() { return },
+                    changed = reports.changed() => if changed.is_err() {
+                        // The run left memory without us seeing it complete
+                        // (another verifier finished it): tell the stored end.
+                        let last = registry.report(&run_id).await.map_err(Status::from);
+                        let _ = tx.send(last).await;
+                        return;
+                    },
                     _ = tx.closed() => return,
                     _ = shutdown.wait() => {
                         let _ = tx.send(Err(Status::unavailable("sink-verifier is shutting down"))).await;

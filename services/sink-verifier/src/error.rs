@@ -41,6 +41,11 @@ pub enum Error {
         pg_type: String,
     },
 
+    #[error(
+        "the verifier's stored state for file {file:?} (schema etl_verifier) is damaged: {reason}; delete the file's rows there and register it again"
+    )]
+    StoredState { file: String, reason: String },
+
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -57,6 +62,7 @@ impl From<Error> for tonic::Status {
             Error::Grpc(_)
             | Error::DatabaseUrl(_)
             | Error::UnsupportedColumn { .. }
+            | Error::StoredState { .. }
             | Error::Task(_) => tonic::Status::internal(message),
         }
     }

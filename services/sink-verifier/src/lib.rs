@@ -9,33 +9,83 @@
 //!
 //! # Layout
 //! In the order data flows:
-//! - [`api`]: gRPC `etl.v1.SinkVerifier`. `RegisterFile` brings a file's manifest,
+//! - `api`: gRPC `etl.v1.SinkVerifier`. `RegisterFile` brings a file's manifest,
 //!   `CompleteRun` says how many files a run has, `GetReport`/`WatchReport` give
-//!   the run's report.
-//! - [`manifest`]: validates manifests (digest count, checksum) and keeps them per
-//!   run in the [`manifest::Registry`], with each file's latest check and a watch
-//!   channel per run carrying its report.
-//! - [`watch`]: decides *when* to check: the sink's `NOTIFY etl_rows` on a
+//!   the run's report. Registration and completion answer once stored.
+//! - `manifest`: validates manifests (digest count, checksum), on the way in and
+//!   when read back from the store.
+//! - `store`: the verifier's state in Postgres, schema `etl_verifier` (runs,
+//!   manifests with their row digests, per-file results, rejections, content
+//!   matches), created at startup. The database is the truth.
+//! - `registry`: the unfinished runs in memory, written through to the store,
+//!   with a watch channel per run carrying its report; reloaded from the store
+//!   after a restart. A finished run leaves memory.
+//! - `watch`: decides *when* to check: the sink's `NOTIFY etl_rows` on a
 //!   dedicated connection, each registration, and a poll of unverified files; it
 //!   reconnects after Postgres goes away and drives the health status.
-//! - [`verify`]: checks *one* file: reads its rows back by `_etl_file`, decodes
+//! - `verify`: checks *one* file: reads its rows back by `_etl_file`, decodes
 //!   each column by its Postgres type, renders it as the text it was written as,
 //!   digests and counts (landed, missing, altered, duplicates), and emits the
 //!   file's `verify file` span into the file's trace.
-//! - [`report`]: sums the file checks into the run report: latency percentiles
-//!   (upload to last row commit) and the run's elapsed time.
-//! - [`error`]: the crate's [`Error`] and its mapping to gRPC status codes.
+//! - `duplicates`: rows whose content landed under two file names (a file
+//!   uploaded again under a new name, a rerun under a new run id).
+//! - `gateway`: with `--gateway-url`, follows the sftp-gateway's rejected files
+//!   (`error/`), so a file the connector refused ends its run as FAILED with the
+//!   reason instead of keeping it waiting.
+//! - `report`: sums the files into the run report: latency percentiles, the
+//!   run's elapsed time, and its state (RUNNING, then PASSED or FAILED).
+//! - `error`: the crate's [`Error`] and its mapping to gRPC status codes.
 //!
-//! [`start`] wires them: it binds the gRPC listener, spawns the server and the
-//! watcher, and returns at once; Postgres is awaited in the background with the
-//! health status NOT_SERVING until it answers.
+//! [`start`] wires them: it binds the gRPC listener, spawns the server, the
+//! watcher and the gateway watch, and returns at once; Postgres is awaited in
+//! the background with the health status NOT_SERVING until it answers.
+//!
+//! # Nothing lost when the verifier dies
+//! `RegisterFile` stores the manifest and its row digests in one transaction
+//! before it answers, `CompleteRun` stores the file count, and each check that
+//! changes a file's result is stored. A verifier started on the same database
+//! (after a kill -9, or a second one beside it) reloads every unfinished run and
+//! checks its files again; files verified before keep their latency. A file's
+//! result is never written back from verified to unverified, and every write is
+//! keyed by file name, so two verifiers on one database never count twice.
+//!
+//! # Latency: upload complete to rows committed
+//! A file's latency starts at the manifest's `uploaded_at_unix_ms` (set by the
+//! extractor once the upload's data is fully written, just before the rename
+//! publishes it) and ends when the transaction that wrote the file's last rows
+//! *committed* — not at `_etl_loaded_at`, which is `now()`, the start of that
+//! transaction. The end is, in order of preference:
+//! 1. `pg_xact_commit_timestamp(xmin)` of the rows, when the server runs with
+//!    `track_commit_timestamp = on` (checked with `SHOW track_commit_timestamp`
+//!    at each connect): exact, and still known after a verifier restart;
+//! 2. otherwise, when the file's latest `NOTIFY etl_rows` reached the verifier:
+//!    Postgres delivers a notification when its transaction commits, and the
+//!    verifier listens on a connection that does nothing else, so this is the
+//!    commit plus a sub-millisecond delivery on one host;
+//! 3. otherwise (rows that landed while the verifier was down, with commit
+//!    timestamps off), the latest `_etl_loaded_at`: a lower bound.
+//!
+//! The run's `elapsed_ms` runs from its first upload to its last verified
+//! commit; `latency` gives p50, p95, p99 and max over its verified files.
+//!
+//! # Run state
+//! A run is RUNNING until it is complete: CompleteRun said how many files it
+//! has, all are registered, and each is verified or rejected. It is then PASSED
+//! if every row of every file landed once and unaltered, no file was rejected
+//! and no row's content also landed under another file name; otherwise FAILED.
+//! A content duplicate found after a run passed (a copy uploaded later) turns it
+//! FAILED.
 
-pub mod api;
-pub mod error;
-pub mod manifest;
-pub mod report;
-pub mod verify;
-pub mod watch;
+mod api;
+mod duplicates;
+mod error;
+mod gateway;
+mod manifest;
+mod registry;
+mod report;
+mod store;
+mod verify;
+mod watch;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -55,7 +105,8 @@ pub struct Config {
     #[arg(long, env = "ETL_GRPC_ADDR", default_value = "127.0.0.1:50054")]
     pub grpc_addr: String,
 
-    /// Postgres holding the sink's table (URL or key=value form).
+    /// Postgres holding the sink's table (URL or key=value form). The verifier
+    /// keeps its own state there too, in schema `etl_verifier`.
     #[arg(
         long,
         env = "ETL_DATABASE_URL",
@@ -68,9 +119,20 @@ pub struct Config {
     #[arg(long, env = "ETL_TABLE", default_value = "review")]
     pub table: String,
 
-    /// How often unverified files are checked without a NOTIFY.
+    /// How often unverified files are checked without a NOTIFY (and memory is
+    /// synced with the stored runs).
     #[arg(long, env = "ETL_POLL_INTERVAL_MS", default_value_t = 1000)]
     pub poll_interval_ms: u64,
+
+    /// sftp-gateway gRPC URL (e.g. http://127.0.0.1:50052). Files the connector
+    /// moved to `error/` are then reported as rejected and end their run as
+    /// FAILED; without it, a rejected file keeps its run RUNNING.
+    #[arg(long, env = "ETL_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+
+    /// Only rejections of this SFTP user's files (empty: every user's).
+    #[arg(long, env = "ETL_SFTP_USER", default_value = "")]
+    pub sftp_user: String,
 }
 
 impl Config {
@@ -81,6 +143,8 @@ impl Config {
             database_url: database_url.to_string(),
             table: "review".to_string(),
             poll_interval_ms: 1000,
+            gateway_url: None,
+            sftp_user: String::new(),
         }
     }
 }
@@ -91,23 +155,27 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     server: JoinHandle<Result<(), etl_service::grpc::GrpcError>>,
     watcher: JoinHandle<()>,
+    gateway: Option<JoinHandle<()>>,
     shutdown: Shutdown,
 }
 
 impl Running {
-    /// Runs until `shutdown` trips (or the server fails), then stops the watcher.
+    /// Runs until `shutdown` trips (or the server fails), then stops the watchers.
     pub async fn wait(self) -> Result<(), Error> {
         let served = self.server.await;
         // The server ends only on shutdown or failure: either way, stop watching.
         self.shutdown.trigger();
         self.watcher.await?;
+        if let Some(gateway) = self.gateway {
+            gateway.await?;
+        }
         served??;
         Ok(())
     }
 }
 
-/// Binds the gRPC listener, spawns the server and the Postgres watcher, and
-/// returns at once.
+/// Binds the gRPC listener, spawns the server, the Postgres watcher and (with
+/// a gateway URL) the watch of rejected files, and returns at once.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let mut db: tokio_postgres::Config = config
         .database_url
@@ -125,19 +193,31 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })?;
     let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
 
-    let registry = Arc::new(manifest::Registry::new());
+    let server_name = watch::describe_database(&db);
+    let store = Arc::new(store::Store::new(db.clone(), &server_name));
+    let registry = Arc::new(registry::Registry::new(store));
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     routes.add_service(SinkVerifierServer::new(api::Api::new(
         registry.clone(),
         wake_tx.clone(),
         shutdown.clone(),
     )));
+    let gateway_url = config.gateway_url.filter(|u| !u.trim().is_empty());
     tracing::info!(
-        database = %watch::describe_database(&db),
+        database = %server_name,
         table = %config.table,
         poll_interval_ms = config.poll_interval_ms,
+        gateway = gateway_url.as_deref().unwrap_or("none (rejected files are not seen)"),
         "sink-verifier starting"
     );
+    let gateway = gateway_url.map(|url| {
+        tokio::spawn(gateway::watch_rejections(
+            url,
+            config.sftp_user.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        ))
+    });
     let watcher = watch::Watcher {
         db,
         table: config.table,
@@ -145,19 +225,21 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         registry,
         wake_tx,
         wake_rx,
-        health,
+        health: health.clone(),
         shutdown: shutdown.clone(),
     };
     let watcher = tokio::spawn(watcher.run());
-    let server = tokio::spawn(etl_service::serve_grpc(
+    let server = tokio::spawn(etl_service::serve_until_shutdown(
         listener,
         routes.routes(),
+        health,
         shutdown.clone(),
     ));
     Ok(Running {
         grpc_addr,
         server,
         watcher,
+        gateway,
         shutdown,
     })
 }

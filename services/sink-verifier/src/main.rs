@@ -1,4 +1,7 @@
 //! `sink-verifier`: parse flags, set up telemetry, run the library until SIGTERM.
+//! `sink-verifier healthcheck` probes a running one.
+
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -28,19 +31,28 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck { addr }) = cli.command {
-        let addr = addr.unwrap_or(cli.config.grpc_addr);
-        let serving = etl_service::probe_health(&addr).await?;
-        if !serving {
-            anyhow::bail!("sink-verifier at {addr} is not SERVING");
+    match cli.command {
+        Some(Command::Healthcheck { addr }) => {
+            let addr = addr.unwrap_or(cli.config.grpc_addr);
+            etl_service::healthcheck_command(&addr).await
         }
-        return Ok(());
+        None => match run(cli.config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "sink-verifier failed");
+                eprintln!("sink-verifier: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let _telemetry = etl_telemetry::init("sink-verifier").context("failed to set up telemetry")?;
     let shutdown = etl_service::Shutdown::on_signals();
-    let running = sink_verifier::start(cli.config, shutdown)
+    let running = sink_verifier::start(config, shutdown)
         .await
         .context("failed to start sink-verifier")?;
     running.wait().await.context("sink-verifier failed")?;

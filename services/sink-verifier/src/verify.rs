@@ -26,36 +26,42 @@ const LOADED_AT_COLUMN: &str = "_etl_loaded_at";
 
 /// The outcome of checking one file once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FileCheck {
-    pub rows_expected: u64,
+pub(crate) struct FileCheck {
+    pub(crate) rows_expected: u64,
     /// Distinct row numbers in `1..=rows_expected` present in the table.
-    pub rows_landed: u64,
+    pub(crate) rows_landed: u64,
     /// Expected row numbers absent from the table.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Present rows whose digest differs (or whose columns the table lacks).
-    pub altered: u64,
+    pub(crate) altered: u64,
     /// Extra rows: a row number seen k > 1 times counts k − 1, and every row
     /// numbered outside `1..=rows_expected` counts one.
-    pub duplicates: u64,
-    /// The latest `_etl_loaded_at` among the file's rows, if any landed.
-    pub last_loaded_at_unix_ms: Option<i64>,
+    pub(crate) duplicates: u64,
+    /// The latest `_etl_loaded_at` among the file's rows, if any landed. That is
+    /// `now()` of the writing transaction, i.e. its *start*: only a lower bound
+    /// of the commit, used when nothing better is known.
+    pub(crate) last_loaded_at_unix_ms: Option<i64>,
+    /// The latest commit time of the transactions that wrote the file's rows
+    /// (`pg_xact_commit_timestamp(xmin)`), when Postgres tracks commit
+    /// timestamps and knows it for every row.
+    pub(crate) last_commit_unix_ms: Option<i64>,
     /// The lowest altered row number, so a log line can point at it.
-    pub first_altered_row: Option<u64>,
+    pub(crate) first_altered_row: Option<u64>,
 }
 
 impl FileCheck {
     /// Every row landed, once, unaltered.
-    pub fn verified(&self) -> bool {
+    pub(crate) fn verified(&self) -> bool {
         self.rows_landed == self.rows_expected && self.altered == 0 && self.duplicates == 0
     }
 
     /// Something a later sink write will not fix on its own.
-    pub fn has_problem(&self) -> bool {
+    pub(crate) fn has_problem(&self) -> bool {
         self.altered > 0 || self.duplicates > 0
     }
 
     /// One word for logs and span attributes.
-    pub fn result(&self) -> &'static str {
+    pub(crate) fn result(&self) -> &'static str {
         if self.verified() {
             "verified"
         } else if self.altered > 0 {
@@ -66,32 +72,23 @@ impl FileCheck {
             "missing"
         }
     }
-
-    /// Upload to latest row commit, never negative (clocks of two hosts may
-    /// disagree slightly); 0 until the file is verified.
-    pub fn latency_ms(&self, uploaded_at_unix_ms: i64) -> u64 {
-        match self.last_loaded_at_unix_ms {
-            Some(loaded) if self.verified() => {
-                u64::try_from(loaded.saturating_sub(uploaded_at_unix_ms)).unwrap_or(0)
-            }
-            _ => 0,
-        }
-    }
 }
 
 /// One row of the file as read back from the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LandedRow {
-    pub row: i64,
+pub(crate) struct LandedRow {
+    pub(crate) row: i64,
     /// `None` when the table lacks one of the manifest's columns: the row cannot
     /// be what was written.
-    pub digest: Option<u64>,
-    pub loaded_at_unix_ms: i64,
+    pub(crate) digest: Option<u64>,
+    pub(crate) loaded_at_unix_ms: i64,
+    /// Commit time of the row's writing transaction, when Postgres tracks it.
+    pub(crate) committed_at_unix_ms: Option<i64>,
 }
 
 /// Compares the rows read back with the manifest. Pure, so every counting rule
 /// is tested without a database.
-pub fn assess(manifest: &Manifest, rows: impl IntoIterator<Item = LandedRow>) -> FileCheck {
+pub(crate) fn assess(manifest: &Manifest, rows: impl IntoIterator<Item = LandedRow>) -> FileCheck {
     let expected = manifest.row_count;
     let mut seen = vec![0u32; manifest.row_digests.len()];
     let mut altered_rows = vec![false; manifest.row_digests.len()];
@@ -99,12 +96,20 @@ pub fn assess(manifest: &Manifest, rows: impl IntoIterator<Item = LandedRow>) ->
         rows_expected: expected,
         ..FileCheck::default()
     };
+    // The file's commit time is known only if every row's is.
+    let mut commit_known = true;
     for r in rows {
         check.last_loaded_at_unix_ms = Some(
             check
                 .last_loaded_at_unix_ms
                 .map_or(r.loaded_at_unix_ms, |m| m.max(r.loaded_at_unix_ms)),
         );
+        match r.committed_at_unix_ms {
+            Some(c) if commit_known => {
+                check.last_commit_unix_ms = Some(check.last_commit_unix_ms.map_or(c, |m| m.max(c)));
+            }
+            _ => commit_known = false,
+        }
         let index = usize::try_from(r.row)
             .ok()
             .and_then(|row| row.checked_sub(1))
@@ -122,6 +127,9 @@ pub fn assess(manifest: &Manifest, rows: impl IntoIterator<Item = LandedRow>) ->
         if r.digest != Some(manifest.row_digests[i]) {
             altered_rows[i] = true;
         }
+    }
+    if !commit_known {
+        check.last_commit_unix_ms = None;
     }
     check.missing = expected - check.rows_landed;
     check.altered = altered_rows.iter().filter(|&&a| a).count() as u64;
@@ -160,7 +168,7 @@ impl TableName {
 
 /// A Postgres quoted identifier: column names come from file headers and may be
 /// anything, including reserved words and quotes.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -189,14 +197,14 @@ fn select_expr(column: &str, data_type: &str) -> String {
 
 /// The text a `real` (float4) value was written as: the shortest decimal that
 /// round-trips as f32, carried as the f64 of that decimal so it renders the same.
-pub fn float4_value(v: f32) -> Value {
+pub(crate) fn float4_value(v: f32) -> Value {
     v.to_string()
         .parse::<f64>()
         .map_or(Value::Double(f64::from(v)), Value::Double)
 }
 
 /// `timestamp without time zone` is read as UTC, the zone the sink writes in.
-pub fn naive_timestamp_value(t: NaiveDateTime) -> Value {
+pub(crate) fn naive_timestamp_value(t: NaiveDateTime) -> Value {
     Value::Timestamp(t.and_utc())
 }
 
@@ -249,22 +257,39 @@ impl From<tokio_postgres::Error> for DecodeError {
 /// `information_schema` (refreshed when a manifest names a column the cache
 /// lacks, or a query says the table changed).
 #[derive(Debug)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     table: TableName,
     /// Where errors say they came from (never the password).
     server: String,
     /// Column name → `information_schema` data type; empty when the table does
     /// not exist; `None` until loaded.
     columns: Option<HashMap<String, String>>,
+    /// Whether to read each row's `pg_xact_commit_timestamp(xmin)`: only when
+    /// the server has `track_commit_timestamp = on`.
+    commit_timestamps: bool,
 }
 
 impl Verifier {
-    pub fn new(table: &str, server: &str) -> Self {
+    pub(crate) fn new(table: &str, server: &str) -> Self {
         Self {
             table: TableName::parse(table),
             server: server.to_string(),
             columns: None,
+            commit_timestamps: false,
         }
+    }
+
+    /// Asks the server whether it records commit timestamps (`SHOW
+    /// track_commit_timestamp`); reads them with every row when it does.
+    pub(crate) async fn detect_commit_timestamps(&mut self, client: &Client) -> bool {
+        self.commit_timestamps = match client.query_one("SHOW track_commit_timestamp", &[]).await {
+            Ok(row) => row.try_get::<_, String>(0).is_ok_and(|v| v == "on"),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read track_commit_timestamp; assuming off");
+                false
+            }
+        };
+        self.commit_timestamps
     }
 
     fn pg_error(&self, what: &str, source: tokio_postgres::Error) -> Error {
@@ -313,45 +338,94 @@ impl Verifier {
 
     /// Reads `manifest`'s rows back and compares them. A missing table means no
     /// row landed yet, not an error.
-    pub async fn check(
+    pub(crate) async fn check(
         &mut self,
         client: &Client,
         manifest: &Manifest,
     ) -> Result<FileCheck, Error> {
-        let table_label = self.table.quoted();
-        let columns = self.columns_for(client, &manifest.columns).await?;
-        if columns.is_empty() {
-            return Ok(assess(manifest, []));
+        let rows = self
+            .read_rows(client, &manifest.file_name, &manifest.columns)
+            .await?;
+        Ok(assess(manifest, rows))
+    }
+
+    /// Every row stored under `_etl_file = file`, each digested over `columns`
+    /// (in that order) the way the extractor digests a file's row. A row's
+    /// digest is `None` when the table lacks one of `columns`.
+    pub(crate) async fn read_rows(
+        &mut self,
+        client: &Client,
+        file: &str,
+        columns: &[String],
+    ) -> Result<Vec<LandedRow>, Error> {
+        match self.read_rows_once(client, file, columns).await {
+            Ok(rows) => Ok(rows),
+            Err(ReadError::Error(e)) => Err(e),
+            // Commit timestamps were switched off since we asked: go without.
+            Err(ReadError::NoCommitTimestamps(_)) => {
+                tracing::info!(
+                    "track_commit_timestamp is off now; latency ends at the rows' NOTIFY from here on"
+                );
+                self.commit_timestamps = false;
+                match self.read_rows_once(client, file, columns).await {
+                    Ok(rows) => Ok(rows),
+                    Err(ReadError::Error(e)) => Err(e),
+                    Err(ReadError::NoCommitTimestamps(source)) => {
+                        Err(self.pg_error(&format!("reading the rows of file {file:?}"), source))
+                    }
+                }
+            }
         }
-        let present: Vec<(String, String)> = manifest
-            .columns
+    }
+
+    async fn read_rows_once(
+        &mut self,
+        client: &Client,
+        file: &str,
+        columns: &[String],
+    ) -> Result<Vec<LandedRow>, ReadError> {
+        let table_label = self.table.quoted();
+        let commit_timestamps = self.commit_timestamps;
+        let known = self.columns_for(client, columns).await?;
+        if known.is_empty() {
+            return Ok(Vec::new());
+        }
+        let present: Vec<(String, String)> = columns
             .iter()
-            .filter_map(|c| columns.get(c).map(|t| (c.clone(), t.clone())))
+            .filter_map(|c| known.get(c).map(|t| (c.clone(), t.clone())))
             .collect();
-        let all_present = present.len() == manifest.columns.len();
+        let all_present = present.len() == columns.len();
         let mut select = vec![quote_ident(ROW_COLUMN)];
         select.extend(present.iter().map(|(c, t)| select_expr(c, t)));
         select.push(quote_ident(LOADED_AT_COLUMN));
+        if commit_timestamps {
+            select.push("pg_xact_commit_timestamp(xmin)".to_string());
+        }
         let sql = format!(
             "SELECT {} FROM {} WHERE {} = $1",
             select.join(", "),
             table_label,
             quote_ident(FILE_COLUMN)
         );
-        let rows = match client.query(&sql, &[&manifest.file_name]).await {
+        let rows = match client.query(&sql, &[&file]).await {
             Ok(rows) => rows,
             Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
                 self.columns = None;
-                return Ok(assess(manifest, []));
+                return Ok(Vec::new());
+            }
+            Err(e)
+                if commit_timestamps
+                    && e.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) =>
+            {
+                return Err(ReadError::NoCommitTimestamps(e));
             }
             Err(e) => {
                 // The table may have changed under the cache (a column widened or
                 // dropped): reload it on the next check.
                 self.columns = None;
-                return Err(self.pg_error(
-                    &format!("reading the rows of file {:?}", manifest.file_name),
-                    e,
-                ));
+                return Err(self
+                    .pg_error(&format!("reading the rows of file {file:?}"), e)
+                    .into());
             }
         };
         let loaded_idx = present.len() + 1;
@@ -364,25 +438,29 @@ impl Verifier {
                     Ok(v) => texts.push(v.canonical_text()),
                     Err(DecodeError::Unsupported(e)) => {
                         self.columns = None;
-                        return Err(e);
+                        return Err(e.into());
                     }
                     Err(DecodeError::Postgres(e)) => {
                         self.columns = None;
-                        return Err(self.pg_error(
-                            &format!("decoding a row of file {:?}", manifest.file_name),
-                            e,
-                        ));
+                        return Err(self
+                            .pg_error(&format!("decoding a row of file {file:?}"), e)
+                            .into());
                     }
                 }
             }
-            let read = || -> Result<(i64, DateTime<Utc>), tokio_postgres::Error> {
-                Ok((row.try_get(0)?, row.try_get(loaded_idx)?))
+            type Read = (i64, DateTime<Utc>, Option<DateTime<Utc>>);
+            let read = || -> Result<Read, tokio_postgres::Error> {
+                let committed = if commit_timestamps {
+                    row.try_get(loaded_idx + 1)?
+                } else {
+                    None
+                };
+                Ok((row.try_get(0)?, row.try_get(loaded_idx)?, committed))
             };
-            let (row_no, loaded_at) = read().map_err(|e| {
+            let (row_no, loaded_at, committed_at) = read().map_err(|e| {
                 self.pg_error(
                     &format!(
-                        "reading {ROW_COLUMN}/{LOADED_AT_COLUMN} of file {:?} (bigint and timestamptz expected)",
-                        manifest.file_name
+                        "reading {ROW_COLUMN}/{LOADED_AT_COLUMN} of file {file:?} (bigint and timestamptz expected)"
                     ),
                     e,
                 )
@@ -391,9 +469,22 @@ impl Verifier {
                 row: row_no,
                 digest: all_present.then(|| row_digest(&texts)),
                 loaded_at_unix_ms: loaded_at.timestamp_millis(),
+                committed_at_unix_ms: committed_at.map(|t| t.timestamp_millis()),
             });
         }
-        Ok(assess(manifest, landed))
+        Ok(landed)
+    }
+}
+
+enum ReadError {
+    /// `pg_xact_commit_timestamp` refused: `track_commit_timestamp` is off.
+    NoCommitTimestamps(tokio_postgres::Error),
+    Error(Error),
+}
+
+impl From<Error> for ReadError {
+    fn from(e: Error) -> Self {
+        ReadError::Error(e)
     }
 }
 
@@ -404,8 +495,7 @@ impl Verifier {
 /// so the parent is a remote span context with that trace id and a fresh span
 /// id: the span joins the file's trace (its parent shows as not found in the
 /// trace viewer, which is harmless).
-pub fn trace_outcome(manifest: &Manifest, check: &FileCheck) {
-    let latency_ms = check.latency_ms(manifest.uploaded_at_unix_ms);
+pub(crate) fn trace_outcome(manifest: &Manifest, check: &FileCheck, latency_ms: u64) {
     let span = tracing::info_span!(
         "verify file",
         otel.name = "verify file",
@@ -489,6 +579,14 @@ mod tests {
             row,
             digest: Some(row_digest(fields)),
             loaded_at_unix_ms: at,
+            committed_at_unix_ms: None,
+        }
+    }
+
+    fn committed(row: i64, fields: &[&str], at: i64, commit: i64) -> LandedRow {
+        LandedRow {
+            committed_at_unix_ms: Some(commit),
+            ..landed(row, fields, at)
         }
     }
 
@@ -502,7 +600,41 @@ mod tests {
         assert_eq!(c.rows_landed, 2);
         assert!(c.verified(), "{c:?}");
         assert_eq!(c.result(), "verified");
-        assert_eq!(c.latency_ms(m.uploaded_at_unix_ms), 300);
+        assert_eq!(c.last_loaded_at_unix_ms, Some(1_300));
+        assert_eq!(c.last_commit_unix_ms, None);
+    }
+
+    #[test]
+    fn the_commit_time_is_the_latest_and_needs_every_row() {
+        let m = manifest(&[&["x", "1"], &["y", ""]]);
+        let c = assess(
+            &m,
+            [
+                committed(2, &["y", ""], 1_300, 1_700),
+                committed(1, &["x", "1"], 1_200, 1_400),
+            ],
+        );
+        assert_eq!(
+            (c.last_loaded_at_unix_ms, c.last_commit_unix_ms),
+            (Some(1_300), Some(1_700))
+        );
+        // A row without a commit time (written before tracking was on): unknown.
+        let c = assess(
+            &m,
+            [
+                committed(2, &["y", ""], 1_300, 1_700),
+                landed(1, &["x", "1"], 1_200),
+            ],
+        );
+        assert_eq!(c.last_commit_unix_ms, None);
+        let c = assess(
+            &m,
+            [
+                landed(1, &["x", "1"], 1_200),
+                committed(2, &["y", ""], 1_300, 1_700),
+            ],
+        );
+        assert_eq!(c.last_commit_unix_ms, None);
     }
 
     #[test]
@@ -525,7 +657,6 @@ mod tests {
         assert!(!c.verified());
         assert_eq!(c.result(), "altered");
         assert_eq!(c.first_altered_row, Some(2));
-        assert_eq!(c.latency_ms(m.uploaded_at_unix_ms), 0);
     }
 
     #[test]
@@ -545,20 +676,10 @@ mod tests {
             row: n,
             digest: None,
             loaded_at_unix_ms: 0,
+            committed_at_unix_ms: None,
         };
         let c = assess(&m, [row(1), row(2)]);
         assert_eq!((c.rows_landed, c.altered), (2, 2));
-    }
-
-    #[test]
-    fn latency_is_never_negative() {
-        let c = FileCheck {
-            rows_expected: 1,
-            rows_landed: 1,
-            last_loaded_at_unix_ms: Some(900),
-            ..FileCheck::default()
-        };
-        assert_eq!(c.latency_ms(1_000), 0);
     }
 
     #[test]
@@ -649,7 +770,7 @@ mod tests {
             ..manifest(&[&["x", "1"]])
         };
         let check = assess(&m, [landed(1, &["x", "1"], 1_042)]);
-        tracing::subscriber::with_default(subscriber, || trace_outcome(&m, &check));
+        tracing::subscriber::with_default(subscriber, || trace_outcome(&m, &check, 42));
 
         let spans = exporter.0.lock().expect("lock").clone();
         assert_eq!(spans.len(), 1);
@@ -690,7 +811,7 @@ mod tests {
             ..manifest(&[&["x", "1"]])
         };
         let check = assess(&m, [landed(1, &["x", "1"], 1_042)]);
-        tracing::subscriber::with_default(subscriber, || trace_outcome(&m, &check));
+        tracing::subscriber::with_default(subscriber, || trace_outcome(&m, &check, 42));
         let spans = exporter.0.lock().expect("lock").clone();
         assert_eq!(spans.len(), 1);
         assert_eq!(

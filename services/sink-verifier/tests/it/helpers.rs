@@ -9,6 +9,7 @@ use etl_proto::v1::{
     sink_verifier_client::SinkVerifierClient,
 };
 use etl_service::Shutdown;
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tonic::transport::Channel;
 
@@ -35,9 +36,13 @@ pub(crate) const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 pub(crate) struct Harness {
     pub(crate) db: Client,
+    /// The database, for a second verifier or a restart.
+    pub(crate) url: String,
     pub(crate) grpc: SinkVerifierClient<Channel>,
     pub(crate) grpc_addr: std::net::SocketAddr,
+    config: sink_verifier::Config,
     shutdown: Shutdown,
+    running: Option<JoinHandle<Result<(), sink_verifier::Error>>>,
 }
 
 impl Drop for Harness {
@@ -53,33 +58,86 @@ pub(crate) async fn start(
     create_review: bool,
     poll_interval_ms: u64,
 ) -> Result<Harness, Error> {
-    etl_telemetry::init_for_tests();
-    let url = testkit::shared_postgres()?
-        .create_unique_database("verifier")
-        .await?;
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    if create_review {
-        db.batch_execute(REVIEW_DDL).await?;
-    }
-    let mut config = sink_verifier::Config::new("127.0.0.1:0", &url);
-    config.table = table.to_string();
-    config.poll_interval_ms = poll_interval_ms;
-    let shutdown = Shutdown::new();
-    let running = sink_verifier::start(config, shutdown.clone()).await?;
-    let grpc_addr = running.grpc_addr;
-    tokio::spawn(running.wait());
-    let grpc = SinkVerifierClient::connect(format!("http://{grpc_addr}")).await?;
-    wait_serving(grpc_addr).await?;
-    Ok(Harness {
-        db,
-        grpc,
-        grpc_addr,
-        shutdown,
+    start_with(table, create_review, |c| {
+        c.poll_interval_ms = poll_interval_ms
     })
+    .await
 }
 
-async fn wait_serving(addr: std::net::SocketAddr) -> Result<(), Error> {
+/// A fresh database on the shared test cluster.
+pub(crate) async fn fresh_database() -> Result<String, Error> {
+    etl_telemetry::init_for_tests();
+    Ok(testkit::shared_postgres()?
+        .create_unique_database("verifier")
+        .await?)
+}
+
+/// As [`start`], with the verifier's config adjusted by `adjust`.
+pub(crate) async fn start_with(
+    table: &str,
+    create_review: bool,
+    adjust: impl FnOnce(&mut sink_verifier::Config),
+) -> Result<Harness, Error> {
+    let url = fresh_database().await?;
+    let mut config = sink_verifier::Config::new("127.0.0.1:0", &url);
+    config.table = table.to_string();
+    adjust(&mut config);
+    Harness::start_on(&url, create_review, config).await
+}
+
+impl Harness {
+    /// A verifier with `config` on the existing database `url`.
+    pub(crate) async fn start_on(
+        url: &str,
+        create_review: bool,
+        config: sink_verifier::Config,
+    ) -> Result<Harness, Error> {
+        let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        if create_review {
+            db.batch_execute(REVIEW_DDL).await?;
+        }
+        let shutdown = Shutdown::new();
+        let running = sink_verifier::start(config.clone(), shutdown.clone()).await?;
+        let grpc_addr = running.grpc_addr;
+        let running = tokio::spawn(running.wait());
+        let grpc = SinkVerifierClient::connect(format!("http://{grpc_addr}")).await?;
+        wait_serving(grpc_addr).await?;
+        Ok(Harness {
+            db,
+            url: url.to_string(),
+            grpc,
+            grpc_addr,
+            config,
+            shutdown,
+            running: Some(running),
+        })
+    }
+
+    /// Stops the verifier (it forgets everything it held in memory) and starts
+    /// a new one on the same database, as a supervisor would.
+    pub(crate) async fn restart(&mut self) -> Result<(), Error> {
+        self.stop().await?;
+        self.shutdown = Shutdown::new();
+        let running = sink_verifier::start(self.config.clone(), self.shutdown.clone()).await?;
+        self.grpc_addr = running.grpc_addr;
+        self.running = Some(tokio::spawn(running.wait()));
+        self.grpc = SinkVerifierClient::connect(format!("http://{}", self.grpc_addr)).await?;
+        wait_serving(self.grpc_addr).await?;
+        Ok(())
+    }
+
+    /// Stops the verifier and waits until it has.
+    pub(crate) async fn stop(&mut self) -> Result<(), Error> {
+        self.shutdown.trigger();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(10), running).await???;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn wait_serving(addr: std::net::SocketAddr) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if etl_service::probe_health(&addr.to_string()).await? {
@@ -171,36 +229,7 @@ impl Harness {
         rows: &[(i64, Vec<String>)],
         notify: bool,
     ) -> Result<(), Error> {
-        let tx = self.db.transaction().await?;
-        for (row, f) in rows {
-            let is_streaming: Option<bool> = match f[4].as_str() {
-                "" => None,
-                s => Some(s.parse()?),
-            };
-            tx.execute(
-                "INSERT INTO review (header, body, feedback_type, source, is_streaming, \
-                 language_code, _etl_file, _etl_row, _etl_trace_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &f[0],
-                    &f[1],
-                    &f[2],
-                    &f[3],
-                    &is_streaming,
-                    &f[5],
-                    &file,
-                    row,
-                    &TRACE_ID,
-                ],
-            )
-            .await?;
-        }
-        if notify {
-            tx.execute("SELECT pg_notify('etl_rows', $1)", &[&file])
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        insert_reviews(&mut self.db, file, rows, notify, Duration::ZERO).await
     }
 
     /// Follows WatchReport until `done` holds, failing after `timeout` or when
@@ -244,4 +273,153 @@ pub(crate) fn numbered(rows: &[Vec<String>]) -> Vec<(i64, Vec<String>)> {
         .enumerate()
         .map(|(i, r)| (i as i64 + 1, r.clone()))
         .collect()
+}
+
+/// Asks GetReport until `done` holds, failing after `timeout`. For runs whose
+/// report changes after they finished (WatchReport of a finished run gives one
+/// report and ends).
+pub(crate) async fn poll_report(
+    grpc: &mut SinkVerifierClient<Channel>,
+    run: &str,
+    timeout: Duration,
+    done: impl Fn(&RunReport) -> bool,
+) -> Result<RunReport, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let report = grpc
+            .get_report(GetReportRequest {
+                run_id: run.to_string(),
+            })
+            .await?
+            .into_inner();
+        if done(&report) {
+            return Ok(report);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?}; last report: {report:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The sink-verifier binary as a child process, so a test can kill -9 it.
+pub(crate) struct VerifierProcess {
+    child: std::process::Child,
+    pub(crate) grpc_addr: std::net::SocketAddr,
+}
+
+impl VerifierProcess {
+    pub(crate) async fn spawn(url: &str, poll_interval_ms: u64) -> Result<Self, Error> {
+        let port = testkit::free_port();
+        let log_path = testkit::test_log_dir()?.join(format!("sink-verifier-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sink-verifier"))
+            .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", url])
+            .args(["--poll-interval-ms", &poll_interval_ms.to_string()])
+            .env_remove("ETL_GATEWAY_URL")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mut process = Self {
+            child,
+            grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = process.child.try_wait()? {
+                return Err(format!(
+                    "sink-verifier exited with {status}; see {}",
+                    log_path.display()
+                )
+                .into());
+            }
+            if etl_service::probe_health(&process.grpc_addr.to_string())
+                .await
+                .unwrap_or(false)
+            {
+                return Ok(process);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = process.child.kill();
+                return Err(format!(
+                    "sink-verifier never became SERVING; see {}",
+                    log_path.display()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) async fn client(&self) -> Result<SinkVerifierClient<Channel>, Error> {
+        Ok(SinkVerifierClient::connect(format!("http://{}", self.grpc_addr)).await?)
+    }
+
+    /// SIGKILL: no shutdown, nothing flushed.
+    pub(crate) fn kill_9(&mut self) -> Result<(), Error> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for VerifierProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Inserts `(row number, fields)` of `file` into `review` the way the sink
+/// does: one transaction, with the NOTIFY inside it when `notify`, committed
+/// `hold` after its first statement (a sink transaction takes time).
+pub(crate) async fn insert_reviews(
+    db: &mut Client,
+    file: &str,
+    rows: &[(i64, Vec<String>)],
+    notify: bool,
+    hold: Duration,
+) -> Result<(), Error> {
+    let tx = db.transaction().await?;
+    for (row, f) in rows {
+        let is_streaming: Option<bool> = match f[4].as_str() {
+            "" => None,
+            s => Some(s.parse()?),
+        };
+        tx.execute(
+            "INSERT INTO review (header, body, feedback_type, source, is_streaming, \
+             language_code, _etl_file, _etl_row, _etl_trace_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &f[0],
+                &f[1],
+                &f[2],
+                &f[3],
+                &is_streaming,
+                &f[5],
+                &file,
+                row,
+                &TRACE_ID,
+            ],
+        )
+        .await?;
+    }
+    tokio::time::sleep(hold).await;
+    if notify {
+        tx.execute("SELECT pg_notify('etl_rows', $1)", &[&file])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A database client on `url`.
+pub(crate) async fn connect(url: &str) -> Result<Client, Error> {
+    let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(db)
 }

@@ -27,6 +27,7 @@ async fn two_files_land_and_the_run_completes() -> TestResult {
     h.complete(run, 2).await?;
     let before = h.report(run).await?;
     assert!(!before.complete);
+    assert_eq!(before.state, "RUNNING");
     assert_eq!((before.files, before.rows_expected), (2, 50));
     // Leave the pipeline a measurable moment between upload and commit.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -40,15 +41,19 @@ async fn two_files_land_and_the_run_completes() -> TestResult {
         (report.missing, report.altered, report.duplicates),
         (0, 0, 0)
     );
+    assert_eq!(report.state, "PASSED");
+    assert_eq!((report.files_rejected, report.content_duplicates), (0, 0));
     let latency = report.latency.ok_or("no latency")?;
     assert!(latency.p50_ms > 0 && latency.p50_ms <= latency.p95_ms);
-    assert!(latency.p95_ms <= latency.max_ms);
+    assert!(latency.p95_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
     assert!(report.elapsed_ms >= latency.max_ms);
     for f in &report.file_reports {
         assert!(f.verified && f.latency_ms > 0, "{f:?}");
         assert_eq!(f.trace_id, crate::helpers::TRACE_ID);
     }
-    // Registering the same file again changes nothing.
+    // The finished run's report, now read back from the store, is the same;
+    // registering the same file again changes nothing.
+    assert_eq!(h.report(run).await?, report);
     h.register(manifest(run, files[0], &REVIEW_COLUMNS, &rows[0]))
         .await?;
     assert_eq!(h.report(run).await?, report);
@@ -73,6 +78,7 @@ async fn a_missing_row_is_reported() -> TestResult {
     );
     assert_eq!(report.files_verified, 0);
     assert!(!report.complete);
+    assert_eq!(report.state, "RUNNING");
     assert_eq!(report.file_reports[0].latency_ms, 0);
     Ok(())
 }
@@ -390,8 +396,10 @@ async fn a_manifest_column_missing_from_the_table_alters_every_row() -> TestResu
     Ok(())
 }
 
-/// Postgres goes away and comes back: health follows it, and a file whose rows
-/// landed meanwhile is verified after the reconnect.
+/// Postgres goes away and comes back: health follows it, a registration while
+/// it is away is refused as UNAVAILABLE (the manifest could not be stored, so
+/// the extractor must retry), and a file whose rows landed meanwhile is
+/// verified after the reconnect.
 #[tokio::test]
 async fn the_verifier_reconnects_after_postgres_restarts() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -420,9 +428,6 @@ async fn the_verifier_reconnects_after_postgres_restarts() -> TestResult {
     let _stop = StopOnDrop(shutdown.clone());
     wait_health(&addr, true).await?;
 
-    cluster = tokio::task::spawn_blocking(move || cluster.stop().map(|()| cluster)).await??;
-    wait_health(&addr, false).await?;
-
     let mut grpc =
         etl_proto::v1::sink_verifier_client::SinkVerifierClient::connect(format!("http://{addr}"))
             .await?;
@@ -432,6 +437,20 @@ async fn the_verifier_reconnects_after_postgres_restarts() -> TestResult {
         manifest: Some(manifest(run, file, &REVIEW_COLUMNS, &rows)),
     })
     .await?;
+
+    cluster = tokio::task::spawn_blocking(move || cluster.stop().map(|()| cluster)).await??;
+    wait_health(&addr, false).await?;
+
+    let late = "run-restart__a__chunk_000002.csv";
+    let late_rows = review_rows(late, 2);
+    let refused = grpc
+        .register_file(RegisterFileRequest {
+            manifest: Some(manifest(run, late, &REVIEW_COLUMNS, &late_rows)),
+        })
+        .await
+        .err()
+        .ok_or("a manifest was accepted while Postgres, where it is kept, was down")?;
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
     drop(cluster);
     let cluster = tokio::task::spawn_blocking(start_cluster).await??;
     // The rows land while the verifier may still be reconnecting: the NOTIFY is
@@ -461,6 +480,11 @@ async fn the_verifier_reconnects_after_postgres_restarts() -> TestResult {
         .await?;
     tx.commit().await?;
     wait_health(&addr, true).await?;
+    // The extractor's retry of the refused registration now goes through.
+    grpc.register_file(RegisterFileRequest {
+        manifest: Some(manifest(run, late, &REVIEW_COLUMNS, &late_rows)),
+    })
+    .await?;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let report = grpc
@@ -468,6 +492,7 @@ async fn the_verifier_reconnects_after_postgres_restarts() -> TestResult {
             .await?
             .into_inner();
         if report.files_verified == 1 {
+            assert_eq!((report.files, report.rows_expected), (2, 5));
             break;
         }
         if tokio::time::Instant::now() > deadline {

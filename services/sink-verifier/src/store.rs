@@ -1,0 +1,738 @@
+//! The verifier's durable state, in its own schema `etl_verifier` of the sink's
+//! database, so a verifier killed at any moment loses nothing and two verifiers
+//! on one database agree.
+//!
+//! | table | one row per | written by |
+//! |---|---|---|
+//! | `runs` | run: expected file count (CompleteRun), `finished_at`, `state` | RegisterFile, CompleteRun, the end of a run |
+//! | `files` | registered file: its manifest and its latest check | RegisterFile (in one transaction with its digests), each check that changes something |
+//! | `row_digests` | row of a registered file, indexed by digest | RegisterFile |
+//! | `rejections` | file the gateway reported in `error/`, with the reason | the gateway watch, registered or not yet |
+//! | `content_matches` | row of a registered file whose content also landed under another file name | the content-duplicate checks |
+//!
+//! The database is the truth: every write is an upsert keyed by file name (or
+//! by file, row and twin file), a verified file is never written back to unverified, and
+//! registrations of one run are serialized by a row lock on the run. The
+//! in-memory [`crate::registry`] is a cache of the unfinished runs.
+//!
+//! Digests are `u64` stored in `bigint` columns bit for bit (`as i64`): only
+//! equality matters.
+
+use std::collections::HashSet;
+
+use etl_proto::v1::FileManifest;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio_postgres::{Client, NoTls, Transaction, error::SqlState};
+
+use crate::{
+    Error,
+    manifest::{Content, Manifest},
+    report,
+    verify::FileCheck,
+};
+
+/// The schema, created at startup (`IF NOT EXISTS`, under an advisory lock so
+/// two verifiers starting together do not race on the catalog).
+const SCHEMA_SQL: &str = r#"
+SELECT pg_advisory_xact_lock(hashtext('etl_verifier schema'));
+CREATE SCHEMA IF NOT EXISTS etl_verifier;
+CREATE TABLE IF NOT EXISTS etl_verifier.runs (
+    run_id text PRIMARY KEY,
+    -- Set by CompleteRun.
+    expected_files bigint,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Set once every file is verified or rejected; the run then leaves memory.
+    finished_at timestamptz,
+    -- RUNNING, PASSED or FAILED (a content duplicate found later turns PASSED into FAILED).
+    state text NOT NULL DEFAULT 'RUNNING'
+);
+CREATE INDEX IF NOT EXISTS runs_unfinished ON etl_verifier.runs (run_id) WHERE finished_at IS NULL;
+CREATE TABLE IF NOT EXISTS etl_verifier.files (
+    file_name text PRIMARY KEY,
+    run_id text NOT NULL REFERENCES etl_verifier.runs (run_id),
+    row_count bigint NOT NULL,
+    columns text[] NOT NULL,
+    checksum bigint NOT NULL,
+    uploaded_at_unix_ms bigint NOT NULL,
+    trace_id text NOT NULL,
+    traceparent text NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    -- The latest check (NULL checked_at: not checked yet).
+    checked_at timestamptz,
+    rows_landed bigint NOT NULL DEFAULT 0,
+    missing bigint NOT NULL DEFAULT 0,
+    duplicates bigint NOT NULL DEFAULT 0,
+    altered bigint NOT NULL DEFAULT 0,
+    verified boolean NOT NULL DEFAULT false,
+    -- When the rows' last transaction committed (see the crate docs on latency).
+    committed_at_unix_ms bigint
+);
+CREATE INDEX IF NOT EXISTS files_run ON etl_verifier.files (run_id);
+CREATE TABLE IF NOT EXISTS etl_verifier.row_digests (
+    file_name text NOT NULL,
+    row_no bigint NOT NULL,
+    digest bigint NOT NULL,
+    PRIMARY KEY (file_name, row_no)
+);
+CREATE INDEX IF NOT EXISTS row_digests_digest ON etl_verifier.row_digests (digest);
+CREATE TABLE IF NOT EXISTS etl_verifier.rejections (
+    file_name text PRIMARY KEY,
+    reason text NOT NULL,
+    rejected_at timestamptz NOT NULL DEFAULT now()
+);
+-- A row of a registered file whose content also landed under twin_file.
+CREATE TABLE IF NOT EXISTS etl_verifier.content_matches (
+    file_name text NOT NULL REFERENCES etl_verifier.files (file_name),
+    row_no bigint NOT NULL,
+    twin_file text NOT NULL,
+    PRIMARY KEY (file_name, row_no, twin_file)
+);
+CREATE INDEX IF NOT EXISTS content_matches_twin ON etl_verifier.content_matches (twin_file);
+"#;
+
+/// What a registration did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Registration {
+    /// Stored now. `rejected`: the gateway reported the file in `error/` before
+    /// it was registered. `unmatched`: files of the same run whose content
+    /// duplicates were counted against this file while it was unknown (they
+    /// no longer count: a run may hold the same line twice).
+    New {
+        rejected: Option<String>,
+        unmatched: Vec<String>,
+    },
+    /// The same file with the same content was registered before: nothing changed.
+    Unchanged,
+}
+
+/// A run as stored.
+#[derive(Debug)]
+pub(crate) struct StoredRun {
+    pub(crate) run_id: String,
+    pub(crate) expected_files: Option<u64>,
+    pub(crate) finished: bool,
+    /// Ordered by file name (byte order, as the in-memory runs are).
+    pub(crate) files: Vec<StoredFile>,
+}
+
+/// A registered file as stored.
+#[derive(Debug)]
+pub(crate) struct StoredFile {
+    /// `row_digests` is empty unless they were asked for.
+    pub(crate) manifest: FileManifest,
+    pub(crate) check: Option<FileCheck>,
+    pub(crate) committed_at_unix_ms: Option<i64>,
+    pub(crate) rejected: Option<String>,
+    pub(crate) content_duplicates: u64,
+}
+
+impl StoredFile {
+    pub(crate) fn facts(&self) -> report::FileFacts<'_> {
+        report::FileFacts {
+            file_name: &self.manifest.file_name,
+            row_count: self.manifest.row_count,
+            trace_id: &self.manifest.trace_id,
+            uploaded_at_unix_ms: self.manifest.uploaded_at_unix_ms,
+            check: self.check.as_ref(),
+            committed_at_unix_ms: self.committed_at_unix_ms,
+            rejected: self.rejected.as_deref(),
+            content_duplicates: self.content_duplicates,
+        }
+    }
+}
+
+/// An unfinished run, as much as [`crate::registry`] needs to see whether its
+/// copy is behind.
+#[derive(Debug)]
+pub(crate) struct RunSummary {
+    pub(crate) run_id: String,
+    pub(crate) expected_files: Option<u64>,
+    pub(crate) files: u64,
+}
+
+/// A stored row whose digest was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DigestMatch {
+    pub(crate) file_name: String,
+    pub(crate) row_no: i64,
+    pub(crate) digest: u64,
+}
+
+/// Which stored rows a digest lookup may match.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MatchScope<'a> {
+    /// Files of every run (for rows of a file nobody registered).
+    AllFiles,
+    /// Verified files of runs other than this one (for a registered file: the
+    /// same line twice in one run's input is not a duplicate).
+    VerifiedOutsideRun(&'a str),
+}
+
+/// One connection for the verifier's own writes, opened on first use and again
+/// after it breaks. Writes are short (a registration is a handful of statements),
+/// so one connection serializes them without becoming the bottleneck.
+pub(crate) struct Store {
+    db: tokio_postgres::Config,
+    server: String,
+    client: Mutex<Option<Client>>,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl Store {
+    pub(crate) fn new(db: tokio_postgres::Config, server: &str) -> Self {
+        Self {
+            db,
+            server: server.to_string(),
+            client: Mutex::new(None),
+        }
+    }
+
+    fn pg(&self, what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
+        let what = what.into();
+        move |source| Error::Postgres {
+            server: self.server.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// The connection, (re)connected and the schema ensured when needed.
+    async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, Error> {
+        let mut guard = self.client.lock().await;
+        let client = match guard.take().filter(|c| !c.is_closed()) {
+            Some(open) => open,
+            None => self.connect().await?,
+        };
+        Ok(MutexGuard::map(guard, |slot| slot.insert(client)))
+    }
+
+    async fn connect(&self) -> Result<Client, Error> {
+        let (mut client, connection) = self
+            .db
+            .connect(NoTls)
+            .await
+            .map_err(self.pg("connecting (verifier state)"))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "state connection ended");
+            }
+        });
+        let tx = client
+            .transaction()
+            .await
+            .map_err(self.pg("creating schema etl_verifier"))?;
+        tx.batch_execute(SCHEMA_SQL)
+            .await
+            .map_err(self.pg("creating schema etl_verifier"))?;
+        tx.commit()
+            .await
+            .map_err(self.pg("creating schema etl_verifier"))?;
+        Ok(client)
+    }
+
+    /// Stores `m` with its row digests in one transaction, or finds it already
+    /// stored. Refuses a different manifest under the same name, and a new file
+    /// for a run that was completed with all its files registered.
+    pub(crate) async fn register(&self, m: &Manifest) -> Result<Registration, Error> {
+        let mut client = self.client().await?;
+        match register_tx(&mut client, m, &self.server).await {
+            // Another verifier stored the same name between our look and our
+            // insert: look again, now it is there.
+            Err(Error::Postgres { source, .. })
+                if source.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                register_tx(&mut client, m, &self.server).await
+            }
+            other => other,
+        }
+    }
+
+    /// Records that `run_id` has `files` files in total.
+    pub(crate) async fn complete(&self, run_id: &str, files: u64) -> Result<(), Error> {
+        let mut client = self.client().await?;
+        let pg = || self.pg(format!("completing run {run_id:?}"));
+        let tx = client.transaction().await.map_err(pg())?;
+        let expected = lock_run(&tx, run_id).await.map_err(pg())?;
+        let registered = files_of_run(&tx, run_id).await.map_err(pg())?;
+        if registered > files {
+            return Err(Error::RunState {
+                run_id: run_id.to_string(),
+                reason: format!("{registered} files are registered, but CompleteRun says {files}"),
+            });
+        }
+        if let Some(before) = expected
+            && before != files
+        {
+            return Err(Error::RunState {
+                run_id: run_id.to_string(),
+                reason: format!("already completed with {before} files, now {files}"),
+            });
+        }
+        tx.execute(
+            "UPDATE etl_verifier.runs SET expected_files = $2 WHERE run_id = $1",
+            &[&run_id, &to_i64(files)],
+        )
+        .await
+        .map_err(pg())?;
+        tx.commit().await.map_err(pg())
+    }
+
+    /// Stores a check of `file` unless the file is already verified (by us
+    /// earlier, or by another verifier). `false`: it was, nothing written.
+    pub(crate) async fn record_check(
+        &self,
+        file: &str,
+        check: &FileCheck,
+        committed_at_unix_ms: Option<i64>,
+    ) -> Result<bool, Error> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE etl_verifier.files SET checked_at = now(), rows_landed = $2, missing = $3, \
+                 duplicates = $4, altered = $5, verified = $6, committed_at_unix_ms = $7 \
+                 WHERE file_name = $1 AND NOT verified",
+                &[
+                    &file,
+                    &to_i64(check.rows_landed),
+                    &to_i64(check.missing),
+                    &to_i64(check.duplicates),
+                    &to_i64(check.altered),
+                    &check.verified(),
+                    &committed_at_unix_ms,
+                ],
+            )
+            .await
+            .map_err(self.pg(format!("storing the check of file {file:?}")))?;
+        Ok(n == 1)
+    }
+
+    /// Marks a complete run finished with its final state.
+    pub(crate) async fn finish(&self, run_id: &str, state: &str) -> Result<(), Error> {
+        let client = self.client().await?;
+        client
+            .execute(
+                // A content duplicate recorded meanwhile (an unknown file's
+                // rows, or another verifier) wins over the state we saw.
+                "UPDATE etl_verifier.runs SET finished_at = now(), \
+                   state = CASE WHEN EXISTS (SELECT 1 FROM etl_verifier.content_matches c \
+                                 JOIN etl_verifier.files f USING (file_name) \
+                                 WHERE f.run_id = $1) \
+                           THEN $3 ELSE $2 END \
+                 WHERE run_id = $1 AND finished_at IS NULL",
+                &[&run_id, &state, &report::FAILED],
+            )
+            .await
+            .map_err(self.pg(format!("finishing run {run_id:?}")))?;
+        Ok(())
+    }
+
+    /// Stores that `file` was moved to `error/` and why, registered or not.
+    pub(crate) async fn reject(&self, file: &str, reason: &str) -> Result<(), Error> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO etl_verifier.rejections (file_name, reason) VALUES ($1, $2) \
+                 ON CONFLICT (file_name) DO UPDATE SET reason = EXCLUDED.reason \
+                 WHERE etl_verifier.rejections.reason IS DISTINCT FROM EXCLUDED.reason",
+                &[&file, &reason],
+            )
+            .await
+            .map_err(self.pg(format!("storing the rejection of file {file:?}")))?;
+        Ok(())
+    }
+
+    /// The runs not finished yet, with their file counts.
+    pub(crate) async fn unfinished_runs(&self) -> Result<Vec<RunSummary>, Error> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT r.run_id, r.expected_files, count(f.file_name) \
+                 FROM etl_verifier.runs r LEFT JOIN etl_verifier.files f USING (run_id) \
+                 WHERE r.finished_at IS NULL GROUP BY r.run_id, r.expected_files",
+                &[],
+            )
+            .await
+            .map_err(self.pg("listing unfinished runs"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunSummary {
+                    run_id: r.try_get(0)?,
+                    expected_files: r.try_get::<_, Option<i64>>(1)?.map(to_u64),
+                    files: to_u64(r.try_get(2)?),
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(self.pg("listing unfinished runs"))
+    }
+
+    /// The run `file` is registered in and whether that run is finished.
+    pub(crate) async fn run_of_file(&self, file: &str) -> Result<Option<(String, bool)>, Error> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT f.run_id, r.finished_at IS NOT NULL FROM etl_verifier.files f \
+                 JOIN etl_verifier.runs r USING (run_id) WHERE f.file_name = $1",
+                &[&file],
+            )
+            .await
+            .map_err(self.pg(format!("looking up file {file:?}")))?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+            .map_err(self.pg(format!("looking up file {file:?}")))
+    }
+
+    /// Reads run `run_id` back, with the row digests of every file not in
+    /// `without_digests` (`None`: of no file, for a report only).
+    pub(crate) async fn load_run(
+        &self,
+        run_id: &str,
+        without_digests: Option<&HashSet<String>>,
+    ) -> Result<Option<StoredRun>, Error> {
+        let client = self.client().await?;
+        let pg = || self.pg(format!("reading run {run_id:?}"));
+        let Some(run) = client
+            .query_opt(
+                "SELECT expected_files, finished_at IS NOT NULL FROM etl_verifier.runs \
+                 WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .map_err(pg())?
+        else {
+            return Ok(None);
+        };
+        let rows = client
+            .query(
+                "SELECT f.file_name, f.row_count, f.columns, f.checksum, f.uploaded_at_unix_ms, \
+                        f.trace_id, f.traceparent, f.checked_at IS NOT NULL, f.rows_landed, \
+                        f.missing, f.duplicates, f.altered, f.committed_at_unix_ms, j.reason, \
+                        (SELECT count(DISTINCT c.row_no) \
+                         FROM etl_verifier.content_matches c WHERE c.file_name = f.file_name) \
+                 FROM etl_verifier.files f LEFT JOIN etl_verifier.rejections j USING (file_name) \
+                 WHERE f.run_id = $1 ORDER BY f.file_name COLLATE \"C\"",
+                &[&run_id],
+            )
+            .await
+            .map_err(pg())?;
+        let mut files = rows
+            .iter()
+            .map(|r| {
+                let row_count = to_u64(r.try_get(1)?);
+                let manifest = FileManifest {
+                    run_id: run_id.to_string(),
+                    file_name: r.try_get(0)?,
+                    row_count,
+                    columns: r.try_get(2)?,
+                    row_digests: Vec::new(),
+                    checksum: r.try_get::<_, i64>(3)? as u64,
+                    uploaded_at_unix_ms: r.try_get(4)?,
+                    trace_id: r.try_get(5)?,
+                    traceparent: r.try_get(6)?,
+                };
+                let checked: bool = r.try_get(7)?;
+                let check = checked
+                    .then(|| -> Result<FileCheck, tokio_postgres::Error> {
+                        Ok(FileCheck {
+                            rows_expected: row_count,
+                            rows_landed: to_u64(r.try_get(8)?),
+                            missing: to_u64(r.try_get(9)?),
+                            duplicates: to_u64(r.try_get(10)?),
+                            altered: to_u64(r.try_get(11)?),
+                            ..FileCheck::default()
+                        })
+                    })
+                    .transpose()?;
+                Ok(StoredFile {
+                    manifest,
+                    check,
+                    committed_at_unix_ms: r.try_get(12)?,
+                    rejected: r.try_get(13)?,
+                    content_duplicates: to_u64(r.try_get(14)?),
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(pg())?;
+        let finished: bool = run.try_get(1).map_err(pg())?;
+        if let Some(skip) = without_digests.filter(|_| !finished) {
+            let wanted: Vec<&str> = files
+                .iter()
+                .map(|f| f.manifest.file_name.as_str())
+                .filter(|f| !skip.contains(*f))
+                .collect();
+            if !wanted.is_empty() {
+                let digests = client
+                    .query(
+                        "SELECT file_name, array_agg(digest ORDER BY row_no) \
+                         FROM etl_verifier.row_digests WHERE file_name = ANY($1) GROUP BY file_name",
+                        &[&wanted],
+                    )
+                    .await
+                    .map_err(pg())?;
+                let mut by_file = std::collections::HashMap::with_capacity(digests.len());
+                for r in &digests {
+                    let name: String = r.try_get(0).map_err(pg())?;
+                    let d: Vec<i64> = r.try_get(1).map_err(pg())?;
+                    by_file.insert(name, d);
+                }
+                for f in &mut files {
+                    if let Some(d) = by_file.remove(&f.manifest.file_name) {
+                        f.manifest.row_digests = d.into_iter().map(|d| d as u64).collect();
+                    }
+                }
+            }
+        }
+        Ok(Some(StoredRun {
+            run_id: run_id.to_string(),
+            expected_files: run.try_get::<_, Option<i64>>(0).map_err(pg())?.map(to_u64),
+            finished,
+            files,
+        }))
+    }
+
+    /// The distinct column lists of the registered files: an unregistered file's
+    /// rows are digested over each to compare them with registered rows.
+    pub(crate) async fn column_lists(&self) -> Result<Vec<Vec<String>>, Error> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT DISTINCT columns FROM etl_verifier.files", &[])
+            .await
+            .map_err(self.pg("listing registered column lists"))?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(self.pg("listing registered column lists"))
+    }
+
+    /// Stored rows of files with exactly `columns` whose digest is one of
+    /// `digests`, within `scope`.
+    pub(crate) async fn match_digests(
+        &self,
+        columns: &[String],
+        digests: &[u64],
+        scope: MatchScope<'_>,
+    ) -> Result<Vec<DigestMatch>, Error> {
+        let client = self.client().await?;
+        let digests: Vec<i64> = digests.iter().map(|&d| d as i64).collect();
+        let (outside_run, verified_only) = match scope {
+            MatchScope::AllFiles => (None, false),
+            MatchScope::VerifiedOutsideRun(run) => (Some(run), true),
+        };
+        let rows = client
+            .query(
+                "SELECT d.file_name, d.row_no, d.digest \
+                 FROM etl_verifier.row_digests d JOIN etl_verifier.files f USING (file_name) \
+                 WHERE d.digest = ANY($1) AND f.columns = $2 \
+                   AND ($3::text IS NULL OR f.run_id <> $3) AND (f.verified OR NOT $4)",
+                &[&digests, &columns, &outside_run, &verified_only],
+            )
+            .await
+            .map_err(self.pg("looking up row digests"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(DigestMatch {
+                    file_name: r.try_get(0)?,
+                    row_no: r.try_get(1)?,
+                    digest: r.try_get::<_, i64>(2)? as u64,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(self.pg("looking up row digests"))
+    }
+
+    /// Stores that rows `rows` (row numbers) of registered `file` have their
+    /// content also under `twin`, and returns the file's content duplicates:
+    /// its rows with a twin anywhere. A finished run that now has one is FAILED.
+    pub(crate) async fn record_match(
+        &self,
+        file: &str,
+        twin: &str,
+        rows: &[i64],
+    ) -> Result<u64, Error> {
+        let client = self.client().await?;
+        let pg = || self.pg(format!("storing content duplicates of file {file:?}"));
+        client
+            .execute(
+                "INSERT INTO etl_verifier.content_matches (file_name, row_no, twin_file) \
+                 SELECT $1, r, $2 FROM unnest($3::bigint[]) AS r ON CONFLICT DO NOTHING",
+                &[&file, &twin, &rows],
+            )
+            .await
+            .map_err(pg())?;
+        if !rows.is_empty() {
+            client
+                .execute(
+                    "UPDATE etl_verifier.runs SET state = $2 \
+                     WHERE finished_at IS NOT NULL AND state <> $2 \
+                       AND run_id = (SELECT run_id FROM etl_verifier.files WHERE file_name = $1)",
+                    &[&file, &report::FAILED],
+                )
+                .await
+                .map_err(pg())?;
+        }
+        drop(client);
+        self.content_duplicates(file).await
+    }
+
+    /// The content duplicates of registered `file`: its rows with a twin.
+    pub(crate) async fn content_duplicates(&self, file: &str) -> Result<u64, Error> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(DISTINCT row_no) FROM etl_verifier.content_matches \
+                 WHERE file_name = $1",
+                &[&file],
+            )
+            .await
+            .map_err(self.pg(format!("reading content duplicates of file {file:?}")))?;
+        row.try_get(0)
+            .map(to_u64)
+            .map_err(self.pg(format!("reading content duplicates of file {file:?}")))
+    }
+}
+
+/// Inserts the run if new and locks its row, so registrations and completion of
+/// one run are serialized even across verifiers. Returns its expected files.
+async fn lock_run(
+    tx: &Transaction<'_>,
+    run_id: &str,
+) -> Result<Option<u64>, tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO etl_verifier.runs (run_id) VALUES ($1) ON CONFLICT (run_id) DO NOTHING",
+        &[&run_id],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT expected_files FROM etl_verifier.runs WHERE run_id = $1 FOR UPDATE",
+            &[&run_id],
+        )
+        .await?;
+    Ok(row.try_get::<_, Option<i64>>(0)?.map(to_u64))
+}
+
+async fn files_of_run(tx: &Transaction<'_>, run_id: &str) -> Result<u64, tokio_postgres::Error> {
+    let row = tx
+        .query_one(
+            "SELECT count(*) FROM etl_verifier.files WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await?;
+    Ok(to_u64(row.try_get(0)?))
+}
+
+async fn register_tx(
+    client: &mut Client,
+    m: &Manifest,
+    server: &str,
+) -> Result<Registration, Error> {
+    let pg = |source| Error::Postgres {
+        server: server.to_string(),
+        what: format!("registering file {:?}", m.file_name),
+        source,
+    };
+    let tx = client.transaction().await.map_err(pg)?;
+    let expected = lock_run(&tx, &m.run_id).await.map_err(pg)?;
+    let existing = tx
+        .query_opt(
+            "SELECT run_id, columns, row_count, checksum FROM etl_verifier.files \
+             WHERE file_name = $1",
+            &[&m.file_name],
+        )
+        .await
+        .map_err(pg)?;
+    if let Some(row) = existing {
+        let read = || -> Result<Content, tokio_postgres::Error> {
+            Ok(Content {
+                run_id: row.try_get(0)?,
+                columns: row.try_get(1)?,
+                row_count: to_u64(row.try_get(2)?),
+                checksum: row.try_get::<_, i64>(3)? as u64,
+            })
+        };
+        let stored = read().map_err(pg)?;
+        // Dropping `tx` rolls back the run row we may have inserted.
+        return match stored.difference(&m.content()) {
+            None => Ok(Registration::Unchanged),
+            Some(reason) => Err(Error::Conflict {
+                file: m.file_name.clone(),
+                reason,
+            }),
+        };
+    }
+    let registered = files_of_run(&tx, &m.run_id).await.map_err(pg)?;
+    if let Some(expected) = expected
+        && registered >= expected
+    {
+        return Err(Error::RunState {
+            run_id: m.run_id.clone(),
+            reason: format!(
+                "the run was completed with {expected} files, all registered; cannot register {:?}",
+                m.file_name
+            ),
+        });
+    }
+    let digests: Vec<i64> = m.row_digests.iter().map(|&d| d as i64).collect();
+    tx.execute(
+        "INSERT INTO etl_verifier.files (file_name, run_id, row_count, columns, checksum, \
+         uploaded_at_unix_ms, trace_id, traceparent, missing) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $3)",
+        &[
+            &m.file_name,
+            &m.run_id,
+            &to_i64(m.row_count),
+            &m.columns,
+            &(m.checksum as i64),
+            &m.uploaded_at_unix_ms,
+            &m.trace_id,
+            &m.traceparent,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    tx.execute(
+        "INSERT INTO etl_verifier.row_digests (file_name, row_no, digest) \
+         SELECT $1, g.n, g.d FROM unnest($2::bigint[]) WITH ORDINALITY AS g(d, n)",
+        &[&m.file_name, &digests],
+    )
+    .await
+    .map_err(pg)?;
+    // Rows of this file that landed before it was registered were compared as
+    // an unknown file's: within its own run they are not duplicates.
+    let unmatched = tx
+        .query(
+            "DELETE FROM etl_verifier.content_matches c USING etl_verifier.files f \
+             WHERE c.twin_file = $1 AND f.file_name = c.file_name AND f.run_id = $2 \
+             RETURNING c.file_name",
+            &[&m.file_name, &m.run_id],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<std::collections::BTreeSet<String>, _>>()
+        .map_err(pg)?
+        .into_iter()
+        .collect();
+    let rejected = tx
+        .query_opt(
+            "SELECT reason FROM etl_verifier.rejections WHERE file_name = $1",
+            &[&m.file_name],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    Ok(Registration::New {
+        rejected,
+        unmatched,
+    })
+}

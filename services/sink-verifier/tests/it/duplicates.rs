@@ -1,0 +1,119 @@
+//! Content duplicates: the same rows landed under two file names. The lineage
+//! key cannot see them; the verifier compares row digests.
+
+use std::time::Duration;
+
+use crate::{
+    TestResult,
+    helpers::{REVIEW_COLUMNS, manifest, numbered, poll_report, review_rows, start},
+};
+
+const NO_POLL: u64 = 600_000;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A landed file uploaded again under a new name (nobody registers the copy):
+/// its rows arrive through the sink's NOTIFY for a file the verifier does not
+/// know, and turn the original's finished run FAILED.
+#[tokio::test]
+async fn a_copy_under_a_new_name_fails_the_run_of_the_original() -> TestResult {
+    let mut h = start("review", true, NO_POLL).await?;
+    let (run, file) = ("run-orig", "run-orig__a__chunk_000001.csv");
+    let rows = review_rows(file, 6);
+    h.register(manifest(run, file, &REVIEW_COLUMNS, &rows))
+        .await?;
+    h.complete(run, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(file, &numbered(&rows), true).await?;
+    let passed = h.watch_until(run, WAIT, |r| r.complete).await?;
+    assert_eq!(
+        (passed.state.as_str(), passed.content_duplicates),
+        ("PASSED", 0)
+    );
+
+    h.insert_reviews("copy of a.csv", &numbered(&rows), true)
+        .await?;
+    let failed = poll_report(&mut h.grpc, run, WAIT, |r| r.state == "FAILED").await?;
+    assert!(failed.complete);
+    assert_eq!(failed.content_duplicates, 6);
+    assert_eq!(failed.file_reports[0].content_duplicates, 6);
+    // The file itself still landed once and unaltered.
+    assert!(failed.file_reports[0].verified);
+    assert_eq!(
+        (failed.missing, failed.duplicates, failed.altered),
+        (0, 0, 0)
+    );
+    // A second, partial copy adds nothing for rows already known as copied
+    // (rows are counted, not copies), and a copy's replay counts nothing again.
+    h.insert_reviews("partial copy.csv", &numbered(&rows[..2]), true)
+        .await?;
+    h.insert_reviews("copy of a.csv", &[], true).await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(h.report(run).await?.content_duplicates, 6);
+    let state: String =
+        h.db.query_one(
+            "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
+            &[&run],
+        )
+        .await?
+        .get(0);
+    assert_eq!(state, "FAILED");
+    Ok(())
+}
+
+/// The same rows registered again in another run (a rerun under a new run id)
+/// are duplicates for both runs; the same line twice within one run's input is
+/// not, even when the second file's rows landed before it was registered.
+#[tokio::test]
+async fn a_rerun_under_a_new_run_id_is_caught_and_a_line_repeated_in_one_run_is_not() -> TestResult
+{
+    let mut h = start("review", true, NO_POLL).await?;
+    let first = "run-first";
+    let (a1, a2) = (
+        "run-first__a__chunk_000001.csv",
+        "run-first__a__chunk_000002.csv",
+    );
+    let a1_rows = review_rows(a1, 4);
+    // The input repeats A1's first line in the second chunk.
+    let mut a2_rows = review_rows(a2, 3);
+    a2_rows.push(a1_rows[0].clone());
+    h.register(manifest(first, a1, &REVIEW_COLUMNS, &a1_rows))
+        .await?;
+    h.complete(first, 2).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(a1, &numbered(&a1_rows), true).await?;
+    // A2's rows land before its manifest: for a moment it is a file nobody
+    // registered whose row 4 copies A1's row 1.
+    h.insert_reviews(a2, &numbered(&a2_rows), true).await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.register(manifest(first, a2, &REVIEW_COLUMNS, &a2_rows))
+        .await?;
+    let report = h.watch_until(first, WAIT, |r| r.complete).await?;
+    assert_eq!(report.state, "PASSED", "{report:?}");
+    assert_eq!(report.content_duplicates, 0);
+
+    // A rerun under a new run id loads A1's rows again under a new name.
+    let rerun = "run-rerun";
+    let b = "run-rerun__a__chunk_000001.csv";
+    h.register(manifest(rerun, b, &REVIEW_COLUMNS, &a1_rows))
+        .await?;
+    h.complete(rerun, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(b, &numbered(&a1_rows), true).await?;
+    let report = h.watch_until(rerun, WAIT, |r| r.complete).await?;
+    assert_eq!(report.state, "FAILED");
+    // B's 4 rows, row 1 of them with twins in both A1 and A2: counted once.
+    assert_eq!(report.content_duplicates, 4);
+    assert_eq!((report.files_verified, report.missing), (1, 0));
+
+    let report = poll_report(&mut h.grpc, first, WAIT, |r| r.state == "FAILED").await?;
+    let by_name = |name: &str| {
+        report
+            .file_reports
+            .iter()
+            .find(|f| f.file_name == name)
+            .map(|f| f.content_duplicates)
+    };
+    assert_eq!((by_name(a1), by_name(a2)), (Some(4), Some(1)));
+    assert_eq!(report.content_duplicates, 5);
+    Ok(())
+}

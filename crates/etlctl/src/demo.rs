@@ -24,7 +24,6 @@ use crate::cli::{DemoArgs, ReportArgs, StackMode};
 use crate::endpoints::Endpoints;
 use crate::report::{DemoReport, ExtractSummary};
 use crate::stack::{Service, ServiceState, StackDir, write_atomically};
-use crate::supervise::unix_ms;
 use crate::{connectors, generate, up};
 
 /// How the demo ended.
@@ -40,8 +39,20 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     if args.rows == 0 {
         anyhow::bail!("--rows must be at least 1");
     }
-    let (dir, stack, endpoints) = match args.endpoints.mode {
-        StackMode::Local => {
+    let by_hand = match args.endpoints.mode {
+        StackMode::Local => started_by_hand(args).await?,
+        StackMode::External => None,
+    };
+    let (dir, stack, endpoints) = match (args.endpoints.mode, by_hand) {
+        (StackMode::Local, Some((dir, endpoints))) => {
+            println!(
+                "no stack supervised in {}, but the four services answer on their ports: using them",
+                dir.root().display()
+            );
+            wait_serving(&endpoints, Duration::from_secs(args.up_timeout)).await?;
+            (dir, None, endpoints)
+        }
+        (StackMode::Local, None) => {
             let plan = args.stack.plan()?;
             let stack = up::ensure_up(&plan, Duration::from_secs(args.up_timeout), false).await?;
             let dir = plan.dir;
@@ -63,7 +74,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             let endpoints = Endpoints::local(&stack, &args.endpoints)?;
             (dir, Some(stack), endpoints)
         }
-        StackMode::External => {
+        (StackMode::External, _) => {
             let dir = args.stack.dir.stack_dir()?;
             std::fs::create_dir_all(dir.root())
                 .with_context(|| format!("cannot create {}", dir.root().display()))?;
@@ -93,7 +104,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     connectors::apply_dir(&args.connectors_dir, &endpoints.connect, stack.as_ref()).await?;
 
     let mut extractor = ExtractorClient::new(channel(&endpoints.extractor).await?);
-    let run_id = format!("demo-{}", unix_ms());
+    // No run id: the extractor derives it from the input's content and the
+    // options, so running the same demo again (after a crash, or twice) resumes
+    // the same run under the same file names instead of loading a second copy.
+    let run_id = String::new();
     let timeout = Duration::from_secs(args.timeout);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -157,6 +171,40 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Finished {
         passed: demo.passed,
     })
+}
+
+/// Services started by hand (or by another tool) on the plan's ports, with no
+/// supervisor in the stack directory: the demo uses them as they are rather than
+/// refusing or starting a second stack on busy ports.
+async fn started_by_hand(args: &DemoArgs) -> anyhow::Result<Option<(StackDir, Endpoints)>> {
+    let plan = args.stack.plan()?;
+    if crate::status::running_stack(&plan.dir)?.is_some() {
+        return Ok(None);
+    }
+    let url = |s: Service| format!("http://127.0.0.1:{}", plan.ports.grpc(s));
+    let answers = futures::future::join_all(Service::ALL.into_iter().map(|s| async move {
+        tokio::time::timeout(Duration::from_secs(2), etl_service::probe_health(&url(s)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }))
+    .await;
+    if !answers.iter().all(|a| *a) {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(plan.dir.root())
+        .with_context(|| format!("cannot create {}", plan.dir.root().display()))?;
+    let endpoints = Endpoints {
+        extractor: url(Service::Extractor),
+        gateway: url(Service::SftpGateway),
+        connect: url(Service::ConnectManager),
+        verifier: url(Service::SinkVerifier),
+        jaeger: args
+            .endpoints
+            .jaeger_url
+            .clone()
+            .or_else(|| Some(format!("http://127.0.0.1:{}", plan.ports.jaeger))),
+    };
+    Ok(Some((plan.dir, endpoints)))
 }
 
 /// `etlctl report RUN_ID`: the verifier's report now. `Some(passed)` once the run is

@@ -83,7 +83,7 @@ impl Extractor for ExtractorApi {
             opts.chunk_size = request.chunk_size as usize;
         }
         opts.upload = Some(self.config.endpoints.upload_target(true)?);
-        let run_id = resolve_run_id(&opts)?;
+        let run_id = resolve_run_id(&opts).await?;
         opts.run_id = Some(run_id.clone());
 
         let progress = Arc::new(Progress::new());

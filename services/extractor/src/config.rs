@@ -2,7 +2,7 @@
 //! `extractor run`. The SFTP password is never shown: not by `Debug`, not in
 //! `--help` (env values hidden), not in logs.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use etl_sftp::{SftpAuth, SftpConfig};
 
@@ -10,7 +10,7 @@ use crate::{
     Error,
     run::{DEFAULT_CHUNK_SIZE, DEFAULT_UPLOADS, RunOptions, SourceSpec, default_workers},
     transform::{DEFAULT_DETECT_CHARS, MARKETPLACE_LANGUAGES, Transform, TransformOptions},
-    upload::UploadTarget,
+    upload::{DEFAULT_DEADLINE, UploadTarget},
 };
 
 /// Where chunk files go and who is told about them.
@@ -53,6 +53,18 @@ pub struct Endpoints {
         default_value = "http://127.0.0.1:50052"
     )]
     pub gateway_url: String,
+
+    /// How long, in seconds, one chunk file keeps retrying when the SFTP server or
+    /// the verifier cannot be reached or the connection breaks (reconnecting, with
+    /// backoff and jitter) before the run gives up with an error naming the file
+    /// and the server. The first login and CompleteRun wait as long.
+    #[arg(
+        long,
+        env = "ETL_UPLOAD_DEADLINE_SECS",
+        default_value_t = DEFAULT_DEADLINE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub upload_deadline_secs: u64,
 }
 
 impl Default for Endpoints {
@@ -63,6 +75,7 @@ impl Default for Endpoints {
             sftp_password: "etl".into(),
             verifier_url: "http://127.0.0.1:50054".into(),
             gateway_url: "http://127.0.0.1:50052".into(),
+            upload_deadline_secs: DEFAULT_DEADLINE.as_secs(),
         }
     }
 }
@@ -75,6 +88,7 @@ impl fmt::Debug for Endpoints {
             .field("sftp_password", &"***")
             .field("verifier_url", &self.verifier_url)
             .field("gateway_url", &self.gateway_url)
+            .field("upload_deadline_secs", &self.upload_deadline_secs)
             .finish()
     }
 }
@@ -103,6 +117,7 @@ impl Endpoints {
             } else {
                 None
             },
+            deadline: Duration::from_secs(self.upload_deadline_secs.max(1)),
         })
     }
 }

@@ -34,6 +34,18 @@ pub enum Error {
         "sink-verifier at {url}: {reason} (is it running? check ETL_VERIFIER_URL, or pass --no-register to upload without registering)"
     )]
     Verifier { url: String, reason: String },
+    /// Failures that may pass (a lost connection, a restarting server) went on
+    /// until the deadline of one chunk file or call.
+    #[error(
+        "{what}: gave up after {secs} s and {attempts} attempts, {server} still failing: {last} (the run stopped unfinished: once {server} is back, start it again with the same inputs and options, or the same run id, and it resumes without loading anything twice; --upload-deadline-secs sets how long to keep trying)"
+    )]
+    GaveUp {
+        what: String,
+        server: String,
+        secs: u64,
+        attempts: u32,
+        last: String,
+    },
     #[error(transparent)]
     Grpc(#[from] etl_service::grpc::GrpcError),
     #[error(
@@ -58,7 +70,7 @@ impl From<Error> for tonic::Status {
             e @ Error::Input { .. } => tonic::Status::failed_precondition(e.to_string()),
             e @ Error::RunNotFound(_) => tonic::Status::not_found(e.to_string()),
             e @ Error::RunInProgress(_) => tonic::Status::already_exists(e.to_string()),
-            e @ (Error::Sftp(_) | Error::Verifier { .. }) => {
+            e @ (Error::Sftp(_) | Error::Verifier { .. } | Error::GaveUp { .. }) => {
                 tonic::Status::unavailable(e.to_string())
             }
             other => tonic::Status::internal(other.to_string()),

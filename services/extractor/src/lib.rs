@@ -11,17 +11,23 @@
 //!   the languages of Amazon's marketplaces by default: 3x faster than all) and
 //!   filter (whatlang, ISO 639-1 codes), optional Snowball stemming.
 //! - [`chunk`]: rows → TSV bytes, row digests, checksum, file name ([`chunk::Manifest`]).
-//! - [`upload`]: SFTP upload into `input/` (temporary name, then rename), the
-//!   gateway's `AnnounceUpload`, the verifier's `RegisterFile`/`CompleteRun`;
-//!   files already uploaded by an earlier attempt are skipped.
+//! - [`upload`]: SFTP upload into `input/`: the gateway's `AnnounceUpload`, the
+//!   data under a hidden temporary name, the verifier's `RegisterFile`, then the
+//!   rename that publishes the file (registered before published, so the
+//!   verifier knows every file a connector can see); `CompleteRun`. Files
+//!   already published by an earlier attempt are skipped, stale temporaries of
+//!   the run removed; lost connections and an unavailable verifier are retried.
+//! - `retry`: backoff with jitter until a per-file deadline.
 //! - [`run`]: one run end to end ([`run::extract`]): a reader thread, transform
 //!   workers and concurrent uploads joined by bounded channels; chunk numbers
-//!   follow reading order, so reruns resume without duplicates or gaps.
+//!   follow reading order and the run id derives from the inputs' content and
+//!   the options, so reruns resume without duplicates or gaps.
 //! - [`progress`]: live counters, the end-of-run [`Summary`](progress::Summary), progress bar.
 //! - [`generate`]: deterministic synthetic reviews (mostly English, some
 //!   German/French/Spanish, awkward characters) for demos, tests and benches.
 //! - `api`: gRPC `etl.v1.Extractor` (`StartRun`, `WatchRun`) and the health loop.
-//! - [`config`]: flags and `ETL_*` env twins; [`Error`]: the one error type.
+//! - [`config`]: flags and `ETL_*` env twins; [`cli`]: the command line and its
+//!   subcommands (`main.rs` only parses and calls it); [`Error`]: the one error type.
 //!
 //! Tracing: each chunk file is one trace, rooted at an `extract.chunk` span
 //! (transform, `sftp.upload`, `verifier.register`); its traceparent is
@@ -30,10 +36,12 @@
 //! [`start`] binds the gRPC listener and returns a [`Running`] at once.
 
 pub mod chunk;
+pub mod cli;
 pub mod config;
 mod error;
 pub mod generate;
 pub mod progress;
+mod retry;
 pub mod run;
 pub mod source;
 pub mod transform;

@@ -34,6 +34,10 @@ pub struct Progress {
     pub bytes: AtomicU64,
     pub input_bytes_read: AtomicU64,
     pub input_bytes_total: AtomicU64,
+    /// Uploads and calls retried after a failure that may pass.
+    pub retries: AtomicU64,
+    /// Temporaries of this run left in `input/` by a killed upload, removed.
+    pub stale_removed: AtomicU64,
     details: Mutex<Details>,
 }
 
@@ -58,6 +62,8 @@ impl Default for Progress {
             bytes: AtomicU64::default(),
             input_bytes_read: AtomicU64::default(),
             input_bytes_total: AtomicU64::default(),
+            retries: AtomicU64::default(),
+            stale_removed: AtomicU64::default(),
             details: Mutex::default(),
         }
     }
@@ -147,6 +153,8 @@ impl Progress {
             files: p.files,
             files_skipped: p.files_skipped,
             bytes: p.bytes,
+            retries: self.retries.load(Relaxed),
+            stale_removed: self.stale_removed.load(Relaxed),
             elapsed: self.elapsed(),
         }
     }
@@ -172,6 +180,11 @@ pub struct Summary {
     pub files_skipped: u64,
     /// Bytes of chunk files written or uploaded by this attempt.
     pub bytes: u64,
+    /// Uploads and calls retried after a lost connection or an unavailable
+    /// verifier.
+    pub retries: u64,
+    /// Temporaries of the run in `input/`, left by a killed upload, removed.
+    pub stale_removed: u64,
     pub elapsed: Duration,
 }
 
@@ -224,6 +237,13 @@ impl fmt::Display for Summary {
             "  files: {} ({} already uploaded, skipped), {} bytes written",
             self.files, self.files_skipped, self.bytes
         )?;
+        if self.retries > 0 || self.stale_removed > 0 {
+            writeln!(
+                f,
+                "  recovered: {} retries (connection lost or verifier unavailable), {} stale temporaries removed",
+                self.retries, self.stale_removed
+            )?;
+        }
         write!(
             f,
             "  time: {:.2} s, {:.0} rows/s",

@@ -15,7 +15,6 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::UNIX_EPOCH,
 };
 
 use etl_core::{
@@ -179,32 +178,24 @@ pub fn check_run_id(id: &str) -> Result<(), Error> {
     }
 }
 
-/// `run-<12 hex>` from each input's path, size and modification time and the
-/// options that change the output: the same input and options give the same
-/// id, so rerunning resumes the run instead of uploading a second copy.
+/// `run-<12 hex>` from each input's content (a digest of every byte, so a
+/// file generated again with the same rows, touched, or copied elsewhere keeps
+/// its id), its stem and source name, and the options that change the output:
+/// the same input and options give the same id, hence the same chunk file
+/// names, so running again resumes the run instead of loading a second copy.
+/// Reads every input once (xxh3, at disk or page-cache speed): call it off the
+/// async runtime.
 pub fn derive_run_id(opts: &RunOptions) -> Result<String, Error> {
     let mut h = Xxh3::new();
     let mut field = |b: &[u8]| {
         h.update(&(b.len() as u64).to_le_bytes());
         h.update(b);
     };
-    field(b"extractor-run-v1");
+    field(b"extractor-run-v2");
     for s in &opts.sources {
-        let meta = std::fs::metadata(&s.path).map_err(|error| Error::Input {
-            path: s.path.clone(),
-            error,
-        })?;
-        let path = std::fs::canonicalize(&s.path).unwrap_or_else(|_| s.path.clone());
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
         field(s.name.as_bytes());
-        field(path.to_string_lossy().as_bytes());
-        field(&meta.len().to_le_bytes());
-        field(&mtime.to_le_bytes());
+        field(input_stem(&s.path.to_string_lossy()).as_bytes());
+        field(&content_digest(&s.path)?.to_le_bytes());
         field(s.labels.to_string().as_bytes());
     }
     field(&(opts.chunk_size as u64).to_le_bytes());
@@ -230,14 +221,48 @@ pub fn derive_run_id(opts: &RunOptions) -> Result<String, Error> {
     Ok(format!("run-{:016x}", h.digest())[..16].to_string())
 }
 
-/// The run id `opts` will use: the given one (checked) or the derived one.
-pub fn resolve_run_id(opts: &RunOptions) -> Result<String, Error> {
+/// xxh3-128 of the whole file at `path` (its length included).
+fn content_digest(path: &Path) -> Result<u128, Error> {
+    use std::io::Read;
+    let err = |error| Error::Input {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let mut h = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err(e)),
+        };
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    h.update(&len.to_le_bytes());
+    Ok(h.digest128())
+}
+
+/// The run id `opts` will use: the given one (checked) or the derived one
+/// (computed on a blocking thread: it reads the inputs).
+pub async fn resolve_run_id(opts: &RunOptions) -> Result<String, Error> {
     match &opts.run_id {
         Some(id) => {
             check_run_id(id)?;
             Ok(id.clone())
         }
-        None => derive_run_id(opts),
+        None => {
+            let opts = opts.clone();
+            tokio::task::spawn_blocking(move || derive_run_id(&opts))
+                .await
+                .map_err(|e| Error::Task {
+                    what: "run id digest",
+                    reason: e.to_string(),
+                })?
+        }
     }
 }
 
@@ -280,7 +305,7 @@ pub async fn extract(
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     opts.check()?;
-    let run_id = resolve_run_id(&opts)?;
+    let run_id = resolve_run_id(&opts).await?;
     progress.set_run_id(&run_id);
     let transform = Transform::new(&opts.transform)?;
     let mut inputs = Vec::with_capacity(opts.sources.len());
@@ -310,8 +335,17 @@ pub async fn extract(
                 error,
             })?;
     }
+    // Stops taking batches on the first error or on shutdown; what is in
+    // flight finishes, so no chunk is left half-done. It also ends the
+    // uploads' waits for a retry.
+    let stop = shutdown.child();
     let uploader = match &opts.upload {
-        Some(target) => Some(Uploader::connect(target).await?),
+        Some(target) => {
+            let uploader = Uploader::connect(target, &stop).await?;
+            let removed = uploader.remove_stale_parts(&run_id).await?;
+            progress.stale_removed.store(removed, Relaxed);
+            Some(uploader)
+        }
         None => None,
     };
     tracing::info!(
@@ -333,9 +367,6 @@ pub async fn extract(
     });
     let workers = opts.workers.max(1);
     let uploads = opts.uploads.max(1);
-    // Stops taking batches on the first error or on shutdown; what is in
-    // flight finishes, so no chunk is left half-done.
-    let stop = shutdown.child();
     let (tx, rx) = mpsc::channel::<Batch>(workers * 2);
     let reader = {
         let ctx = ctx.clone();
@@ -377,6 +408,9 @@ pub async fn extract(
     }
     // Dropping the pipeline drops the receiver, which unblocks the reader.
     drop(pipeline);
+    if let Some(uploader) = &ctx.uploader {
+        progress.retries.store(uploader.retries(), Relaxed);
+    }
     let read = reader.await.map_err(|e| Error::Task {
         what: "reader",
         reason: e.to_string(),
@@ -392,6 +426,7 @@ pub async fn extract(
         uploader
             .complete(&run_id, progress.files.load(Relaxed))
             .await?;
+        progress.retries.store(uploader.retries(), Relaxed);
     }
     let summary = progress.summary();
     tracing::info!(
@@ -402,6 +437,8 @@ pub async fn extract(
         bad_rows = summary.bad_rows,
         files = summary.files,
         files_skipped = summary.files_skipped,
+        retries = summary.retries,
+        stale_removed = summary.stale_removed,
         seconds = summary.elapsed.as_secs_f64(),
         "run finished"
     );
@@ -595,8 +632,27 @@ mod tests {
         let mut more_workers = opts.clone();
         more_workers.workers += 3;
         assert_eq!(a, derive_run_id(&more_workers).expect("id"));
+        // The same content written again elsewhere (new path, new
+        // modification time): the same run.
+        let copy_dir = dir.path().join("copy");
+        std::fs::create_dir(&copy_dir).expect("mkdir");
+        std::fs::write(copy_dir.join("in.csv"), "1,a,b\n").expect("write");
+        let mut copied = opts.clone();
+        copied.sources[0].path = copy_dir.join("in.csv");
+        assert_eq!(a, derive_run_id(&copied).expect("id"));
+        // Another stem names other files: another run.
+        std::fs::write(dir.path().join("other.csv"), "1,a,b\n").expect("write");
+        let mut renamed = opts.clone();
+        renamed.sources[0].path = dir.path().join("other.csv");
+        assert_ne!(a, derive_run_id(&renamed).expect("id"));
         std::fs::write(&path, "1,a,b\n2,c,d\n").expect("write");
         assert_ne!(a, derive_run_id(&opts).expect("id"));
+        std::fs::write(&path, "1,a,c\n").expect("write");
+        assert_ne!(
+            a,
+            derive_run_id(&opts).expect("id"),
+            "same size, other bytes"
+        );
     }
 
     #[test]

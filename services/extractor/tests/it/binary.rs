@@ -119,7 +119,57 @@ fn help_documents_env_twins_and_hides_the_password() {
         "ETL_LANGUAGES",
         "ETL_LANGUAGE_THRESHOLD",
         "ETL_RUN_ID",
+        "ETL_UPLOAD_DEADLINE_SECS",
     ] {
         assert!(text.contains(env), "{env} missing from --help");
+    }
+}
+
+#[test]
+fn every_flag_of_every_subcommand_has_an_env_twin() {
+    for sub in [
+        &["serve"][..],
+        &["run"],
+        &["generate"],
+        &["healthcheck"],
+        &[],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_extractor"))
+            .args(sub)
+            .arg("--help")
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{sub:?} --help failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let options = text
+            .split_once("Options:")
+            .unwrap_or_else(|| panic!("{sub:?}: no options section:\n{text}"))
+            .1;
+        // Each option starts on a line that begins with its flag, indented by
+        // 2 (`-x, --xx`) or 6 (`--xx`) spaces; its description by 10.
+        let mut entries: Vec<String> = Vec::new();
+        for line in options.lines() {
+            let text = line.trim_start();
+            if text.starts_with('-') && line.len() - text.len() <= 6 {
+                entries.push(String::new());
+            }
+            if let Some(entry) = entries.last_mut() {
+                entry.push_str(line);
+                entry.push('\n');
+            }
+        }
+        let mut flags = 0;
+        for entry in entries {
+            let flag = entry.split_whitespace().next().unwrap_or_default();
+            if entry.contains("--help") || entry.contains("--version") {
+                continue;
+            }
+            assert!(
+                entry.contains("[env: ETL_"),
+                "{sub:?}: {flag} has no ETL_* env twin in --help:\n{entry}"
+            );
+            flags += 1;
+        }
+        assert!(flags > 0, "{sub:?}: no flags found in\n{text}");
     }
 }

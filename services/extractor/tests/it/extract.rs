@@ -92,7 +92,7 @@ async fn uploads_registers_and_reruns_without_duplicates() {
         1,
         LabelScheme::Polarity,
     );
-    let mut events = stack.gateway.subscribe();
+    let mut events = stack.gateway().subscribe();
 
     let first = extract(options(&stack, &input, "run-it1"))
         .await

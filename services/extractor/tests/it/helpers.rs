@@ -1,10 +1,15 @@
-//! Test helpers: the gateway in-process, a recording sink-verifier, inputs.
+//! Test helpers: the gateway in-process, a recording sink-verifier (both can
+//! be restarted on their addresses), inputs.
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
 };
 
 use etl_core::review::LabelScheme;
@@ -17,6 +22,7 @@ use etl_service::Shutdown;
 use extractor::{Endpoints, upload::UploadTarget};
 use futures::Stream;
 use tempfile::TempDir;
+use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 /// Telemetry for tests. `etl_telemetry::init_for_tests` filters every layer
@@ -50,6 +56,13 @@ pub(crate) struct Recorder {
     /// Each registration with the `traceparent` it was sent with.
     pub(crate) registered: Arc<Mutex<Vec<(FileManifest, String)>>>,
     pub(crate) completed: Arc<Mutex<Vec<CompleteRunRequest>>>,
+    /// For each registration: the file name, and whether the file was already
+    /// published (in `input/` under its final name) when it was registered.
+    seen_published: Arc<Mutex<Vec<(String, bool)>>>,
+    /// The user's `input/` on disk, to look into at each registration.
+    input_dir: Arc<Mutex<Option<PathBuf>>>,
+    /// Milliseconds each registration takes, to make runs last.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -58,6 +71,21 @@ impl Recorder {
     }
     pub(crate) fn completed(&self) -> Vec<CompleteRunRequest> {
         self.completed.lock().expect("lock").clone()
+    }
+    /// Files that were already published when they were first registered:
+    /// register-before-publish means none.
+    pub(crate) fn published_before_registration(&self) -> Vec<String> {
+        let mut first = std::collections::BTreeMap::new();
+        for (name, published) in self.seen_published.lock().expect("lock").iter() {
+            first.entry(name.clone()).or_insert(*published);
+        }
+        first
+            .into_iter()
+            .filter_map(|(name, published)| published.then_some(name))
+            .collect()
+    }
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Relaxed);
     }
 }
 
@@ -79,6 +107,20 @@ impl SinkVerifier for Recorder {
             .into_inner()
             .manifest
             .ok_or_else(|| Status::invalid_argument("no manifest"))?;
+        let published = self
+            .input_dir
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .is_some_and(|dir| dir.join(&manifest.file_name).exists());
+        self.seen_published
+            .lock()
+            .expect("lock")
+            .push((manifest.file_name.clone(), published));
+        let delay = self.delay_ms.load(Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.registered
             .lock()
             .expect("lock")
@@ -112,9 +154,17 @@ impl SinkVerifier for Recorder {
     }
 }
 
-/// A gateway and a recording verifier on loopback, stopped on drop.
+/// A gateway and a recording verifier on loopback, stopped on drop. Either
+/// can be stopped and started again on the same address (and, for the
+/// gateway, the same data directory and host key), as a supervisor restarts
+/// a service.
 pub(crate) struct Stack {
-    pub(crate) gateway: sftp_gateway::Running,
+    gateway: Option<sftp_gateway::Running>,
+    gateway_shutdown: Shutdown,
+    sftp_addr: SocketAddr,
+    gateway_grpc_addr: SocketAddr,
+    verifier: Option<JoinHandle<()>>,
+    verifier_shutdown: Shutdown,
     pub(crate) verifier_addr: SocketAddr,
     pub(crate) recorder: Recorder,
     pub(crate) data_dir: PathBuf,
@@ -134,28 +184,26 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("sftp");
         let shutdown = Shutdown::new();
-        let gateway =
-            sftp_gateway::start(sftp_gateway::Config::ephemeral(&data_dir), shutdown.clone())
-                .await
-                .expect("gateway starts");
+        let gateway_shutdown = shutdown.child();
+        let gateway = sftp_gateway::start(
+            sftp_gateway::Config::ephemeral(&data_dir),
+            gateway_shutdown.clone(),
+        )
+        .await
+        .expect("gateway starts");
 
         let recorder = Recorder::default();
-        let listener = etl_service::bind("verifier", "127.0.0.1:0")
-            .await
-            .expect("bind");
-        let verifier_addr = listener.local_addr().expect("addr");
-        let (mut routes, health) = etl_service::grpc::base_routes("etl.v1.SinkVerifier")
-            .await
-            .expect("routes");
-        routes.add_service(SinkVerifierServer::new(recorder.clone()));
-        health.set(true).await;
-        tokio::spawn(etl_service::serve_grpc(
-            listener,
-            routes.routes(),
-            shutdown.clone(),
-        ));
+        *recorder.input_dir.lock().expect("lock") = Some(data_dir.join("etl").join("input"));
+        let verifier_shutdown = shutdown.child();
+        let (verifier_addr, verifier) =
+            serve_recorder("127.0.0.1:0", &recorder, &verifier_shutdown).await;
         Self {
-            gateway,
+            sftp_addr: gateway.sftp_addr,
+            gateway_grpc_addr: gateway.grpc_addr,
+            gateway: Some(gateway),
+            gateway_shutdown,
+            verifier: Some(verifier),
+            verifier_shutdown,
             verifier_addr,
             recorder,
             data_dir,
@@ -164,13 +212,65 @@ impl Stack {
         }
     }
 
+    /// The running gateway.
+    pub(crate) fn gateway(&self) -> &sftp_gateway::Running {
+        self.gateway.as_ref().expect("the gateway is running")
+    }
+
+    /// Stops the gateway (its SFTP connections are cut once their uploads in
+    /// flight are written) and waits until both its listeners are closed.
+    pub(crate) async fn stop_gateway(&mut self) {
+        let gateway = self.gateway.take().expect("the gateway is running");
+        self.gateway_shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(60), gateway.wait())
+            .await
+            .expect("the gateway stops in time")
+            .expect("the gateway stops cleanly");
+    }
+
+    /// Starts the gateway again on the same addresses and data directory.
+    pub(crate) async fn start_gateway_again(&mut self) {
+        let mut config = sftp_gateway::Config::ephemeral(&self.data_dir);
+        config.sftp_addr = self.sftp_addr.to_string();
+        config.grpc_addr = self.gateway_grpc_addr.to_string();
+        self.gateway_shutdown = self.shutdown.child();
+        let gateway = sftp_gateway::start(config, self.gateway_shutdown.clone())
+            .await
+            .expect("the gateway starts again on the same addresses");
+        self.gateway = Some(gateway);
+    }
+
+    /// Stops the verifier and waits until its listener is closed.
+    pub(crate) async fn stop_verifier(&mut self) {
+        let task = self.verifier.take().expect("the verifier is running");
+        self.verifier_shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the verifier stops in time")
+            .expect("the verifier's task");
+    }
+
+    /// Starts the verifier again on the same address, with the same records.
+    pub(crate) async fn start_verifier_again(&mut self) {
+        self.verifier_shutdown = self.shutdown.child();
+        let (addr, task) = serve_recorder(
+            &self.verifier_addr.to_string(),
+            &self.recorder,
+            &self.verifier_shutdown,
+        )
+        .await;
+        assert_eq!(addr, self.verifier_addr);
+        self.verifier = Some(task);
+    }
+
     pub(crate) fn endpoints(&self) -> Endpoints {
         Endpoints {
-            sftp_addr: self.gateway.sftp_addr.to_string(),
+            sftp_addr: self.sftp_addr.to_string(),
             sftp_user: "etl".into(),
             sftp_password: "etl".into(),
             verifier_url: format!("http://{}", self.verifier_addr),
-            gateway_url: format!("http://{}", self.gateway.grpc_addr),
+            gateway_url: format!("http://{}", self.gateway_grpc_addr),
+            ..Endpoints::default()
         }
     }
 
@@ -187,6 +287,26 @@ impl Stack {
     pub(crate) fn uploaded(&self) -> Vec<String> {
         list(&self.input_dir())
     }
+}
+
+/// Serves `recorder` as the sink-verifier on `addr` until `shutdown`.
+async fn serve_recorder(
+    addr: &str,
+    recorder: &Recorder,
+    shutdown: &Shutdown,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = etl_service::bind("verifier", addr).await.expect("bind");
+    let bound = listener.local_addr().expect("addr");
+    let (mut routes, health) = etl_service::grpc::base_routes("etl.v1.SinkVerifier")
+        .await
+        .expect("routes");
+    routes.add_service(SinkVerifierServer::new(recorder.clone()));
+    health.set(true).await;
+    let shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let _ = etl_service::serve_grpc(listener, routes.routes(), shutdown).await;
+    });
+    (bound, task)
 }
 
 pub(crate) fn list(dir: &Path) -> Vec<String> {

@@ -4,6 +4,8 @@
 //!
 //! - `extract`: a run end to end (upload, manifests, traces), reruns that
 //!   resume without duplicates or gaps, strict mode, shutdown mid-run, local output.
+//! - `recovery`: the gateway restarted mid-run, the verifier away (register
+//!   before publish, give up at the deadline), stable run ids, stale temporaries.
 //! - `binary`: the executable's subcommands and help.
 //! - `api`: gRPC `StartRun` + `WatchRun` through the extractor server.
 //! - `language`: the language filter's accuracy on generated reviews.
@@ -13,3 +15,4 @@ mod binary;
 mod extract;
 mod helpers;
 mod language;
+mod recovery;

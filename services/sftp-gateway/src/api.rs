@@ -1,7 +1,12 @@
 //! gRPC `etl.v1.SftpGateway`: `WatchFiles` streams [`FileReady`] events from
-//! the [`Notifier`], `AnnounceUpload` records an uploader's trace context.
+//! the [`Notifier`] (after the files already there, when asked),
+//! `AnnounceUpload` records an uploader's trace context.
 
-use std::pin::Pin;
+use std::{
+    collections::{HashMap, HashSet},
+    pin::Pin,
+    sync::Arc,
+};
 
 use etl_proto::v1::{
     AnnounceUploadRequest, AnnounceUploadResponse, FileReady, WatchFilesRequest,
@@ -15,42 +20,110 @@ use tonic::{Request, Response, Status};
 use crate::{
     Error,
     config::check_user_name,
+    existing,
     notify::{self, Notifier},
-    tree::normalize,
+    trace_store::TraceStore,
+    tree::{UserTree, normalize},
 };
 
 pub(crate) struct GatewayApi {
     pub(crate) notifier: Notifier,
+    pub(crate) trees: Arc<HashMap<String, Arc<UserTree>>>,
+    pub(crate) store: Arc<TraceStore>,
     pub(crate) shutdown: Shutdown,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<FileReady, Status>> + Send>>;
 
+/// What makes two events the same notice of the same file content.
+type EventKey = (String, String, i32, String);
+
+fn key(event: &FileReady) -> EventKey {
+    (
+        event.user.clone(),
+        event.path.clone(),
+        event.kind,
+        event
+            .trace
+            .as_ref()
+            .map(|t| t.traceparent.clone())
+            .unwrap_or_default(),
+    )
+}
+
 #[tonic::async_trait]
 impl SftpGateway for GatewayApi {
     type WatchFilesStream = EventStream;
 
+    /// Order: the files already there (when asked; else the recent events),
+    /// then live ones. Subscribing comes first, listing after, so nothing that
+    /// completes in between is lost; an event that both the listing and the
+    /// live stream saw is sent once.
     async fn watch_files(
         &self,
         request: Request<WatchFilesRequest>,
     ) -> Result<Response<Self::WatchFilesStream>, Status> {
-        let WatchFilesRequest { user, directory } = request.into_inner();
+        let WatchFilesRequest {
+            user,
+            directory,
+            include_existing,
+        } = request.into_inner();
         let directory = notify::clean(&directory);
-        tracing::info!(user = %user, directory = %directory, "watcher subscribed");
+        if !user.is_empty() {
+            check_user_name(&user).map_err(Error::InvalidRequest)?;
+        }
+        if normalize(&directory).map_or(true, |d| d != directory) {
+            return Err(Error::InvalidRequest(format!(
+                "directory {directory:?} is not a directory inside the user's root"
+            ))
+            .into());
+        }
+        tracing::info!(user = %user, directory = %directory, include_existing, "watcher subscribed");
         let shutdown = self.shutdown.clone();
         let (who, dir) = (user.clone(), directory.clone());
         let (recent, live) = self.notifier.subscribe_with_recent();
-        let (u, d) = (user.clone(), directory.clone());
-        let backlog = futures::stream::iter(
-            recent
+        let existing = if include_existing {
+            let (trees, store, notifier) = (
+                self.trees.clone(),
+                self.store.clone(),
+                self.notifier.clone(),
+            );
+            let (u, d) = (user.clone(), directory.clone());
+            tokio::task::spawn_blocking(move || {
+                existing::existing_events(&trees, &store, &notifier, &u, &d)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("listing existing files failed: {e}")))?
+        } else {
+            Vec::new()
+        };
+        let mut listed: HashSet<EventKey> = existing.iter().map(key).collect();
+        let recent: Vec<FileReady> = recent
+            .into_iter()
+            .filter(|e| notify::matches(e, &user, &directory))
+            .collect();
+        let backlog = if include_existing {
+            // The listing supersedes the replay: a recent event either names a
+            // file still there (listed; the event is sent in its place, with
+            // its tracestate and exact time) or one already gone.
+            let mut by_key: HashMap<EventKey, FileReady> =
+                recent.into_iter().map(|e| (key(&e), e)).collect();
+            existing
                 .into_iter()
-                .filter(move |e| notify::matches(e, &u, &d))
-                .map(Ok),
-        );
+                .map(|e| by_key.remove(&key(&e)).unwrap_or(e))
+                .collect()
+        } else {
+            recent
+        };
+        let backlog = futures::stream::iter(backlog.into_iter().map(Ok));
         let events = BroadcastStream::new(live)
             .filter_map(move |item| {
                 let out = match item {
-                    Ok(event) if notify::matches(&event, &user, &directory) => Some(Ok(event)),
+                    Ok(event) if notify::matches(&event, &user, &directory) => {
+                        // Listed already: send it once. Removed from the set,
+                        // so a later upload of the same content still passes.
+                        (listed.is_empty() || !listed.remove(&key(&event))).then_some(Ok(event))
+                    }
                     Ok(_) => None,
                     Err(BroadcastStreamRecvError::Lagged(skipped)) => {
                         // The stream goes on; the watcher must rescan to find what it missed.

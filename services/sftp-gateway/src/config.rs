@@ -1,7 +1,12 @@
 //! Flags and their `ETL_*` environment twins. Secrets (passwords) are never
 //! shown: not by `Debug`, not in `--help` (env values hidden), not in logs.
 
-use std::{fmt, net::SocketAddr, path::PathBuf};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use crate::Error;
 
@@ -75,6 +80,106 @@ pub struct Config {
         default_value = "input"
     )]
     pub watch_dirs: Vec<String>,
+
+    /// Users file: one `NAME:HASH[:PROFILE]` per line, HASH an argon2 PHC string
+    /// (`sftp-gateway hash-password` prints one), PROFILE as for --permissions.
+    /// Lines starting with '#' are comments. No password on the command line.
+    #[arg(long, env = "ETL_SFTP_USERS_FILE", value_name = "PATH")]
+    pub users_file: Option<PathBuf>,
+
+    /// What user NAME may do: `full` (read, write, rename and delete anywhere in
+    /// the root: the connector's user), `upload` (write, rename and delete only in
+    /// the watched directories; read-only elsewhere, so finished/ and error/ can
+    /// be read but not changed) or `read`. Repeatable; wins over the users file;
+    /// users named in neither are `full` (today's behaviour).
+    #[arg(
+        long = "permissions",
+        value_name = "NAME:PROFILE",
+        env = "ETL_SFTP_PERMISSIONS",
+        value_delimiter = ',',
+        value_parser = parse_permission_spec
+    )]
+    pub permissions: Vec<PermissionSpec>,
+
+    /// Time a client has from connecting to logging in (as OpenSSH's
+    /// LoginGraceTime), e.g. 30s, 2m.
+    #[arg(long, env = "ETL_SFTP_LOGIN_GRACE_TIME", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub login_grace_time: Duration,
+
+    /// A logged-in connection without any SFTP request for this long, and no
+    /// upload open, is closed; 0 never closes idle connections.
+    #[arg(long, env = "ETL_SFTP_IDLE_TIMEOUT", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Connections not yet logged in, at most (as OpenSSH's MaxStartups); more
+    /// are closed at once.
+    #[arg(
+        long,
+        env = "ETL_SFTP_MAX_STARTUPS",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub max_startups: usize,
+
+    /// Open connections, at most.
+    #[arg(
+        long,
+        env = "ETL_SFTP_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub max_connections: usize,
+
+    /// Open connections from one address, at most.
+    #[arg(
+        long,
+        env = "ETL_SFTP_MAX_CONNECTIONS_PER_ADDR",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    pub max_connections_per_addr: usize,
+
+    /// Failed login attempts per connection before it is closed (as OpenSSH's
+    /// MaxAuthTries).
+    #[arg(
+        long,
+        env = "ETL_SFTP_MAX_AUTH_ATTEMPTS",
+        value_name = "N",
+        default_value_t = 6
+    )]
+    pub max_auth_attempts: usize,
+
+    /// Penalty one failed login adds to its source address (as OpenSSH's
+    /// PerSourcePenalties authfail). Once an address's penalty exceeds
+    /// --auth-penalty-min, it may not connect or log in until it has run out.
+    #[arg(long, env = "ETL_SFTP_AUTH_PENALTY", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub auth_penalty: Duration,
+
+    /// Penalty from which an address is blocked.
+    #[arg(long, env = "ETL_SFTP_AUTH_PENALTY_MIN", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub auth_penalty_min: Duration,
+
+    /// Longest block of an address.
+    #[arg(long, env = "ETL_SFTP_AUTH_PENALTY_MAX", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub auth_penalty_max: Duration,
+
+    /// Addresses never penalized for failed logins (comma-separated IPs).
+    #[arg(
+        long = "auth-penalty-exempt",
+        value_name = "IP",
+        env = "ETL_SFTP_AUTH_PENALTY_EXEMPT",
+        value_delimiter = ','
+    )]
+    pub auth_penalty_exempt: Vec<IpAddr>,
+
+    /// Largest file a client may write (e.g. 512MiB, 1GiB); 0 = no limit.
+    #[arg(long, env = "ETL_SFTP_MAX_FILE_SIZE", value_name = "BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub max_file_size: u64,
+
+    /// Bytes each user's root may hold (all files, finished/ and error/
+    /// included); 0 = no quota.
+    #[arg(long, env = "ETL_SFTP_USER_QUOTA", value_name = "BYTES", default_value = "10GiB", value_parser = parse_size)]
+    pub user_quota: u64,
 }
 
 impl Default for Config {
@@ -90,6 +195,20 @@ impl Default for Config {
             authorized_keys: Vec::new(),
             host_key: None,
             watch_dirs: vec!["input".into()],
+            users_file: None,
+            permissions: Vec::new(),
+            login_grace_time: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            max_startups: 10,
+            max_connections: 100,
+            max_connections_per_addr: 20,
+            max_auth_attempts: 6,
+            auth_penalty: Duration::from_secs(5),
+            auth_penalty_min: Duration::from_secs(15),
+            auth_penalty_max: Duration::from_secs(600),
+            auth_penalty_exempt: Vec::new(),
+            max_file_size: 1 << 30,
+            user_quota: 10 << 30,
         }
     }
 }
@@ -138,6 +257,23 @@ impl Config {
                 )));
             }
         }
+        for (flag, n) in [
+            ("--max-startups", self.max_startups),
+            ("--max-connections", self.max_connections),
+            ("--max-connections-per-addr", self.max_connections_per_addr),
+            ("--max-auth-attempts", self.max_auth_attempts),
+        ] {
+            if n == 0 {
+                return Err(Error::Config(format!(
+                    "{flag} must be at least 1 (no client could connect or log in)"
+                )));
+            }
+        }
+        if self.login_grace_time.is_zero() {
+            return Err(Error::Config(
+                "--login-grace-time must be more than 0 (e.g. 30s)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -154,6 +290,20 @@ impl fmt::Debug for Config {
             .field("authorized_keys", &self.authorized_keys)
             .field("host_key", &self.host_key)
             .field("watch_dirs", &self.watch_dirs)
+            .field("users_file", &self.users_file)
+            .field("permissions", &self.permissions)
+            .field("login_grace_time", &self.login_grace_time)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_startups", &self.max_startups)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_addr", &self.max_connections_per_addr)
+            .field("max_auth_attempts", &self.max_auth_attempts)
+            .field("auth_penalty", &self.auth_penalty)
+            .field("auth_penalty_min", &self.auth_penalty_min)
+            .field("auth_penalty_max", &self.auth_penalty_max)
+            .field("auth_penalty_exempt", &self.auth_penalty_exempt)
+            .field("max_file_size", &self.max_file_size)
+            .field("user_quota", &self.user_quota)
             .finish()
     }
 }
@@ -169,6 +319,98 @@ impl fmt::Debug for UserSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "UserSpec({}:***)", self.name)
     }
+}
+
+/// What a user may do inside its root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// Everything: read, write, rename, delete (the connector's user).
+    Full,
+    /// Write, rename and delete only inside the watched directories (an
+    /// uploader's temporaries and uploads); read-only elsewhere.
+    Upload,
+    /// Read-only.
+    Read,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "full" => Ok(Self::Full),
+            "upload" => Ok(Self::Upload),
+            "read" => Ok(Self::Read),
+            other => Err(format!(
+                "unknown permission profile {other:?} (expected full, upload or read)"
+            )),
+        }
+    }
+}
+
+/// `--permissions NAME:PROFILE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermissionSpec {
+    pub name: String,
+    pub profile: Profile,
+}
+
+/// Parses `NAME:PROFILE`.
+pub fn parse_permission_spec(s: &str) -> Result<PermissionSpec, String> {
+    let (name, profile) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected NAME:PROFILE, e.g. extractor:upload"))?;
+    let name = name.trim();
+    check_user_name(name)?;
+    Ok(PermissionSpec {
+        name: name.to_string(),
+        profile: profile.parse()?,
+    })
+}
+
+/// Parses a duration: a number with `ms`, `s`, `m` or `h` (no unit = seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 30s, 10m, 1h)"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" | "min" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => return Err(format!("{s:?}: unknown unit {other:?} (ms, s, m or h)")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Parses a size in bytes: a number with an optional `K`, `M`, `G`, `T`
+/// (powers of 1024; `KiB`, `KB` and `k` mean the same).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 512MiB, 1GiB)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit (use K, M, G or T, e.g. 512MiB)"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// A key user from `--authorized-key NAME:PATH`.
@@ -281,6 +523,35 @@ mod tests {
             !shown.contains("topsecret") && !shown.contains("alsosecret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10kb"), Ok(10 << 10));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn permissions_parse() {
+        let spec = parse_permission_spec("up:upload").expect("valid");
+        assert_eq!(spec.profile, Profile::Upload);
+        assert_eq!(
+            parse_permission_spec("r: read").map(|s| s.profile),
+            Ok(Profile::Read)
+        );
+        assert!(parse_permission_spec("up:admin").is_err());
+        assert!(parse_permission_spec("../x:read").is_err());
     }
 
     #[test]

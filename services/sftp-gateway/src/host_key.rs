@@ -1,5 +1,11 @@
 //! The server's identity: an ed25519 host key generated on first start and
 //! reused after, so clients that pinned it keep trusting the gateway.
+//!
+//! At every start its SHA-256 fingerprint is written to
+//! `<data-dir>/`[`FINGERPRINT_FILE`] (and the public key beside the private
+//! one), so a supervisor can hand it to the clients to pin
+//! (`sftp-gateway host-key` prints it without starting the server, for a
+//! supervisor that must know it before the clients start).
 
 use std::{io::Write, path::Path};
 
@@ -8,7 +14,34 @@ use russh::keys::{
     ssh_key::{LineEnding, private::Ed25519Keypair},
 };
 
-use crate::Error;
+use crate::{Config, Error};
+
+/// File in the data directory holding the host key's `SHA256:…` fingerprint.
+pub const FINGERPRINT_FILE: &str = "ssh_host_key.sha256";
+
+/// Loads (or generates) the host key that `config` names, publishes its
+/// fingerprint in the data directory, and returns it (`SHA256:…`).
+pub fn host_key_fingerprint(config: &Config) -> Result<String, Error> {
+    let key = load_or_generate(&config.host_key_path())?;
+    publish(&config.data_dir, &key)
+}
+
+/// Writes `<data_dir>/FINGERPRINT_FILE` (replacing it atomically) and the
+/// `.pub` beside the private key if missing; returns the fingerprint.
+pub(crate) fn publish(data_dir: &Path, key: &PrivateKey) -> Result<String, Error> {
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let path = data_dir.join(FINGERPRINT_FILE);
+    let err = |e: std::io::Error| Error::DataDir {
+        path: path.clone(),
+        source: e,
+    };
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    let tmp = data_dir.join(format!(".{FINGERPRINT_FILE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, format!("{fingerprint}\n").as_bytes(), 0o644).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(fingerprint)
+}
 
 /// Loads the key at `path`, or generates and stores one (mode 0600, plus a
 /// `.pub` beside it) when the file does not exist.
@@ -78,6 +111,21 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn fingerprint_is_published_in_the_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::ephemeral(dir.path());
+        let printed = host_key_fingerprint(&config).expect("fingerprint");
+        assert!(printed.starts_with("SHA256:"), "{printed}");
+        let written = std::fs::read_to_string(dir.path().join(FINGERPRINT_FILE)).expect("file");
+        assert_eq!(written.trim(), printed);
+        assert_eq!(
+            host_key_fingerprint(&config).expect("again"),
+            printed,
+            "same key"
+        );
     }
 
     #[test]

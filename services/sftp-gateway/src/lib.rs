@@ -9,30 +9,68 @@
 //!
 //! # Layout, in the order data flows
 //! - [`config`]: flags and `ETL_*` env twins ([`Config`]).
-//! - `users`: who may log in (passwords, OpenSSH authorized keys); `host_key`:
-//!   the server's identity, generated on first start.
-//! - `ssh`: accepts connections, authenticates, starts the `sftp` subsystem;
-//!   drains in-flight uploads on shutdown.
+//! - `users`: who may log in (passwords, argon2 hashes from a users file,
+//!   OpenSSH authorized keys) and with which permission profile; `host_key`:
+//!   the server's identity, generated on first start, its fingerprint
+//!   published in the data directory for clients to pin.
+//! - `limits`: connection caps and failed-login penalties, checked at accept.
+//! - `ssh`: accepts connections, authenticates (attempt cap, grace time),
+//!   starts the `sftp` subsystem, closes idle connections; drains in-flight
+//!   uploads on shutdown.
 //! - `sftp`: the SFTP v3 operations (open/read/write/close, stat, directories,
-//!   rename, …) with SFTP status codes for errors.
+//!   rename, …) with SFTP status codes for errors; permissions per profile.
+//! - `quota`: bytes per user root and the file size limit.
 //! - `tree`: each user's root (`<data-dir>/<user>` with `input/`, `finished/`,
-//!   `error/`) and the confinement of every path to it.
+//!   `error/`) and the confinement of every path to it, symlinks never
+//!   followed (`openat2` beneath the root).
 //! - [`notify`]: completed uploads become [`FileReady`] events (broadcast) inside
-//!   an `sftp.receive` span that joins the uploader's announced trace.
+//!   an `sftp.receive` span that joins the uploader's announced trace; files
+//!   moved into `error/` become REJECTED events with their reason.
+//! - [`trace_store`]: each completed upload's `traceparent`, stored with the
+//!   file (extended attribute `user.etl.traceparent`) so it survives restarts
+//!   and renames; served over SFTP by the `traceparent@file-etl` extension.
+//! - `existing`: the files already present, as events, for `WatchFiles` with
+//!   `include_existing`.
 //! - `api`: gRPC `etl.v1.SftpGateway` (`WatchFiles`, `AnnounceUpload`), served
 //!   next to health and reflection.
 //! - [`Error`]: the one error type.
 //!
 //! [`start`] binds both listeners and returns a [`Running`] at once.
+//!
+//! # Security (every limit is a flag with an `ETL_SFTP_*` twin; see [`Config`])
+//! - Before login: at most `--max-startups` (10) connections not yet logged
+//!   in, `--max-connections` (100) in all and `--max-connections-per-addr`
+//!   (20) per address, refused at accept; `--login-grace-time` (30 s) to log
+//!   in; `--max-auth-attempts` (6) failures per connection; each failure is
+//!   logged with the address and adds `--auth-penalty` (5 s) to it; past
+//!   `--auth-penalty-min` (15 s) the address is blocked until its penalty runs
+//!   out (at most `--auth-penalty-max`, 10 min; `--auth-penalty-exempt` lists
+//!   addresses never blocked).
+//! - Passwords: argon2 hashes in `--users-file` (`sftp-gateway hash-password`
+//!   makes them), or `ETL_SFTP_PASSWORD` / `ETL_SFTP_USERS` in the
+//!   environment; none needs to be on the command line.
+//! - After login: `--idle-timeout` (10 min without an SFTP request, no upload
+//!   open); per-user `--permissions` (`full`, the default and today's
+//!   behaviour; `upload`: writes and deletes only in the watched directories;
+//!   `read`); `--max-file-size` (1 GiB) and `--user-quota` (10 GiB), refused
+//!   with an SFTP FAILURE status whose message names the limit; paths opened
+//!   beneath the user's root with `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS)`, so no symlink is ever followed.
+//! - Host key: its fingerprint is written to `<data-dir>/ssh_host_key.sha256`
+//!   at every start (and printed by `sftp-gateway host-key`), for clients to pin.
 
 pub mod config;
 mod error;
 pub mod notify;
 
 mod api;
+mod existing;
 mod host_key;
+mod limits;
+mod quota;
 mod sftp;
 mod ssh;
+pub mod trace_store;
 mod tree;
 mod users;
 
@@ -43,7 +81,11 @@ pub use error::Error;
 pub use etl_proto::v1::FileReady;
 use etl_proto::v1::sftp_gateway_server::SftpGatewayServer;
 use etl_service::Shutdown;
+pub use host_key::{FINGERPRINT_FILE, host_key_fingerprint};
 pub use notify::Notifier;
+pub use users::hash_password;
+/// The SFTP extension that serves a file's stored `traceparent`.
+pub const TRACEPARENT_EXTENSION: &str = sftp::TRACEPARENT_EXTENSION;
 use tokio::{sync::broadcast, task::JoinHandle};
 
 /// The gRPC service name, as health checks and reflection know it.
@@ -109,18 +151,28 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })?;
     let mut trees = HashMap::new();
     for name in users.names() {
-        let tree =
-            tree::UserTree::create(&config.data_dir, name).map_err(|source| Error::DataDir {
-                path: config.data_dir.join(name),
-                source,
-            })?;
+        let tree = tree::UserTree::create_with_limits(
+            &config.data_dir,
+            name,
+            config.user_quota,
+            config.max_file_size,
+        )
+        .map_err(|source| Error::DataDir {
+            path: config.data_dir.join(name),
+            source,
+        })?;
+        tracing::debug!(
+            user = name,
+            bytes = tree.usage().used(),
+            "user root measured"
+        );
         trees.insert(name.to_string(), Arc::new(tree));
     }
     let host_key = host_key::load_or_generate(&config.host_key_path())?;
-    let host_key_fingerprint = host_key
-        .fingerprint(russh::keys::HashAlg::Sha256)
-        .to_string();
+    let host_key_fingerprint = host_key::publish(&config.data_dir, &host_key)?;
     let notifier = Notifier::new(&config.watch_dirs);
+    let store = Arc::new(trace_store::TraceStore::new(&config.data_dir));
+    let trees = Arc::new(trees);
 
     let sftp_listener = etl_service::bind("sftp", &config.sftp_addr).await?;
     let grpc_listener = etl_service::bind("grpc", &config.grpc_addr).await?;
@@ -136,6 +188,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
     routes.add_service(SftpGatewayServer::new(api::GatewayApi {
         notifier: notifier.clone(),
+        trees: trees.clone(),
+        store: store.clone(),
         shutdown: shutdown.clone(),
     }));
 
@@ -144,9 +198,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         users,
         trees,
         notifier: notifier.clone(),
+        store,
         shutdown: shutdown.clone(),
+        gate: limits::Gate::new(&config),
+        login_grace_time: config.login_grace_time,
+        idle_timeout: config.idle_timeout,
+        max_auth_attempts: config.max_auth_attempts,
     });
-    let ssh_config = Arc::new(ssh::server_config(host_key));
+    let ssh_config = Arc::new(ssh::server_config(host_key, config.max_auth_attempts));
     let ssh_task = {
         let shutdown = shutdown.clone();
         let addr = config.sftp_addr.clone();

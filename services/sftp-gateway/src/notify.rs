@@ -1,11 +1,17 @@
-//! Live notice of completed uploads. The SFTP handler reports a file when it is
-//! closed after writing or renamed into place; if it is in a watched directory
-//! and not hidden, a [`FileReady`] goes out on a broadcast channel that gRPC
-//! `WatchFiles` streams (and in-process subscribers) read.
+//! Live notice of files. The SFTP handler reports a file when it is closed
+//! after writing or renamed into place; if it is in a watched directory and
+//! not hidden, an UPLOADED [`FileReady`] goes out on a broadcast channel that
+//! gRPC `WatchFiles` streams (and in-process subscribers) read. A file that a
+//! client (a connector) moves into `error/` becomes a REJECTED event whose
+//! reason is the `<name>.error.txt` written beside it; only watchers of
+//! `error` get those.
 //!
 //! Announcements (`AnnounceUpload`) map `(user, path)` to the uploader's trace
 //! context for a while, so the `sftp.receive` span and the event join the
-//! uploader's trace.
+//! uploader's trace. The handling of an upload is split in two
+//! (`Notifier::receive`, then `Notifier::publish`) so the SFTP handler can
+//! store the trace context with the file in between: the event never
+//! announces a file whose context is not yet stored.
 
 use std::{
     collections::HashMap,
@@ -13,8 +19,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use etl_proto::v1::{FileReady, TraceContext};
+use etl_proto::v1::{FileEventKind, FileReady, TraceContext};
 use tokio::sync::broadcast;
+
+use crate::tree::ERROR_DIR;
+
+/// Suffix of the file that tells why `error/<name>` was rejected.
+pub const REASON_SUFFIX: &str = ".error.txt";
+/// Longest reason carried by a REJECTED event; the rest is cut off.
+pub const REASON_MAX: usize = 4096;
 
 /// Name of the span around the handling of one completed upload.
 pub const SPAN_RECEIVE: &str = "sftp.receive";
@@ -72,7 +85,7 @@ impl Notifier {
     }
 
     /// Every FileReady from now on, preceded by the recent ones (at most
-    /// [`RECENT_MAX`], none older than ten minutes). Subscribing before reading
+    /// `RECENT_MAX`, none older than ten minutes). Subscribing before reading
     /// the backlog means no event falls between the two; one may come twice,
     /// which consumers tolerate (the file is gone after the first).
     pub fn subscribe_with_recent(&self) -> (Vec<FileReady>, broadcast::Receiver<FileReady>) {
@@ -138,15 +151,45 @@ impl Notifier {
         })
     }
 
-    /// Called by the SFTP handler when `user` finished writing `rel`.
-    pub(crate) fn upload_completed(&self, user: &str, rel: &str, size: u64) {
+    /// Whether `rel` lies inside a watched directory, hidden names included
+    /// (an uploader's temporaries): where an `upload` user may write.
+    pub(crate) fn is_inside_watched(&self, rel: &str) -> bool {
+        let rel = rel.trim_matches('/');
+        self.inner.watched.iter().any(|dir| {
+            rel.strip_prefix(dir.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+        })
+    }
+
+    /// Whether a file renamed to `rel` is a rejection: directly or deeper in
+    /// `error/`, not hidden, and not a `<name>.error.txt` reason file.
+    pub fn is_rejection(&self, rel: &str) -> bool {
+        let rel = rel.trim_matches('/');
+        rel.strip_prefix(ERROR_DIR)
+            .is_some_and(|rest| rest.starts_with('/'))
+            && !rel
+                .split('/')
+                .any(|part| part.starts_with('.') || part.is_empty())
+            && !rel.ends_with(REASON_SUFFIX)
+    }
+
+    /// Starts the gateway's handling of a file that `user` completed at `rel`
+    /// (relative to the root): the `sftp.receive` span and the trace context
+    /// to store with the file and send with the event. `None` when `rel` is not
+    /// watched. The span joins the uploader's announced trace, or else the
+    /// trace the file already carries (`inherited`, a file moved back into a
+    /// watched directory); without either, the file's trace starts here.
+    pub(crate) fn receive(
+        &self,
+        user: &str,
+        rel: &str,
+        size: u64,
+        inherited: Option<&str>,
+    ) -> Option<Receipt> {
         if !self.is_watched(rel) {
-            tracing::debug!(user, path = rel, size, "file written (not watched)");
-            return;
+            return None;
         }
         let announced = self.take_announcement(user, rel);
-        // A root span unless the uploader announced its trace: a file from a
-        // plain SFTP client (no extractor) gets a trace that starts here.
         let span = tracing::info_span!(
             parent: None,
             "sftp.receive",
@@ -155,26 +198,104 @@ impl Notifier {
             file.path = %rel,
             file.size = size,
         );
-        if let Some(trace) = &announced {
-            etl_telemetry::context::set_parent(&span, &trace.traceparent);
+        let parent = announced
+            .as_ref()
+            .map(|a| a.traceparent.as_str())
+            .filter(|tp| !tp.is_empty())
+            .or(inherited);
+        if let Some(parent) = parent {
+            etl_telemetry::context::set_parent(&span, parent);
         }
-        let _entered = span.enter();
-        // The event carries this span's context, so the consumer's work nests
-        // under the gateway's hop, in the uploader's trace when there is one.
+        // The event and the file carry this span's context, so the consumer's
+        // work nests under the gateway's hop, in the uploader's trace when
+        // there is one.
         let traceparent = etl_telemetry::context::traceparent_of(&span)
-            .or_else(|| announced.as_ref().map(|a| a.traceparent.clone()))
+            .or_else(|| parent.map(str::to_string))
             .unwrap_or_default();
         let trace = TraceContext {
             traceparent,
-            tracestate: announced.map(|a| a.tracestate).unwrap_or_default(),
+            tracestate: announced
+                .as_ref()
+                .map(|a| a.tracestate.clone())
+                .unwrap_or_default(),
         };
+        Some(Receipt {
+            span,
+            user: user.to_string(),
+            rel: rel.to_string(),
+            size,
+            trace,
+            announced,
+        })
+    }
+
+    /// Sends the event of a [`Receipt`] once the file is in place and its
+    /// trace context stored.
+    pub(crate) fn publish(&self, receipt: Receipt) {
+        let Receipt {
+            span,
+            user,
+            rel,
+            size,
+            trace,
+            announced: _,
+        } = receipt;
+        let event = FileReady {
+            user,
+            path: rel,
+            size,
+            completed_at_unix_ms: unix_ms(),
+            trace: Some(trace),
+            kind: FileEventKind::Uploaded as i32,
+            reason: String::new(),
+        };
+        span.in_scope(|| self.send(event));
+    }
+
+    /// The file of `receipt` did not arrive after all (its rename failed):
+    /// gives the announcement back for the next attempt.
+    pub(crate) fn abandon(&self, receipt: Receipt) {
+        if let Some(trace) = receipt.announced {
+            self.announce(&receipt.user, &receipt.rel, trace);
+        }
+    }
+
+    /// Called when a client moved a file to `rel` in `error/`: a REJECTED
+    /// event with the connector's `reason` and the file's stored trace.
+    pub(crate) fn rejected(
+        &self,
+        user: &str,
+        rel: &str,
+        size: u64,
+        reason: String,
+        traceparent: Option<String>,
+    ) {
         let event = FileReady {
             user: user.to_string(),
             path: rel.to_string(),
             size,
             completed_at_unix_ms: unix_ms(),
-            trace: Some(trace),
+            trace: traceparent.map(|traceparent| TraceContext {
+                traceparent,
+                tracestate: String::new(),
+            }),
+            kind: FileEventKind::Rejected as i32,
+            reason,
         };
+        self.send(event);
+    }
+
+    /// [`Notifier::receive`] and [`Notifier::publish`] at once, for a file
+    /// whose trace context needs no storing.
+    #[cfg(test)]
+    pub(crate) fn upload_completed(&self, user: &str, rel: &str, size: u64) {
+        match self.receive(user, rel, size, None) {
+            Some(receipt) => self.publish(receipt),
+            None => tracing::debug!(user, path = rel, size, "file written (not watched)"),
+        }
+    }
+
+    fn send(&self, event: FileReady) {
         if let Ok(mut recent) = self.inner.recent.lock() {
             while recent.len() >= RECENT_MAX
                 || recent
@@ -185,22 +306,50 @@ impl Notifier {
             }
             recent.push_back((Instant::now(), event.clone()));
         }
+        let (user, path, size, kind) = (
+            event.user.clone(),
+            event.path.clone(),
+            event.size,
+            event.kind,
+        );
         let subscribers = self.inner.tx.send(event).unwrap_or(0);
-        tracing::info!(user, path = rel, size, subscribers, "upload complete");
+        if kind == FileEventKind::Rejected as i32 {
+            tracing::info!(user, path, size, subscribers, "file rejected");
+        } else {
+            tracing::info!(user, path, size, subscribers, "upload complete");
+        }
     }
 }
 
-/// Whether `event` passes a `WatchFiles` filter (empty = any).
+/// A completed upload between [`Notifier::receive`] and [`Notifier::publish`].
+pub(crate) struct Receipt {
+    span: tracing::Span,
+    user: String,
+    rel: String,
+    size: u64,
+    /// What the file stores and the event carries.
+    pub(crate) trace: TraceContext,
+    announced: Option<TraceContext>,
+}
+
+/// Whether `event` passes a `WatchFiles` filter (empty = any user; empty
+/// directory = every upload in a watched directory). Rejections reach only
+/// those who asked for their directory (`error`): a watcher of uploads must
+/// never mistake a rejected file for a new one.
 pub(crate) fn matches(event: &FileReady, user: &str, directory: &str) -> bool {
     if !user.is_empty() && event.user != user {
         return false;
     }
     let directory = directory.trim_matches('/');
-    directory.is_empty()
-        || event
-            .path
-            .strip_prefix(directory)
-            .is_some_and(|rest| rest.starts_with('/'))
+    let inside = event
+        .path
+        .strip_prefix(directory)
+        .is_some_and(|rest| rest.starts_with('/'));
+    if event.kind == FileEventKind::Rejected as i32 {
+        !directory.is_empty() && inside
+    } else {
+        directory.is_empty() || inside
+    }
 }
 
 /// A client path as the table keys it: relative, no `./` or doubled slashes.
@@ -236,6 +385,17 @@ mod tests {
         assert!(!n.is_watched("finished/a.csv"));
         assert!(!n.is_watched("inputs/a.csv"));
         assert!(!n.is_watched("input"));
+    }
+
+    #[test]
+    fn inside_watched_includes_hidden_names() {
+        let n = notifier();
+        assert!(n.is_inside_watched("input/.a.csv.part"));
+        assert!(n.is_inside_watched("input/sub/a"));
+        assert!(!n.is_inside_watched("input"));
+        assert!(!n.is_inside_watched("input/"));
+        assert!(!n.is_inside_watched("finished/a.csv"));
+        assert!(!n.is_inside_watched("inputs/a.csv"));
     }
 
     #[test]
@@ -283,6 +443,27 @@ mod tests {
         assert_eq!(rx.try_recv().expect("live").path, "input/late.csv");
         let (recent, _) = n.subscribe_with_recent();
         assert_eq!(recent.len(), 2);
+    }
+
+    #[test]
+    fn rejections_reach_only_watchers_of_their_directory() {
+        let n = notifier();
+        assert!(n.is_rejection("error/a.csv"));
+        assert!(n.is_rejection("/error/sub/a.csv"));
+        assert!(!n.is_rejection("error/a.csv.error.txt"));
+        assert!(!n.is_rejection("error/.a.csv.part"));
+        assert!(!n.is_rejection("errors/a.csv"));
+        assert!(!n.is_rejection("input/a.csv"));
+        assert!(!n.is_rejection("error"));
+
+        let mut rx = n.subscribe();
+        n.rejected("etl", "error/a.csv", 3, "line 2: bad".into(), None);
+        let ev = rx.try_recv().expect("rejected");
+        assert_eq!(ev.kind, FileEventKind::Rejected as i32);
+        assert_eq!(ev.reason, "line 2: bad");
+        assert!(matches(&ev, "etl", "error"));
+        assert!(!matches(&ev, "etl", ""), "an upload watcher never sees it");
+        assert!(!matches(&ev, "", "input"));
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! The SFTP v3 file operations of one session, on top of the user's
-//! [`UserTree`]. Every path goes through [`UserTree::resolve`]; file system
-//! work runs on blocking threads; errors become the status codes OpenSSH's
-//! client understands (`NoSuchFile`, `PermissionDenied`, `Failure`, …).
+//! [`UserTree`]. Every path is normalized, checked against the user's
+//! [`Profile`] when it would change something, and reached beneath the root
+//! without following symlinks (see `tree`); file system work runs on blocking
+//! threads; errors become the status codes OpenSSH's client understands
+//! (`NoSuchFile`, `PermissionDenied`, `Failure`, …). Growth is charged to the
+//! user's quota and bounded by the file size limit (see `quota`).
 //!
 //! A handle opened for writing counts as an in-flight upload until it is
 //! closed; shutdown waits for those (see [`Uploads`]). Closing such a handle, or
-//! renaming a file into place, reports the file to the [`Notifier`].
+//! renaming a file into place, reports the file to the [`Notifier`], after its
+//! trace context is stored with it ([`TraceStore`]).
 
 use std::{
     collections::{HashMap, VecDeque},
-    fs::{Metadata, OpenOptions},
+    fs::Metadata,
     io,
     sync::Arc,
 };
@@ -17,16 +21,19 @@ use std::{
 use etl_service::Shutdown;
 use russh_sftp::{
     protocol::{
-        Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode,
-        Version,
+        Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+        StatusCode, Version,
     },
     server::StatusReply,
 };
+use rustix::fs::OFlags;
 use tokio::sync::watch;
 
 use crate::{
-    notify::Notifier,
-    tree::{PathError, Resolved, UserTree, normalize},
+    config::Profile,
+    notify::{Notifier, REASON_MAX, REASON_SUFFIX, Receipt},
+    trace_store::TraceStore,
+    tree::{PathError, UserTree, is_refused_walk, normalize},
 };
 
 /// Largest READ answered at once, as OpenSSH's sftp-server (256 KiB less
@@ -37,6 +44,10 @@ const MAX_HANDLES: usize = 512;
 /// Directory entries per READDIR answer.
 const READDIR_BATCH: usize = 128;
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
+/// SSH_FXP_EXTENDED request for the stored trace context of a file: data is
+/// the path (an SSH string), the EXTENDED_REPLY data is its W3C
+/// `traceparent` (empty when none). Advertised in the VERSION packet.
+pub(crate) const TRACEPARENT_EXTENSION: &str = "traceparent@file-etl";
 
 /// Counts handles open for writing across a connection, so shutdown can let
 /// in-flight uploads finish before it disconnects.
@@ -51,6 +62,11 @@ impl Uploads {
     fn start(&self) -> UploadGuard {
         self.0.send_modify(|n| *n += 1);
         UploadGuard(self.0.clone())
+    }
+
+    /// Handles open for writing now.
+    pub(crate) fn open(&self) -> usize {
+        *self.0.borrow()
     }
 
     /// Resolves when no handle is open for writing.
@@ -71,10 +87,12 @@ impl Drop for UploadGuard {
 
 struct OpenFile {
     file: Arc<std::fs::File>,
-    target: Resolved,
+    rel: String,
     upload: Option<UploadGuard>,
     /// Created, truncated or written through this handle.
     dirty: bool,
+    /// Size as this handle knows it: what the quota has been charged for.
+    len: u64,
 }
 
 enum OpenHandle {
@@ -86,24 +104,32 @@ enum OpenHandle {
 pub(crate) struct SftpHandler {
     tree: Arc<UserTree>,
     notifier: Notifier,
+    store: Arc<TraceStore>,
+    profile: Profile,
     shutdown: Shutdown,
     uploads: Uploads,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
 }
 
+/// What one session works with, besides its user's tree.
+pub(crate) struct SessionContext {
+    pub(crate) notifier: Notifier,
+    pub(crate) store: Arc<TraceStore>,
+    pub(crate) profile: Profile,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) uploads: Uploads,
+}
+
 impl SftpHandler {
-    pub(crate) fn new(
-        tree: Arc<UserTree>,
-        notifier: Notifier,
-        shutdown: Shutdown,
-        uploads: Uploads,
-    ) -> Self {
+    pub(crate) fn new(tree: Arc<UserTree>, cx: SessionContext) -> Self {
         Self {
             tree,
-            notifier,
-            shutdown,
-            uploads,
+            notifier: cx.notifier,
+            store: cx.store,
+            profile: cx.profile,
+            shutdown: cx.shutdown,
+            uploads: cx.uploads,
             handles: HashMap::new(),
             next_handle: 0,
         }
@@ -133,55 +159,236 @@ impl SftpHandler {
         }
     }
 
-    /// Resolves `path` on a blocking thread and runs `op` there.
-    async fn on_path<T, F>(&self, path: String, op: F) -> Result<T, StatusReply>
-    where
-        T: Send + 'static,
-        F: FnOnce(Resolved) -> Result<T, StatusReply> + Send + 'static,
-    {
-        let tree = self.tree.clone();
-        let user = self.user().to_string();
-        blocking(move || match tree.resolve(&path) {
-            Ok(resolved) => op(resolved),
-            Err(e) => Err(path_status(&user, &path, e)),
-        })
-        .await
+    /// `path` relative to the root, or the status that refuses it.
+    fn rel(&self, path: &str) -> Result<String, StatusReply> {
+        self.tree
+            .resolve(path)
+            .map(|r| r.rel)
+            .map_err(|e| path_status(self.user(), path, e))
     }
 
+    /// Refuses a change at `rel` that the user's profile does not allow.
+    fn check_write(&self, rel: &str) -> Result<(), StatusReply> {
+        let allowed = match self.profile {
+            Profile::Full => true,
+            Profile::Upload => self.notifier.is_inside_watched(rel),
+            Profile::Read => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        tracing::warn!(user = self.user(), path = rel, profile = ?self.profile, "refused a change the user's permissions do not allow");
+        let may = match self.profile {
+            Profile::Upload => format!(
+                "it may change files only inside {}",
+                self.notifier
+                    .watched_dirs()
+                    .iter()
+                    .map(|d| format!("{d}/"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "it may only read".into(),
+        };
+        Err(StatusCode::PermissionDenied.with_message(format!(
+            "Permission denied: user {} may not change /{rel} ({may})",
+            self.user()
+        )))
+    }
+
+    /// Resolves `path`, checks write permission when `writes`, and runs `op`
+    /// on a blocking thread with the tree and the relative path.
+    async fn on_path<T, F>(&self, path: String, writes: bool, op: F) -> Result<T, StatusReply>
+    where
+        T: Send + 'static,
+        F: FnOnce(&UserTree, String) -> Result<T, StatusReply> + Send + 'static,
+    {
+        let rel = self.rel(&path)?;
+        if writes {
+            self.check_write(&rel)?;
+        }
+        let tree = self.tree.clone();
+        blocking(move || op(&tree, rel)).await
+    }
+
+    /// Renames, and tells the [`Notifier`] when the new name is an upload
+    /// (watched) or a rejection (in `error/`). For an upload the trace context
+    /// is stored on the file before the rename, so a reader that finds the
+    /// file by listing (not by the event) already finds its context.
     async fn do_rename(
         &mut self,
         id: u32,
         oldpath: String,
         newpath: String,
     ) -> Result<Status, StatusReply> {
+        let from = self.rel(&oldpath)?;
+        let to = self.rel(&newpath)?;
+        if from.is_empty() || to.is_empty() {
+            return Err(
+                StatusCode::PermissionDenied.with_message("cannot rename the root directory")
+            );
+        }
+        self.check_write(&from)?;
+        self.check_write(&to)?;
         let tree = self.tree.clone();
         let user = self.user().to_string();
-        let (to, size) = blocking(move || {
-            let from = tree
-                .resolve(&oldpath)
-                .map_err(|e| path_status(&user, &oldpath, e))?;
-            let to = tree
-                .resolve(&newpath)
-                .map_err(|e| path_status(&user, &newpath, e))?;
-            if from.rel.is_empty() || to.rel.is_empty() {
-                return Err(
-                    StatusCode::PermissionDenied.with_message("cannot rename the root directory")
-                );
-            }
-            std::fs::symlink_metadata(&from.real).map_err(|e| io_status(&e))?;
+        let notifier = self.notifier.clone();
+        let store = self.store.clone();
+        let (rel, outcome) = blocking(move || {
+            let meta = tree.lstat(&from).map_err(|e| io_status(&e))?;
+            // A file replaced by the rename frees its bytes.
+            let replaced = tree
+                .lstat(&to)
+                .ok()
+                .filter(|t| t.is_file() && !same_inode(t, &meta))
+                .map_or(0, |t| t.len());
+            let rejection = meta.is_file() && notifier.is_rejection(&to);
+            let receipt = if meta.is_file() && !rejection {
+                receive_moved(&notifier, &store, &tree, &from, &to, meta.len())
+            } else {
+                None
+            };
             // POSIX semantics (an existing target is replaced), as OpenSSH's
             // posix-rename: uploaders rename over older files of the same name.
-            std::fs::rename(&from.real, &to.real).map_err(|e| io_status(&e))?;
-            let meta = std::fs::metadata(&to.real).map_err(|e| io_status(&e))?;
-            Ok((to, meta.is_file().then_some(meta.len())))
+            if let Err(e) = tree.rename(&from, &to) {
+                if let Some(receipt) = receipt {
+                    notifier.abandon(receipt);
+                }
+                return Err(io_status(&e));
+            }
+            tree.usage().shrink(replaced);
+            store.moved(&user, &from, &to);
+            let outcome = match receipt {
+                Some(receipt) => Moved::Upload(receipt),
+                None if rejection => Moved::Rejection {
+                    size: meta.len(),
+                    reason: read_reason(&tree, &to),
+                    traceparent: tree
+                        .open_read(&to)
+                        .and_then(|file| store.get(&file, &user, &to))
+                        .unwrap_or_default(),
+                },
+                None => Moved::Other,
+            };
+            Ok((to, outcome))
         })
         .await?;
-        tracing::debug!(user = self.user(), path = %to.rel, "renamed");
-        if let Some(size) = size {
-            self.notifier.upload_completed(self.user(), &to.rel, size);
+        tracing::debug!(user = self.user(), path = %rel, "renamed");
+        match outcome {
+            Moved::Upload(receipt) => self.notifier.publish(receipt),
+            Moved::Rejection {
+                size,
+                reason,
+                traceparent,
+            } => self
+                .notifier
+                .rejected(self.user(), &rel, size, reason, traceparent),
+            Moved::Other => {}
         }
         Ok(ok(id))
     }
+}
+
+/// What a rename turned out to be.
+enum Moved {
+    Upload(Receipt),
+    Rejection {
+        size: u64,
+        reason: String,
+        traceparent: Option<String>,
+    },
+    Other,
+}
+
+fn same_inode(a: &Metadata, b: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// A file about to be renamed to `to`: if that is watched, starts its
+/// receipt and stores the receipt's trace context on the file (it keeps a
+/// context it already had as parent, see [`Notifier::receive`]).
+fn receive_moved(
+    notifier: &Notifier,
+    store: &TraceStore,
+    tree: &UserTree,
+    from: &str,
+    to: &str,
+    size: u64,
+) -> Option<Receipt> {
+    if !notifier.is_watched(to) {
+        return None;
+    }
+    let user = tree.user();
+    let file = match tree.open_read(from) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(user, path = from, error = %e, "cannot open the file to store its trace context");
+            None
+        }
+    };
+    let inherited = file
+        .as_ref()
+        .and_then(|f| store.get(f, user, from).ok().flatten());
+    let receipt = notifier.receive(user, to, size, inherited.as_deref())?;
+    if let Some(file) = &file
+        && let Err(e) = store.set(file, user, from, &receipt.trace.traceparent)
+    {
+        tracing::warn!(user, path = to, error = %e, "cannot store the trace context with the file");
+    }
+    Some(receipt)
+}
+
+/// The content of `<rel>.error.txt` beside a rejected file, at most
+/// [`REASON_MAX`] bytes; empty when there is none. Opened beneath the root
+/// like any client path, so a reason cannot show a file from elsewhere.
+pub(crate) fn read_reason(tree: &UserTree, rel: &str) -> String {
+    use std::io::Read;
+    let Ok(reason) = tree.open_file(&format!("{rel}{REASON_SUFFIX}"), OFlags::RDONLY) else {
+        return String::new();
+    };
+    let mut data = Vec::with_capacity(1024);
+    if (&reason)
+        .take(REASON_MAX as u64)
+        .read_to_end(&mut data)
+        .is_err()
+    {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&data);
+    // A character cut at the limit shows as U+FFFD: drop it.
+    let text = if data.len() == REASON_MAX {
+        text.trim_end_matches('\u{fffd}')
+    } else {
+        &text
+    };
+    text.trim_end().to_string()
+}
+
+/// SFTP open flags as `open(2)` flags, as OpenSSH's sftp-server maps them:
+/// no access flag means read; create or truncate without append means write.
+/// `O_TRUNC` is left out: the handler truncates itself, to credit the quota.
+fn open_flags(pflags: OpenFlags) -> OFlags {
+    let read = pflags.contains(OpenFlags::READ)
+        || !pflags.intersects(OpenFlags::READ | OpenFlags::WRITE | OpenFlags::APPEND);
+    let write = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND)
+        || (pflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE)
+            && !pflags.contains(OpenFlags::APPEND));
+    let mut flags = match (read, write) {
+        (true, true) => OFlags::RDWR,
+        (false, true) => OFlags::WRONLY,
+        _ => OFlags::RDONLY,
+    };
+    if pflags.contains(OpenFlags::APPEND) {
+        flags |= OFlags::APPEND;
+    }
+    if pflags.contains(OpenFlags::CREATE) {
+        flags |= OFlags::CREATE;
+        if pflags.contains(OpenFlags::EXCLUDE) {
+            flags |= OFlags::EXCL;
+        }
+    }
+    flags
 }
 
 impl russh_sftp::server::Handler for SftpHandler {
@@ -203,6 +410,8 @@ impl russh_sftp::server::Handler for SftpHandler {
         );
         let mut v = Version::new();
         v.extensions.insert(POSIX_RENAME.into(), "1".into());
+        v.extensions
+            .insert(TRACEPARENT_EXTENSION.into(), "1".into());
         Ok(v)
     }
 
@@ -221,36 +430,29 @@ impl russh_sftp::server::Handler for SftpHandler {
                 StatusCode::Failure.with_message("server is shutting down; upload again later")
             );
         }
-        let (file, target) = self
-            .on_path(filename, move |target| {
-                if target.rel.is_empty() {
-                    return Err(StatusCode::Failure.with_message("is a directory"));
+        let (file, rel, len) = self
+            .on_path(filename, writes, move |tree, rel| {
+                let file = tree
+                    .open_file(&rel, open_flags(pflags))
+                    .map_err(|e| io_status(&e))?;
+                let mut len = file.metadata().map_err(|e| io_status(&e))?.len();
+                if pflags.contains(OpenFlags::TRUNCATE) && len > 0 {
+                    file.set_len(0).map_err(|e| io_status(&e))?;
+                    tree.usage().shrink(len);
+                    len = 0;
                 }
-                let mut options: OpenOptions = pflags.into();
-                if !pflags.intersects(OpenFlags::READ | OpenFlags::WRITE | OpenFlags::APPEND) {
-                    options.read(true);
-                }
-                if pflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE)
-                    && !pflags.contains(OpenFlags::APPEND)
-                {
-                    options.write(true);
-                }
-                let file = options.open(&target.real).map_err(|e| io_status(&e))?;
-                let meta = file.metadata().map_err(|e| io_status(&e))?;
-                if meta.is_dir() {
-                    return Err(StatusCode::Failure.with_message("is a directory"));
-                }
-                Ok((file, target))
+                Ok((file, rel, len))
             })
             .await?;
         let upload = writes.then(|| self.uploads.start());
         let dirty = pflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE);
-        tracing::debug!(user = self.user(), path = %target.rel, writes, "open");
+        tracing::debug!(user = self.user(), path = %rel, writes, "open");
         let handle = self.insert(OpenHandle::File(OpenFile {
             file: Arc::new(file),
-            target,
+            rel,
             upload,
             dirty,
+            len,
         }))?;
         Ok(Handle { id, handle })
     }
@@ -262,19 +464,40 @@ impl russh_sftp::server::Handler for SftpHandler {
             Some(OpenHandle::File(open)) => {
                 let OpenFile {
                     file,
-                    target,
+                    rel,
                     upload,
                     dirty,
+                    len,
                 } = open;
-                if upload.is_some() && dirty {
-                    let size = blocking(move || {
+                if upload.is_some() {
+                    let notifier = self.notifier.clone();
+                    let store = self.store.clone();
+                    let tree = self.tree.clone();
+                    let receipt = blocking(move || {
+                        let user = tree.user();
                         let size = file.metadata().map_err(|e| io_status(&e))?.len();
+                        // Charged for more than is there (another handle cut it): give back.
+                        tree.usage().shrink(len.saturating_sub(size));
+                        if !dirty {
+                            return Ok(None);
+                        }
+                        let receipt = notifier.receive(user, &rel, size, None);
+                        // New content: the context it stores is this upload's
+                        // (or none, outside watched directories).
+                        let stored = match &receipt {
+                            Some(r) => store.set(&file, user, &rel, &r.trace.traceparent),
+                            None => store.clear(&file, user, &rel),
+                        };
+                        if let Err(e) = stored {
+                            tracing::warn!(user, path = %rel, error = %e, "cannot store the trace context with the file");
+                        }
                         drop(file);
-                        Ok(size)
+                        Ok(receipt)
                     })
                     .await?;
-                    self.notifier
-                        .upload_completed(self.user(), &target.rel, size);
+                    if let Some(receipt) = receipt {
+                        self.notifier.publish(receipt);
+                    }
                 }
                 // The upload counts as in flight until its event is out.
                 drop(upload);
@@ -317,18 +540,34 @@ impl russh_sftp::server::Handler for SftpHandler {
                 StatusCode::PermissionDenied.with_message("file was not opened for writing")
             );
         }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| StatusCode::BadMessage.with_message("offset out of range"))?;
+        let before = open.len;
+        if let Err(refused) = self.tree.usage().grow(self.user(), before, end) {
+            tracing::warn!(user = self.user(), path = %open.rel, size = end, reason = ?refused.error_message, "write refused");
+            return Err(refused);
+        }
         let file = open.file.clone();
-        blocking(move || write_all_at(&file, &data, offset).map_err(|e| io_status(&e))).await?;
+        let written =
+            blocking(move || write_all_at(&file, &data, offset).map_err(|e| io_status(&e))).await;
+        if let Err(e) = written {
+            self.tree.usage().shrink(end.saturating_sub(before));
+            return Err(e);
+        }
         if let Some(OpenHandle::File(open)) = self.handles.get_mut(&handle) {
             open.dirty = true;
+            open.len = open.len.max(end);
         }
         Ok(ok(id))
     }
 
+    /// Symbolic links are never followed, so `stat` describes what `lstat`
+    /// does: the entry itself.
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         let user = self.user().to_string();
-        self.on_path(path, move |target| {
-            let meta = std::fs::symlink_metadata(&target.real).map_err(|e| io_status(&e))?;
+        self.on_path(path, false, move |tree, rel| {
+            let meta = tree.lstat(&rel).map_err(|e| io_status(&e))?;
             Ok(Attrs {
                 id,
                 attrs: attrs(&meta, &user),
@@ -338,15 +577,7 @@ impl russh_sftp::server::Handler for SftpHandler {
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let user = self.user().to_string();
-        self.on_path(path, move |target| {
-            let meta = std::fs::metadata(&target.real).map_err(|e| io_status(&e))?;
-            Ok(Attrs {
-                id,
-                attrs: attrs(&meta, &user),
-            })
-        })
-        .await
+        self.lstat(id, path).await
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
@@ -362,25 +593,31 @@ impl russh_sftp::server::Handler for SftpHandler {
         .await
     }
 
-    /// Size changes are applied; owner, permissions and times are accepted and
-    /// ignored (the gateway owns its files), so `put -p` works.
+    /// Size changes are applied (within the quota and the file size limit);
+    /// owner, permissions and times are accepted and ignored (the gateway
+    /// owns its files), so `put -p` works.
     async fn setstat(
         &mut self,
         id: u32,
         path: String,
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        self.on_path(path, move |target| {
-            let meta = std::fs::metadata(&target.real).map_err(|e| io_status(&e))?;
-            if let Some(size) = attrs.size
-                && meta.is_file()
-                && size != meta.len()
-            {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&target.real)
+        let Some(size) = attrs.size else {
+            let rel = self.rel(&path)?;
+            let tree = self.tree.clone();
+            return blocking(move || {
+                tree.lstat(&rel).map_err(|e| io_status(&e))?;
+                Ok(ok(id))
+            })
+            .await;
+        };
+        self.on_path(path, true, move |tree, rel| {
+            let meta = tree.lstat(&rel).map_err(|e| io_status(&e))?;
+            if meta.is_file() && size != meta.len() {
+                let file = tree
+                    .open_file(&rel, OFlags::WRONLY)
                     .map_err(|e| io_status(&e))?;
-                file.set_len(size).map_err(|e| io_status(&e))?;
+                resize(tree, &file, size)?;
             }
             Ok(ok(id))
         })
@@ -401,7 +638,12 @@ impl russh_sftp::server::Handler for SftpHandler {
                 );
             }
             let file = open.file.clone();
-            blocking(move || file.set_len(size).map_err(|e| io_status(&e))).await?;
+            let tree = self.tree.clone();
+            blocking(move || resize(&tree, &file, size)).await?;
+            if let Some(OpenHandle::File(open)) = self.handles.get_mut(&handle) {
+                open.len = size;
+                open.dirty = true;
+            }
         }
         Ok(ok(id))
     }
@@ -409,15 +651,13 @@ impl russh_sftp::server::Handler for SftpHandler {
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
         let user = self.user().to_string();
         let entries = self
-            .on_path(path, move |target| {
-                let mut entries = Vec::new();
-                for entry in std::fs::read_dir(&target.real).map_err(|e| io_status(&e))? {
-                    let entry = entry.map_err(|e| io_status(&e))?;
-                    // The entry's own metadata: a symlink is listed as a symlink.
-                    let Ok(meta) = entry.metadata() else { continue };
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    entries.push(File::new(name, attrs(&meta, &user)));
-                }
+            .on_path(path, false, move |tree, rel| {
+                let mut entries: Vec<File> = tree
+                    .read_dir(&rel)
+                    .map_err(|e| io_status(&e))?
+                    .into_iter()
+                    .map(|(name, meta)| File::new(name, attrs(&meta, &user)))
+                    .collect();
                 entries.sort_by(|a, b| a.filename.cmp(&b.filename));
                 Ok(entries)
             })
@@ -444,12 +684,17 @@ impl russh_sftp::server::Handler for SftpHandler {
     }
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
-        self.on_path(filename, move |target| {
-            let meta = std::fs::symlink_metadata(&target.real).map_err(|e| io_status(&e))?;
+        let store = self.store.clone();
+        self.on_path(filename, true, move |tree, rel| {
+            let meta = tree.lstat(&rel).map_err(|e| io_status(&e))?;
             if meta.is_dir() {
                 return Err(StatusCode::Failure.with_message("is a directory (use rmdir)"));
             }
-            std::fs::remove_file(&target.real).map_err(|e| io_status(&e))?;
+            tree.remove_file(&rel).map_err(|e| io_status(&e))?;
+            if meta.is_file() {
+                tree.usage().shrink(meta.len());
+            }
+            store.removed(tree.user(), &rel);
             Ok(ok(id))
         })
         .await
@@ -461,21 +706,23 @@ impl russh_sftp::server::Handler for SftpHandler {
         path: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        self.on_path(path, move |target| {
-            std::fs::create_dir(&target.real).map_err(|e| io_status(&e))?;
+        self.on_path(path, true, move |tree, rel| {
+            tree.mkdir(&rel).map_err(|e| io_status(&e))?;
             Ok(ok(id))
         })
         .await
     }
 
     async fn rmdir(&mut self, id: u32, path: String) -> Result<Status, Self::Error> {
-        self.on_path(path, move |target| {
-            if target.rel.is_empty() {
+        let store = self.store.clone();
+        self.on_path(path, true, move |tree, rel| {
+            if rel.is_empty() {
                 return Err(
                     StatusCode::PermissionDenied.with_message("cannot remove the root directory")
                 );
             }
-            std::fs::remove_dir(&target.real).map_err(|e| io_status(&e))?;
+            tree.remove_dir(&rel).map_err(|e| io_status(&e))?;
+            store.removed(tree.user(), &rel);
             Ok(ok(id))
         })
         .await
@@ -517,16 +764,48 @@ impl russh_sftp::server::Handler for SftpHandler {
         request: String,
         data: Vec<u8>,
     ) -> Result<Packet, Self::Error> {
-        if request != POSIX_RENAME {
-            return Err(StatusCode::OpUnsupported
-                .with_message(format!("extension {request} is not supported")));
-        }
         let mut rest = data.as_slice();
-        let (Some(old), Some(new)) = (ssh_string(&mut rest), ssh_string(&mut rest)) else {
-            return Err(StatusCode::BadMessage.with_message("posix-rename needs two paths"));
-        };
-        self.do_rename(id, old, new).await.map(Packet::Status)
+        match request.as_str() {
+            POSIX_RENAME => {
+                let (Some(old), Some(new)) = (ssh_string(&mut rest), ssh_string(&mut rest)) else {
+                    return Err(StatusCode::BadMessage.with_message("posix-rename needs two paths"));
+                };
+                self.do_rename(id, old, new).await.map(Packet::Status)
+            }
+            TRACEPARENT_EXTENSION => {
+                let Some(path) = ssh_string(&mut rest) else {
+                    return Err(StatusCode::BadMessage
+                        .with_message(format!("{TRACEPARENT_EXTENSION} needs a path")));
+                };
+                let store = self.store.clone();
+                self.on_path(path, false, move |tree, rel| {
+                    let file = tree.open_read(&rel).map_err(|e| io_status(&e))?;
+                    let traceparent = store
+                        .get(&file, tree.user(), &rel)
+                        .map_err(|e| io_status(&e))?;
+                    Ok(Packet::ExtendedReply(ExtendedReply {
+                        id,
+                        data: traceparent.unwrap_or_default().into_bytes(),
+                    }))
+                })
+                .await
+            }
+            _ => Err(StatusCode::OpUnsupported
+                .with_message(format!("extension {request} is not supported"))),
+        }
     }
+}
+
+/// Sets the length of `file` to `size`, charging or crediting the quota.
+fn resize(tree: &UserTree, file: &std::fs::File, size: u64) -> Result<(), StatusReply> {
+    let old = file.metadata().map_err(|e| io_status(&e))?.len();
+    tree.usage().grow(tree.user(), old, size)?;
+    if let Err(e) = file.set_len(size) {
+        tree.usage().shrink(size.saturating_sub(old));
+        return Err(io_status(&e));
+    }
+    tree.usage().shrink(old.saturating_sub(size));
+    Ok(())
 }
 
 /// Runs blocking file system work off the async threads.
@@ -561,9 +840,15 @@ fn attrs(meta: &Metadata, user: &str) -> FileAttributes {
     attrs
 }
 
-/// The status OpenSSH's sftp-server would send for the same errno.
+/// The status OpenSSH's sftp-server would send for the same errno; a walk
+/// the kernel refused (a symlink on the way) is a permission matter.
 fn io_status(e: &io::Error) -> StatusReply {
     use io::ErrorKind as K;
+    if is_refused_walk(e) {
+        return StatusCode::PermissionDenied.with_message(
+            "Permission denied: symbolic links are not followed and paths may not leave the user's root",
+        );
+    }
     match e.kind() {
         K::NotFound | K::NotADirectory => {
             StatusCode::NoSuchFile.with_message("No such file or directory")
@@ -585,7 +870,6 @@ fn path_status(user: &str, path: &str, e: PathError) -> StatusReply {
                 .with_message("Permission denied: path is outside the user's root")
         }
         PathError::Invalid(why) => StatusCode::BadMessage.with_message(why),
-        PathError::Io(e) => io_status(&e),
     }
 }
 

@@ -33,7 +33,37 @@ fn help_explains_every_flag() {
         "ETL_SFTP_USERS",
         "ETL_SFTP_AUTHORIZED_KEYS",
         "ETL_SFTP_HOST_KEY",
+        "--users-file",
+        "--permissions",
+        "--login-grace-time",
+        "--idle-timeout",
+        "--max-startups",
+        "--max-connections",
+        "--max-connections-per-addr",
+        "--max-auth-attempts",
+        "--auth-penalty",
+        "--auth-penalty-min",
+        "--auth-penalty-max",
+        "--auth-penalty-exempt",
+        "--max-file-size",
+        "--user-quota",
+        "ETL_SFTP_USERS_FILE",
+        "ETL_SFTP_PERMISSIONS",
+        "ETL_SFTP_LOGIN_GRACE_TIME",
+        "ETL_SFTP_IDLE_TIMEOUT",
+        "ETL_SFTP_MAX_STARTUPS",
+        "ETL_SFTP_MAX_CONNECTIONS",
+        "ETL_SFTP_MAX_CONNECTIONS_PER_ADDR",
+        "ETL_SFTP_MAX_AUTH_ATTEMPTS",
+        "ETL_SFTP_AUTH_PENALTY",
+        "ETL_SFTP_AUTH_PENALTY_MIN",
+        "ETL_SFTP_AUTH_PENALTY_MAX",
+        "ETL_SFTP_AUTH_PENALTY_EXEMPT",
+        "ETL_SFTP_MAX_FILE_SIZE",
+        "ETL_SFTP_USER_QUOTA",
         "healthcheck",
+        "hash-password",
+        "host-key",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -118,4 +148,57 @@ async fn runs_answers_healthcheck_and_stops_on_sigterm() {
     );
     assert!(log.contains("upload complete"), "{log}");
     assert!(!log.contains("s3cret-pw"), "password logged:\n{log}");
+}
+
+#[test]
+fn hash_password_and_host_key_commands() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret\n")
+        .expect("write password");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        hash.starts_with("$argon2id$") && !hash.contains("s3cret"),
+        "{hash}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = || {
+        std::process::Command::new(BIN)
+            .args(["host-key", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("run host-key")
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let printed = String::from_utf8_lossy(&first.stdout).trim().to_string();
+    assert!(printed.starts_with("SHA256:"), "{printed}");
+    let file = dir.path().join(sftp_gateway::FINGERPRINT_FILE);
+    assert_eq!(std::fs::read_to_string(file).expect("file").trim(), printed);
+    assert!(
+        dir.path().join("ssh_host_ed25519_key").is_file(),
+        "key generated"
+    );
+    let again = run();
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        printed,
+        "same key"
+    );
 }

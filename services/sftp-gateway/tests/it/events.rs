@@ -19,13 +19,14 @@ async fn watch(gw: &Gateway, user: &str, directory: &str) -> Streaming<FileReady
         .watch_files(WatchFilesRequest {
             user: user.into(),
             directory: directory.into(),
+            include_existing: false,
         })
         .await
         .expect("WatchFiles")
         .into_inner()
 }
 
-async fn next_grpc(stream: &mut Streaming<FileReady>) -> FileReady {
+pub(crate) async fn next_grpc(stream: &mut Streaming<FileReady>) -> FileReady {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
         .expect("a FileReady within 10 s")
@@ -33,7 +34,7 @@ async fn next_grpc(stream: &mut Streaming<FileReady>) -> FileReady {
         .expect("stream open")
 }
 
-async fn assert_quiet(stream: &mut Streaming<FileReady>) {
+pub(crate) async fn assert_quiet(stream: &mut Streaming<FileReady>) {
     if let Ok(Ok(Some(ev))) =
         tokio::time::timeout(Duration::from_millis(300), stream.message()).await
     {

@@ -22,6 +22,7 @@ pub(crate) struct Gateway {
     pub(crate) grpc_addr: SocketAddr,
     pub(crate) data_dir: PathBuf,
     pub(crate) dir: TempDir,
+    config: Config,
     running: Option<Running>,
     shutdown: Shutdown,
 }
@@ -40,7 +41,7 @@ impl Gateway {
         let mut config = Config::ephemeral(&data_dir);
         f(&mut config, dir.path());
         let shutdown = Shutdown::new();
-        let running = sftp_gateway::start(config, shutdown.clone())
+        let running = sftp_gateway::start(config.clone(), shutdown.clone())
             .await
             .expect("gateway starts");
         Self {
@@ -48,9 +49,29 @@ impl Gateway {
             grpc_addr: running.grpc_addr,
             data_dir,
             dir,
+            config,
             running: Some(running),
             shutdown,
         }
+    }
+
+    /// Stops this gateway and starts a new instance with the same config on
+    /// the same data directory (new ports): nothing kept in memory survives.
+    pub(crate) async fn restart(&mut self) {
+        self.shutdown.trigger();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(40), running.wait())
+                .await
+                .expect("gateway stops in time")
+                .expect("gateway stops cleanly");
+        }
+        self.shutdown = Shutdown::new();
+        let running = sftp_gateway::start(self.config.clone(), self.shutdown.clone())
+            .await
+            .expect("gateway restarts");
+        self.sftp_addr = running.sftp_addr;
+        self.grpc_addr = running.grpc_addr;
+        self.running = Some(running);
     }
 
     pub(crate) fn running(&self) -> &Running {
@@ -140,6 +161,28 @@ pub(crate) fn keygen(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "file-etl-test", "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen runs (install openssh-client)");
+    assert!(status.success(), "ssh-keygen failed");
+    path
+}
+
+/// Like [`keygen`], with the private key encrypted under `passphrase`.
+pub(crate) fn keygen_with_passphrase(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            passphrase,
+            "-C",
+            "file-etl-test",
+            "-f",
+        ])
         .arg(&path)
         .stdin(Stdio::null())
         .status()

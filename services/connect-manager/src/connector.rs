@@ -1,14 +1,21 @@
 //! What a connector is: a name and a flat string config whose
 //! `connector.class` picks the kind. Parsing validates everything that can be
 //! checked without a network, so a bad config fails at create time with an
-//! error that names the option.
+//! error that names the option; an option the connector would ignore is
+//! refused the same way (see `options`).
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use etl_service::Shutdown;
 use tokio::task::JoinHandle;
 
-use crate::{Error, options::Options, sink::SinkConfig, source::SourceConfig, status::Status};
+use crate::{
+    Error,
+    options::{self, Finding, Options, Verdict},
+    sink::SinkConfig,
+    source::SourceConfig,
+    status::Status,
+};
 
 /// Class names (short and Confluent's full names) of the two kinds.
 pub(crate) const SOURCE_CLASSES: &[&str] = &[
@@ -35,34 +42,112 @@ impl Kind {
     }
 }
 
-/// A validated connector config, ready to be turned into a running task.
+/// A validated connector config, ready to be turned into running tasks.
 #[derive(Clone, Debug)]
 pub(crate) enum ConnectorConfig {
     Source(SourceConfig),
     Sink(SinkConfig),
 }
 
+/// A config that passed [`ConnectorConfig::parse`]: what to run, and how many tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct Parsed {
+    pub(crate) config: ConnectorConfig,
+    /// Tasks to run: the source runs one (its `tasks.max` is the files it
+    /// processes at once); the sink runs `tasks.max`, members of one consumer
+    /// group that share the topics' partitions.
+    pub(crate) tasks: u32,
+}
+
+/// Everything known about a config: the parser's verdict and what
+/// [`options::review`] found about its keys. `validate` shows all of it;
+/// create refuses on a parse error or an unsupported option.
+pub(crate) struct Review {
+    pub(crate) kind: Option<Kind>,
+    pub(crate) parsed: Result<Parsed, Error>,
+    pub(crate) findings: Vec<Finding>,
+}
+
+/// The kind a `connector.class` names, if any.
+pub(crate) fn kind_of_class(class: &str) -> Option<Kind> {
+    let class = class.trim();
+    if SOURCE_CLASSES.contains(&class) {
+        Some(Kind::Source)
+    } else if SINK_CLASSES.contains(&class) {
+        Some(Kind::Sink)
+    } else {
+        None
+    }
+}
+
+/// The most tasks a connector may run.
+pub(crate) const MAX_TASKS: u32 = 64;
+
 impl ConnectorConfig {
-    pub(crate) fn parse(name: &str, config: &BTreeMap<String, String>) -> Result<Self, Error> {
-        check_name(name)?;
+    /// Parses and reviews a config without acting on the findings.
+    pub(crate) fn review(name: &str, config: &BTreeMap<String, String>) -> Review {
         let options = Options::new(name, config);
-        let class = options.required("connector.class")?;
-        let parsed = if SOURCE_CLASSES.contains(&class) {
-            ConnectorConfig::Source(SourceConfig::from_options(name, &options)?)
-        } else if SINK_CLASSES.contains(&class) {
-            ConnectorConfig::Sink(SinkConfig::from_options(name, &options)?)
-        } else {
-            return Err(options.error(format!(
-                "unknown connector.class {class:?}: expected one of {}",
-                SOURCE_CLASSES
-                    .iter()
-                    .chain(SINK_CLASSES)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+        let class = match check_name(name).and_then(|()| options.required("connector.class")) {
+            Ok(class) => class,
+            Err(e) => {
+                return Review {
+                    kind: None,
+                    parsed: Err(e),
+                    findings: Vec::new(),
+                };
+            }
         };
-        options.log_unused();
+        let Some(kind) = kind_of_class(class) else {
+            return Review {
+                kind: None,
+                parsed: Err(options.error(format!(
+                    "unknown connector.class {class:?}: expected one of {}",
+                    SOURCE_CLASSES
+                        .iter()
+                        .chain(SINK_CLASSES)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+                findings: Vec::new(),
+            };
+        };
+        let parsed = match kind {
+            Kind::Source => {
+                SourceConfig::from_options(name, &options).map(|c| (ConnectorConfig::Source(c), 1))
+            }
+            Kind::Sink => SinkConfig::from_options(name, &options).and_then(|c| {
+                let tasks = options.number("tasks.max", 1, 1, MAX_TASKS)?;
+                Ok((ConnectorConfig::Sink(c), tasks))
+            }),
+        }
+        .map(|(config, tasks)| Parsed { config, tasks });
+        let findings = options::review(kind, &options);
+        Review {
+            kind: Some(kind),
+            parsed,
+            findings,
+        }
+    }
+
+    /// Validates a config for create: the parser's error, else every option
+    /// that is refused, in one error naming each; unknown keys and options
+    /// without effect are logged at warn level and accepted.
+    pub(crate) fn parse(name: &str, config: &BTreeMap<String, String>) -> Result<Parsed, Error> {
+        let review = Self::review(name, config);
+        let parsed = review.parsed?;
+        let refused: Vec<&str> = review
+            .findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Unsupported)
+            .map(|f| f.message.as_str())
+            .collect();
+        if !refused.is_empty() {
+            return Err(Error::config(name, refused.join("; ")));
+        }
+        for f in &review.findings {
+            tracing::warn!(connector = name, option = %f.key, "{}", f.message);
+        }
         Ok(parsed)
     }
 
@@ -73,9 +158,18 @@ impl ConnectorConfig {
         }
     }
 
-    /// Config in, task out: starts the connector's task, which runs until
+    /// The Kafka topics the connector writes (source) or reads (sink).
+    pub(crate) fn topics(&self) -> Vec<String> {
+        match self {
+            ConnectorConfig::Source(c) => vec![c.topic.clone()],
+            ConnectorConfig::Sink(c) => c.topics.clone(),
+        }
+    }
+
+    /// Config in, task out: starts one task of the connector, which runs until
     /// `ctx.shutdown` trips.
     pub(crate) fn spawn(self, ctx: TaskContext) -> JoinHandle<()> {
+        tracing::debug!(connector = %ctx.name, task = ctx.task, kind = self.kind().as_str(), "task starting");
         match self {
             ConnectorConfig::Source(c) => tokio::spawn(crate::source::run(c, ctx)),
             ConnectorConfig::Sink(c) => tokio::spawn(crate::sink::run(c, ctx)),
@@ -87,12 +181,17 @@ impl ConnectorConfig {
 #[derive(Clone)]
 pub(crate) struct TaskContext {
     pub(crate) name: String,
+    /// The task's id, 0-based (Kafka Connect's `{connector}-{task}`).
+    pub(crate) task: u32,
     pub(crate) brokers: String,
     pub(crate) status: Arc<Status>,
-    /// Stops this connector alone (delete, replace) or with the service.
+    /// Stops this task alone (pause, stop, restart, delete, replace) or with
+    /// the service.
     pub(crate) shutdown: Shutdown,
-    /// This worker's stable identity (from its data directory): the same after a
-    /// restart, different for another worker. Part of the sink's `group.instance.id`.
+    /// This task's stable identity on this worker (from the data directory and
+    /// the task id): the same after a restart, different for another worker or
+    /// task. Part of the sink's `group.instance.id`, so every sink task is its
+    /// own static member of the group.
     pub(crate) instance: String,
     /// The worker's data directory: where a connector keeps state that must survive
     /// a restart (the source's processed files).
@@ -136,18 +235,58 @@ mod tests {
             ("kafka.topic", "t"),
             ("some.unknown.option", "x"),
         ]);
-        assert_eq!(
-            ConnectorConfig::parse("s", &src).expect("source").kind(),
-            Kind::Source
-        );
+        let parsed = ConnectorConfig::parse("s", &src).expect("source");
+        assert_eq!((parsed.config.kind(), parsed.tasks), (Kind::Source, 1));
         let sink = map(&[
             ("connector.class", "JdbcSinkConnector"),
             ("topics", "t"),
             ("connection.url", "jdbc:postgresql://db:5432/x"),
         ]);
-        assert_eq!(
-            ConnectorConfig::parse("k", &sink).expect("sink").kind(),
-            Kind::Sink
+        let parsed = ConnectorConfig::parse("k", &sink).expect("sink");
+        assert_eq!((parsed.config.kind(), parsed.tasks), (Kind::Sink, 1));
+    }
+
+    #[test]
+    fn the_sink_runs_tasks_max_tasks() {
+        let sink = map(&[
+            ("connector.class", "JdbcSinkConnector"),
+            ("topics", "t"),
+            ("connection.url", "jdbc:postgresql://db:5432/x"),
+            ("tasks.max", "3"),
+        ]);
+        assert_eq!(ConnectorConfig::parse("k", &sink).expect("sink").tasks, 3);
+    }
+
+    #[test]
+    fn refused_options_are_all_named_in_one_error() {
+        let sink = map(&[
+            ("connector.class", "JdbcSinkConnector"),
+            ("topics", "t"),
+            (
+                "connection.url",
+                "jdbc:postgresql://db:5432/x?sslmode=verify-full",
+            ),
+            ("max.retries", "5"),
+            ("not.an.option", "x"),
+        ]);
+        let err = ConnectorConfig::parse("k", &sink)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("\"max.retries\"=\"5\" is not supported"),
+            "{err}"
+        );
+        assert!(err.contains("sslmode=verify-full"), "{err}");
+        assert!(
+            !err.contains("not.an.option"),
+            "unknown keys are only warned about: {err}"
+        );
+        let review = ConnectorConfig::review("k", &sink);
+        assert!(
+            review
+                .findings
+                .iter()
+                .any(|f| f.key == "not.an.option" && f.verdict == Verdict::Unknown)
         );
     }
 

@@ -1,5 +1,6 @@
 //! The service's one error type, and its one mapping to gRPC status codes
-//! (the REST API maps the same variants to HTTP codes in `rest`).
+//! (the REST API maps the same variants to Kafka Connect's HTTP codes in
+//! `rest`).
 
 use std::path::PathBuf;
 
@@ -15,6 +16,19 @@ pub enum Error {
     NotFound(String),
     #[error("connector {0:?} already exists")]
     AlreadyExists(String),
+    #[error("task {task} of connector {connector:?} not found")]
+    TaskNotFound { connector: String, task: u32 },
+    /// The request needs the connector in another state (Kafka Connect answers
+    /// these with 400, e.g. offsets changed on a connector that is not STOPPED).
+    #[error("{0}")]
+    WrongState(String),
+    /// Something outside this request is in the way (a consumer group that still
+    /// has members): trying again later may succeed.
+    #[error("{0}")]
+    Conflict(String),
+    /// A Kafka Connect feature this service does not offer; the message says why.
+    #[error("{0}")]
+    Unsupported(String),
     #[error(
         "cannot {action} {path}: {source} (check ETL_DATA_DIR and that this process may write there)"
     )]
@@ -55,8 +69,13 @@ impl From<Error> for tonic::Status {
             Error::InvalidConfig { .. } | Error::InvalidRequest(_) => {
                 tonic::Status::invalid_argument(e.to_string())
             }
-            Error::NotFound(_) => tonic::Status::not_found(e.to_string()),
+            Error::NotFound(_) | Error::TaskNotFound { .. } => {
+                tonic::Status::not_found(e.to_string())
+            }
             Error::AlreadyExists(_) => tonic::Status::already_exists(e.to_string()),
+            Error::WrongState(_) => tonic::Status::failed_precondition(e.to_string()),
+            Error::Conflict(_) => tonic::Status::aborted(e.to_string()),
+            Error::Unsupported(_) => tonic::Status::unimplemented(e.to_string()),
             _ => tonic::Status::internal(e.to_string()),
         }
     }

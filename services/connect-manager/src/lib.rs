@@ -114,6 +114,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     };
     let grpc_addr = local(&grpc_listener, &config.grpc_addr)?;
     let rest_addr = local(&rest_listener, &config.rest_addr)?;
+    // Kafka Connect's worker_id is the worker's REST host:port.
+    registry.set_worker_id(rest_addr.to_string());
 
     let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
     routes.add_service(ConnectManagerServer::new(api::ConnectApi {

@@ -1,5 +1,10 @@
-//! What a running connector reports: its state, counters and last error.
-//! Shared between the connector's task (writer) and the APIs (readers).
+//! What a connector's task reports: its state, counters and last error.
+//! Shared between the task (writer) and the APIs (readers).
+//!
+//! A task sets only UNASSIGNED, RUNNING and FAILED. PAUSED, STOPPED and
+//! RESTARTING are the registry's: they say what the operator asked for (the
+//! connector's target state) or that a restart is under way, and the APIs
+//! show them in place of what the stopped task last said.
 
 use std::{
     sync::{
@@ -13,15 +18,24 @@ use std::{
 /// the service reports NOT_SERVING until it moves again.
 pub(crate) const STALL_AFTER: Duration = Duration::from_secs(60);
 
-/// Kafka Connect's task states, as far as they apply here.
+/// Kafka Connect's connector and task states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Waiting for a dependency (Kafka, the SFTP server, Postgres).
     Unassigned,
     Running,
-    /// The last attempt failed; the task retries with backoff and returns to
-    /// RUNNING when it succeeds. `last_error` says why.
+    /// The last attempt failed. Unless the task halted (stopped for good),
+    /// it retries with backoff and returns to RUNNING when it succeeds;
+    /// `last_error` says why either way.
     Failed,
+    /// Paused by the operator (`PUT /connectors/{name}/pause`): the task is
+    /// stopped, its config and counters kept; `resume` starts it again.
+    Paused,
+    /// Stopped by the operator (`PUT /connectors/{name}/stop`): no task runs;
+    /// the connector's offsets may be changed.
+    Stopped,
+    /// Being stopped to be started again (a restart request).
+    Restarting,
 }
 
 impl State {
@@ -30,6 +44,9 @@ impl State {
             State::Unassigned => "UNASSIGNED",
             State::Running => "RUNNING",
             State::Failed => "FAILED",
+            State::Paused => "PAUSED",
+            State::Stopped => "STOPPED",
+            State::Restarting => "RESTARTING",
         }
     }
 }
@@ -46,6 +63,8 @@ pub(crate) struct Status {
     pub(crate) records: AtomicU64,
     /// Sink: records that could not be decoded and were skipped.
     pub(crate) skipped: AtomicU64,
+    /// Bytes read (source: file sizes sent) or written (sink: record values).
+    pub(crate) bytes: AtomicU64,
     /// Sink: records in Kafka its group has not committed yet (measured every few seconds).
     lag: AtomicU64,
     /// When the task last moved data (or started).
@@ -63,6 +82,7 @@ impl Default for Status {
             files_failed: AtomicU64::new(0),
             records: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             lag: AtomicU64::new(0),
             last_progress: Mutex::new(Instant::now()),
             halted: AtomicBool::new(false),
@@ -78,10 +98,13 @@ pub struct StatusSnapshot {
     pub files_failed: u64,
     pub records: u64,
     pub skipped: u64,
+    pub bytes: u64,
     pub lag: u64,
     /// Records are waiting and nothing moved for [`STALL_AFTER`].
     pub stalled: bool,
     pub last_error: String,
+    /// The task stopped for good: it will not retry until restarted.
+    pub halted: bool,
 }
 
 impl Status {
@@ -149,6 +172,7 @@ impl Status {
             files_failed: self.files_failed.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
             lag: self.lag.load(Ordering::Relaxed),
             stalled: self.stalled(),
             last_error: self
@@ -156,6 +180,53 @@ impl Status {
                 .lock()
                 .map(|e| e.clone())
                 .unwrap_or_default(),
+            halted: self.halted.load(Ordering::Relaxed),
         }
+    }
+
+    /// The task ended without being asked to stop (it returned or panicked):
+    /// FAILED for good, keeping the error it reported if it reported one.
+    pub(crate) fn ended(&self, why: impl Into<String>) {
+        let reported = self.snapshot();
+        if reported.state == State::Failed && !reported.last_error.is_empty() {
+            self.halted.store(true, Ordering::Relaxed);
+        } else {
+            self.halt(why);
+        }
+    }
+
+    /// Ready for a new run of the task (resume, restart): UNASSIGNED, no error,
+    /// not halted. The counters keep counting across runs.
+    pub(crate) fn restart(&self) {
+        self.halted.store(false, Ordering::Relaxed);
+        self.waiting(String::new());
+        self.progress();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_that_ends_on_its_own_is_failed_for_good() {
+        let s = Status::default();
+        s.set_state(State::Running);
+        s.ended("task ended without being stopped");
+        let snap = s.snapshot();
+        assert_eq!((snap.state, snap.halted), (State::Failed, true));
+        assert_eq!(snap.last_error, "task ended without being stopped");
+
+        // An error the task reported before it returned is kept.
+        let s = Status::default();
+        s.fail("cannot create Kafka consumer");
+        s.ended("task ended without being stopped");
+        assert_eq!(s.snapshot().last_error, "cannot create Kafka consumer");
+        assert!(s.snapshot().halted);
+
+        s.restart();
+        let snap = s.snapshot();
+        assert_eq!((snap.state, snap.halted), (State::Unassigned, false));
+        assert!(snap.last_error.is_empty());
     }
 }

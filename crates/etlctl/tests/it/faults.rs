@@ -27,8 +27,9 @@ const DEMO_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A stack for one case, and its demo.
 struct Case {
-    stack: TestStack,
+    // Fields drop in order: the stack goes down before its directory is removed.
     _down: Down,
+    stack: TestStack,
     seed: u64,
 }
 
@@ -43,8 +44,8 @@ impl Case {
         let output = run(&up);
         assert!(output.status.success(), "up failed: {}", stderr(&output));
         Case {
-            stack,
             _down: down,
+            stack,
             seed,
         }
     }

@@ -63,6 +63,8 @@ struct Batch {
     /// (topic, partition) → highest offset seen.
     offsets: BTreeMap<(String, i32), i64>,
     skipped: u64,
+    /// Value bytes of the decoded records.
+    bytes: u64,
 }
 
 /// A record that did not decode, and where it is.
@@ -94,25 +96,54 @@ enum Gathered {
 
 pub(crate) async fn run(config: SinkConfig, ctx: TaskContext) {
     let span = tracing::info_span!("sink", connector = %ctx.name);
-    run_inner(config, ctx).instrument(span).await
+    async move {
+        // A consumer that hit a fatal error (e.g. fenced after the broker came back
+        // and the group reloaded) is never usable again: start over with a new one.
+        // Its uncommitted records are read again; the upsert makes that harmless.
+        let mut backoff = Backoff::default();
+        loop {
+            let once = ctx.shutdown.child();
+            let ended = run_inner(&config, &ctx, &once).await;
+            once.trigger();
+            match ended {
+                Ended::Stopped => return,
+                Ended::Fatal(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, restart_in_ms = delay.as_millis() as u64, "Kafka consumer failed for good; starting a new one");
+                    ctx.status.waiting(format!("Kafka consumer failed ({e}); starting a new one"));
+                    if !ctx.shutdown.sleep(delay).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
-async fn run_inner(config: SinkConfig, ctx: TaskContext) {
+/// How one life of the sink's consumer ended.
+enum Ended {
+    /// Shutdown, a task that stopped for good (FAILED), or a setup step gave up.
+    Stopped,
+    /// The consumer reported a fatal error.
+    Fatal(String),
+}
+
+async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) -> Ended {
+    let config = config.clone();
     let ctx_name = ctx.name.clone();
-    let TaskContext {
-        brokers,
-        status,
-        shutdown,
-        instance,
-        ..
-    } = ctx;
+    let brokers = ctx.brokers.clone();
+    let status = ctx.status.clone();
+    let instance = ctx.instance.clone();
+    let shutdown = shutdown.clone();
     status.set_state(State::Unassigned);
     let instance_id = format!("{}-{instance}-0", config.group_id);
     let consumer = match kafka::consumer(&brokers, &config.group_id, &instance_id) {
         Ok(c) => c,
         Err(e) => {
             status.fail(format!("cannot create Kafka consumer for {brokers}: {e}"));
-            return;
+            return Ended::Stopped;
         }
     };
     // A subscription to a topic that does not exist yet is only noticed at the
@@ -125,13 +156,13 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
         })
         .await;
         if created.is_none() {
-            return;
+            return Ended::Stopped;
         }
     }
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&topics) {
         status.fail(format!("cannot subscribe to {topics:?}: {e}"));
-        return;
+        return Ended::Stopped;
     }
     let dead_letters = match &config.dead_letters {
         Some(dlq) => {
@@ -141,7 +172,7 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
             })
             .await;
             if created.is_none() {
-                return;
+                return Ended::Stopped;
             }
             match kafka::producer(&brokers) {
                 Ok(p) => Some((dlq.clone(), p)),
@@ -149,14 +180,14 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
                     status.fail(format!(
                         "cannot create the dead letter queue producer for {brokers}: {e}"
                     ));
-                    return;
+                    return Ended::Stopped;
                 }
             }
         }
         None => None,
     };
     let Some(client) = connect(&config, &status, &shutdown).await else {
-        return;
+        return Ended::Stopped;
     };
     status.set_state(State::Running);
     tokio::spawn(kafka::watch_lag(
@@ -180,9 +211,11 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
     ));
     let mut last_schema: Option<Arc<Schema>> = None;
     let mut stopped: Option<BadRecord> = None;
+    let mut fatal: Option<String> = None;
     let gather = Gatherer {
         config: &config,
         name: &ctx_name,
+        task: ctx.task,
         dead_letters: dead_letters.as_ref(),
     };
     loop {
@@ -199,6 +232,10 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    fatal = Some(format!("{code:?}: {reason}"));
+                    break;
+                }
                 continue;
             }
         }
@@ -212,6 +249,9 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "Kafka consumer error");
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        fatal = Some(format!("{code:?}: {reason}"));
+                    }
                     break;
                 }
                 Err(_) => break,
@@ -220,11 +260,12 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
         if batch.skipped > 0 {
             Status::add(&status.skipped, batch.skipped);
         }
+        Status::add(&status.bytes, batch.bytes);
         if tx.send(batch).await.is_err() {
             // The writer stopped: shutdown while Postgres was away.
             break;
         }
-        if stopped.is_some() {
+        if stopped.is_some() || fatal.is_some() {
             break;
         }
     }
@@ -237,11 +278,15 @@ async fn run_inner(config: SinkConfig, ctx: TaskContext) {
             "sink stopped: a record cannot be decoded and errors.tolerance=none; fix or skip it (errors.tolerance=all, or a dead letter queue), then restart the connector");
         status.halt(format!("{bad}; the task stopped (errors.tolerance=none)"));
         shutdown.wait().await;
-        return;
+        return Ended::Stopped;
     }
     // Batches already handed over are written (or, if Postgres is away at
     // shutdown, replayed after a restart since their offsets stay uncommitted).
     let _ = writer.await;
+    match fatal {
+        Some(e) => Ended::Fatal(e),
+        None => Ended::Stopped,
+    }
 }
 
 /// Writes batches in order, committing each one's offsets after its rows.
@@ -295,6 +340,7 @@ async fn connect(config: &SinkConfig, status: &Status, shutdown: &Shutdown) -> O
 struct Gatherer<'a> {
     config: &'a SinkConfig,
     name: &'a str,
+    task: u32,
     dead_letters: Option<&'a (DeadLetters, FutureProducer)>,
 }
 
@@ -307,6 +353,7 @@ impl Gatherer<'_> {
     ) -> Gathered {
         let reason = match decode(m, last_schema) {
             Ok(incoming) => {
+                batch.bytes += m.payload_len() as u64;
                 batch.rows.push(incoming);
                 note_offset(batch, m);
                 return Gathered::Added;
@@ -326,7 +373,7 @@ impl Gatherer<'_> {
             // Acknowledged before the offset counts: a crash replays it instead.
             let mut backoff = Backoff::default();
             loop {
-                match dead_letter(producer, dlq, self.name, m, &bad).await {
+                match dead_letter(producer, dlq, self.name, self.task, m, &bad).await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(topic = %dlq.topic, error = %e, "cannot write to the dead letter queue; retrying");
@@ -359,6 +406,7 @@ async fn dead_letter(
     producer: &FutureProducer,
     dlq: &DeadLetters,
     connector: &str,
+    task: u32,
     m: &BorrowedMessage<'_>,
     bad: &BadRecord,
 ) -> Result<(), rdkafka::error::KafkaError> {
@@ -372,6 +420,7 @@ async fn dead_letter(
         }
     }
     if dlq.context_headers {
+        let task = task.to_string();
         let partition = bad.partition.to_string();
         let offset = bad.offset.to_string();
         for (key, value) in [
@@ -379,7 +428,7 @@ async fn dead_letter(
             ("__connect.errors.partition", partition.as_str()),
             ("__connect.errors.offset", offset.as_str()),
             ("__connect.errors.connector.name", connector),
-            ("__connect.errors.task.id", "0"),
+            ("__connect.errors.task.id", task.as_str()),
             ("__connect.errors.stage", "VALUE_CONVERTER"),
             (
                 "__connect.errors.class.name",

@@ -14,7 +14,7 @@
 //! harmless because the sink is idempotent on `(file, row)`.
 
 pub(crate) mod config;
-mod state;
+pub(crate) mod state;
 mod watch;
 
 use std::{
@@ -100,7 +100,10 @@ use state::{FileStat, PinnedSchema, SourceState, StateFile};
 /// Everything a file worker needs, shared.
 struct Shared {
     config: SourceConfig,
-    producer: FutureProducer,
+    brokers: String,
+    /// Replaced when it reports a fatal error (an idempotent producer can, e.g.
+    /// after a broker lost its state): a fatal producer never sends again.
+    producer: std::sync::Mutex<FutureProducer>,
     status: Arc<Status>,
     /// Processed files and the pinned schema, saved to `state_file` on change.
     state: tokio::sync::Mutex<SourceState>,
@@ -164,7 +167,8 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
         }
         let shared = Arc::new(Shared {
             config,
-            producer,
+            brokers,
+            producer: std::sync::Mutex::new(producer),
             status,
             state: tokio::sync::Mutex::new(state),
             state_file,
@@ -296,6 +300,7 @@ async fn main_loop(
                 match outcome {
                     Outcome::Finished { records, stat } => {
                         Status::add(&shared.status.files_finished, 1);
+                        Status::add(&shared.status.bytes, stat.0);
                         Status::add(&shared.status.records, records);
                         shared.status.set_state(State::Running);
                         shared.status.progress();
@@ -479,6 +484,7 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
         Err(Fit::Retry(e)) => return Outcome::Retry(format!("file {name}: {e}")),
     };
     if let Err(e) = produce(shared, name, &table, &schema).await {
+        renew_if_fatal(shared);
         return Outcome::Retry(format!("file {name}: {e}"));
     }
     let stat = match sftp.stat(&path).await {
@@ -541,6 +547,22 @@ pub(crate) fn file_schema(schema_name: &str, table: &Table) -> Schema {
                 optional: true,
             })
             .collect(),
+    }
+}
+
+/// Replaces the producer when it is in a fatal state; the file is then sent
+/// again, whole, by a new one.
+fn renew_if_fatal(shared: &Shared) {
+    use rdkafka::producer::Producer as _;
+    let Ok(mut producer) = shared.producer.lock() else {
+        return;
+    };
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        tracing::warn!(?code, %reason, "Kafka producer failed for good; starting a new one");
+        match kafka::producer(&shared.brokers) {
+            Ok(p) => *producer = p,
+            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+        }
     }
 }
 
@@ -635,6 +657,10 @@ async fn produce(
     schema: &Schema,
 ) -> Result<(), KafkaError> {
     let config = &shared.config;
+    let producer = match shared.producer.lock() {
+        Ok(p) => p.clone(),
+        Err(_) => return Err(KafkaError::Canceled),
+    };
     let encoder = Encoder::new(schema);
     let run = naming::parse_chunk_file_name(name)
         .map(|(run, _, _)| run)
@@ -688,7 +714,7 @@ async fn produce(
                 .payload(&payload)
                 .headers(headers);
             loop {
-                match shared.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => {
                         pending.push(delivery);
                         break;

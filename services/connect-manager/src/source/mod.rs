@@ -60,6 +60,10 @@ use crate::{
 /// the sink's upsert makes the records already sent harmless). Below the 10 s
 /// that supervisors (compose, etlctl) give a service between SIGTERM and SIGKILL.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+/// The largest row (its values' bytes) the source sends: with the envelope's
+/// schema and JSON escaping it stays under the 1 MB a Kafka record may have by
+/// default (librdkafka's `message.max.bytes`, the broker's `max.message.bytes`).
+const MAX_ROW_BYTES: usize = 800_000;
 /// While the gateway's watch is up, the poll leaves files younger than this
 /// to the notice, which carries the uploader's trace context; the poll is the
 /// fallback for notices that never came.
@@ -478,12 +482,34 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
         return reject(sftp, config, name, &reason).await;
     }
     tracing::Span::current().record("etl.rows", rows);
+    // Checked before anything is sent, so no row of a file that cannot go through
+    // Kafka whole reaches the table.
+    if let Some((row, bytes)) = table
+        .rows
+        .iter()
+        .map(|r| r.iter().map(String::len).sum::<usize>())
+        .enumerate()
+        .find(|(_, bytes)| *bytes > MAX_ROW_BYTES)
+    {
+        let reason = format!(
+            "data row {}: {bytes} bytes, above the {MAX_ROW_BYTES} bytes a row may have to fit in one Kafka record",
+            row + 1
+        );
+        return reject(sftp, config, name, &reason).await;
+    }
     let schema = match fit_schema(shared, name, &table).await {
         Ok(s) => s,
         Err(Fit::Reject(reason)) => return reject(sftp, config, name, &reason).await,
         Err(Fit::Retry(e)) => return Outcome::Retry(format!("file {name}: {e}")),
     };
     if let Err(e) = produce(shared, name, &table, &schema).await {
+        if let KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) = e {
+            // Sending it again would fail again: the file cannot go through Kafka.
+            let reason = format!(
+                "a row is larger than the broker accepts for one record ({e}); split the file's long values or raise the topic's max.message.bytes"
+            );
+            return reject(sftp, config, name, &reason).await;
+        }
         renew_if_fatal(shared);
         return Outcome::Retry(format!("file {name}: {e}"));
     }

@@ -305,3 +305,62 @@ async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
     })
     .await;
 }
+
+/// The other kinds of bad input the fault suite names: each ends where the README
+/// says, and a good file uploaded after them all still lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_files_end_in_finished_or_error_and_good_data_flows() {
+    let stack = Stack::start().await;
+    stack.create_connectors().await;
+    let first = Chunk::tricky(10, "f");
+    upload(&stack, "first.tsv", &first.tsv()).await;
+    let pg = stack.pg().await;
+    stack.wait_for_rows(&pg, 10).await;
+
+    // A byte-order mark and CRLF line endings: a good file all the same.
+    let bom = Chunk::tricky(4, "bom");
+    let mut data = b"\xEF\xBB\xBF".to_vec();
+    data.extend(
+        String::from_utf8(bom.tsv())
+            .expect("utf8")
+            .replace('\n', "\r\n")
+            .into_bytes(),
+    );
+    upload(&stack, "bom crlf.tsv", &data).await;
+    // A name with spaces and non-ASCII letters.
+    let named = Chunk::tricky(3, "n");
+    upload(&stack, "avis clients é ü.tsv", &named.tsv()).await;
+    // A 20 MB line: one row far larger than a Kafka record.
+    let mut huge = Chunk::tricky(1, "h");
+    huge.rows[0][1] = "x".repeat(20 * 1024 * 1024);
+    upload(&stack, "huge.tsv", &huge.tsv()).await;
+    // A binary file.
+    let binary: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
+    upload(&stack, "binary.csv", &binary).await;
+    let good = Chunk::tricky(6, "last");
+    upload(&stack, "last.tsv", &good.tsv()).await;
+
+    stack.wait_for_rows(&pg, 10 + 4 + 3 + 6).await;
+    for name in ["bom crlf.tsv", "avis clients é ü.tsv", "last.tsv"] {
+        stack.wait_for_file(&format!("finished/{name}")).await;
+    }
+    let text = rejected_because(&stack, "huge.tsv").await;
+    assert!(
+        text.contains("data row 1") && text.contains("bytes"),
+        "{text}"
+    );
+    let _ = rejected_because(&stack, "binary.csv").await;
+    // The BOM file's rows are intact (the mark is not part of the first column).
+    let header: Vec<String> = pg
+        .query(
+            "SELECT header FROM review WHERE _etl_file = 'bom crlf.tsv' ORDER BY _etl_row",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<String> = bom.rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(header, expected);
+}

@@ -407,6 +407,11 @@ impl StackPlan {
         if let Some(endpoint) = self.otlp_endpoint() {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
             env.push(("OTEL_SERVICE_NAME", service.name().to_owned()));
+            // Spans are exported in batches; the SDK's default 5 s delay would keep a
+            // file's trace out of Jaeger for that long after its rows committed.
+            if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+                env.push(("OTEL_BSP_SCHEDULE_DELAY", "1000".to_owned()));
+            }
             // The embedded collector keys Jaeger's "processes" by service.instance.id:
             // without one, every service is "unknown" and all spans of a trace show
             // the same service name. One instance per service and stack port.

@@ -440,7 +440,7 @@ mod tests {
         assert!(text.contains("run demo-1: FAILED"), "{text}");
         assert!(text.contains("1,500 expected, 1,500 landed"), "{text}");
         assert!(
-            text.contains("p50 120 ms, p95 340 ms, max 400 ms"),
+            text.contains("p50 120 ms, p95 340 ms, p99 390 ms, max 400 ms"),
             "{text}"
         );
         assert!(text.contains("1.5 s"), "{text}");

@@ -174,14 +174,15 @@ async fn topics_are_not_auto_created_and_duplicates_are_refused() -> TestResult 
     Ok(())
 }
 
-/// With sqlite storage, records and committed offsets survive a broker restart on the
-/// same directory and port.
-#[tokio::test]
-async fn sqlite_broker_keeps_records_and_offsets_across_restarts() -> TestResult {
-    let dir = tempfile::tempdir()?;
+/// Records and committed offsets survive the broker stopping (`kill -9` when `kill`,
+/// else a clean stop) and starting again on the same directory and port.
+async fn keeps_records_and_offsets_across_restarts(
+    storage: impl Fn() -> Storage,
+    kill: bool,
+) -> TestResult {
     let port = free_port();
     let start = || {
-        Broker::builder(Storage::Sqlite(dir.path().to_path_buf()))
+        Broker::builder(storage())
             .port(port)
             .log_dir(test_log_dir()?)
             .start()
@@ -192,8 +193,14 @@ async fn sqlite_broker_keeps_records_and_offsets_across_restarts() -> TestResult
     let group = unique_name("sink");
     produce(&broker, &topic, 1..31).await?;
     consume(&broker, &topic, &group, 30).await?;
+    if kill {
+        let pid = broker.pid().ok_or("no pid")?;
+        std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()?;
+    }
     broker.stop()?;
-    assert!(dir.path().join("tansu.db").is_file());
     drop(broker);
 
     let broker = start()?;
@@ -214,6 +221,24 @@ async fn sqlite_broker_keeps_records_and_offsets_across_restarts() -> TestResult
         .collect::<Result<_, _>>()?;
     assert_eq!(rows, (31..36).collect());
     Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_broker_keeps_records_and_offsets_across_restarts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    keeps_records_and_offsets_across_restarts(|| Storage::Sqlite(dir.path().to_path_buf()), false)
+        .await?;
+    assert!(dir.path().join("tansu.db").is_file());
+    Ok(())
+}
+
+/// Apache Kafka keeps acknowledged records and committed offsets across a kill -9 of the
+/// broker and a restart on the same directory.
+#[tokio::test]
+async fn kafka_keeps_records_and_offsets_across_a_kill() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    keeps_records_and_offsets_across_restarts(|| Storage::Kafka(dir.path().to_path_buf()), true)
+        .await
 }
 
 #[tokio::test]
@@ -300,42 +325,5 @@ async fn tansu_sqlite_resumes_a_group_inside_a_producer_batch() -> TestResult {
 async fn tansu_memory_loses_the_rest_of_a_batch_for_a_resuming_group() -> TestResult {
     let broker = shared_tansu()?;
     assert_eq!(resume_inside_a_batch(broker).await?, 0);
-    Ok(())
-}
-
-/// Apache Kafka keeps acknowledged records and committed offsets across a kill -9 of the
-/// broker and a restart on the same directory.
-#[tokio::test]
-async fn kafka_keeps_records_and_offsets_across_a_kill() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let start = || {
-        Broker::builder(Storage::Kafka(dir.path().to_path_buf()))
-            .port(port)
-            .log_dir(test_log_dir()?)
-            .start()
-    };
-    let mut broker = start()?;
-    let topic = broker.create_unique_topic("kept", 3).await?;
-    let group = unique_name("sink");
-    produce(&broker, &topic, 1..31).await?;
-    consume(&broker, &topic, &group, 30).await?;
-    let pid = broker.pid().ok_or("no pid")?;
-    std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .status()?;
-    broker.stop()?;
-    drop(broker);
-
-    let broker = start()?;
-    assert_eq!(committed_total(&broker, &topic, &group)?, 30);
-    produce(&broker, &topic, 31..36).await?;
-    let got = consume(&broker, &topic, &group, 5).await?;
-    let rows: BTreeSet<u32> = got
-        .iter()
-        .map(|(_, row, _)| row.parse())
-        .collect::<Result<_, _>>()?;
-    assert_eq!(rows, (31..36).collect());
     Ok(())
 }

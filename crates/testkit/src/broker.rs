@@ -232,7 +232,25 @@ impl BrokerBuilder {
             TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
                 && answers_metadata(addr).is_ok()
         })?;
+        warm_group_coordinator(addr);
         Ok(process)
+    }
+}
+
+/// A fresh Kafka creates its `__consumer_offsets` topic when a group first looks for
+/// its coordinator, which takes seconds; a sink joining its group would pay them on
+/// the first file. Asking for a group's committed offsets once here pays them at
+/// start instead. Best effort: a failure only means the first group pays.
+fn warm_group_coordinator(addr: SocketAddr) {
+    let consumer: Result<BaseConsumer, _> = ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .set("group.id", "testkit-warm-up")
+        .create();
+    let Ok(consumer) = consumer else { return };
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("__testkit_warm_up", 0);
+    if let Err(e) = consumer.committed_offsets(tpl, Duration::from_secs(30)) {
+        tracing::debug!(%addr, error = %e, "group coordinator warm-up failed");
     }
 }
 
@@ -291,6 +309,7 @@ impl BrokerBuilder {
             TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
                 && answers_metadata(addr).is_ok()
         })?;
+        warm_group_coordinator(addr);
         Ok(process)
     }
 }

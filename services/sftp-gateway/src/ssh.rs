@@ -208,6 +208,13 @@ async fn run_connection(
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
+    // russh sets TCP_NODELAY (`Config::nodelay`) only on sockets it accepts itself;
+    // without it every SFTP request/response pair can wait for a delayed ACK (40 ms).
+    if config.nodelay
+        && let Err(e) = stream.set_nodelay(true)
+    {
+        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
     let uploads = Uploads::new();
     let live = Liveness::new();
     let grace = shared.login_grace_time;

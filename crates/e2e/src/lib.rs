@@ -9,7 +9,8 @@
 //! - `tests/tracing.rs`: the same with every service as its own process exporting
 //!   OTLP to a collector inside the test; one trace per file, checked span by span.
 //! - this file: applying the connector files, running a extraction and waiting for
-//!   the verifier's complete report.
+//!   the verifier's complete report. Each step has a `_with` form whose calls
+//!   carry an API token ([`ClientAuth`]), for stacks that require one.
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
@@ -18,6 +19,7 @@ use etl_proto::v1::{
     WatchRunRequest, connect_manager_client::ConnectManagerClient,
     extractor_client::ExtractorClient, sink_verifier_client::SinkVerifierClient,
 };
+pub use etl_service::ClientAuth;
 use tokio_stream::StreamExt;
 
 /// The repository's root.
@@ -31,9 +33,20 @@ pub const DEADLINE: Duration = Duration::from_secs(180);
 /// Creates the connectors of `deploy/connectors/*.json` with placeholders filled
 /// from `vars`, as `etlctl connectors apply` does. Returns how many were created.
 pub async fn apply_connectors(connect_url: &str, vars: &HashMap<&str, String>) -> usize {
-    let mut cm = ConnectManagerClient::connect(connect_url.to_string())
-        .await
-        .expect("connect-manager gRPC");
+    apply_connectors_with(&ClientAuth::none(), connect_url, vars).await
+}
+
+/// [`apply_connectors`], the calls carrying `auth`'s token.
+pub async fn apply_connectors_with(
+    auth: &ClientAuth,
+    connect_url: &str,
+    vars: &HashMap<&str, String>,
+) -> usize {
+    let mut cm = ConnectManagerClient::new(
+        auth.connect(connect_url)
+            .await
+            .expect("connect-manager gRPC"),
+    );
     let mut applied = 0;
     for entry in std::fs::read_dir(root().join("deploy/connectors")).expect("connector dir") {
         let path = entry.expect("entry").path();
@@ -64,8 +77,28 @@ pub async fn run_and_verify(
     run_id: &str,
     chunk_size: u32,
 ) -> (RunProgress, RunReport) {
-    let last = run_extractor(extractor_url, input, run_id, chunk_size).await;
-    (last, wait_verified(verifier_url, run_id).await)
+    run_and_verify_with(
+        &ClientAuth::none(),
+        extractor_url,
+        verifier_url,
+        input,
+        run_id,
+        chunk_size,
+    )
+    .await
+}
+
+/// [`run_and_verify`], the calls carrying `auth`'s token.
+pub async fn run_and_verify_with(
+    auth: &ClientAuth,
+    extractor_url: &str,
+    verifier_url: &str,
+    input: &Path,
+    run_id: &str,
+    chunk_size: u32,
+) -> (RunProgress, RunReport) {
+    let last = run_extractor_with(auth, extractor_url, input, run_id, chunk_size).await;
+    (last, wait_verified_with(auth, verifier_url, run_id).await)
 }
 
 /// Runs the extractor over `input` and follows the run until every chunk is
@@ -76,9 +109,25 @@ pub async fn run_extractor(
     run_id: &str,
     chunk_size: u32,
 ) -> RunProgress {
-    let mut ex = ExtractorClient::connect(extractor_url.to_string())
-        .await
-        .expect("extractor gRPC");
+    run_extractor_with(
+        &ClientAuth::none(),
+        extractor_url,
+        input,
+        run_id,
+        chunk_size,
+    )
+    .await
+}
+
+/// [`run_extractor`], the calls carrying `auth`'s token.
+pub async fn run_extractor_with(
+    auth: &ClientAuth,
+    extractor_url: &str,
+    input: &Path,
+    run_id: &str,
+    chunk_size: u32,
+) -> RunProgress {
+    let mut ex = ExtractorClient::new(auth.connect(extractor_url).await.expect("extractor gRPC"));
     ex.start_run(StartRunRequest {
         sources: vec![SourceSpec {
             name: "amazon".into(),
@@ -116,9 +165,12 @@ pub async fn run_extractor(
 
 /// Follows the verifier's report of `run_id` until it is complete.
 pub async fn wait_verified(verifier_url: &str, run_id: &str) -> RunReport {
-    let mut sv = SinkVerifierClient::connect(verifier_url.to_string())
-        .await
-        .expect("verifier gRPC");
+    wait_verified_with(&ClientAuth::none(), verifier_url, run_id).await
+}
+
+/// [`wait_verified`], the calls carrying `auth`'s token.
+pub async fn wait_verified_with(auth: &ClientAuth, verifier_url: &str, run_id: &str) -> RunReport {
+    let mut sv = SinkVerifierClient::new(auth.connect(verifier_url).await.expect("verifier gRPC"));
     let mut reports = sv
         .watch_report(GetReportRequest {
             run_id: run_id.to_string(),

@@ -1,6 +1,7 @@
 //! compose.yaml and the Dockerfile cannot run on machines without a Docker engine,
 //! so their contract is checked statically: health gates, pinned images, env
-//! names that the binaries really accept, the design's ports, and a Dockerfile
+//! names that the binaries really accept, the design's ports (published only
+//! where a user needs them, on 127.0.0.1), no literal secrets, and a Dockerfile
 //! that builds exactly the workspace's binaries.
 
 use std::{
@@ -24,7 +25,10 @@ fn root() -> PathBuf {
 
 fn compose() -> Value {
     let text = std::fs::read_to_string(root().join("compose.yaml")).expect("read compose.yaml");
-    serde_yaml::from_str(&text).expect("compose.yaml is valid YAML")
+    let mut value: Value = serde_yaml::from_str(&text).expect("compose.yaml is valid YAML");
+    // `<<: *anchor` merges, as compose applies them.
+    value.apply_merge().expect("merge keys apply");
+    value
 }
 
 fn services(c: &Value) -> &serde_yaml::Mapping {
@@ -196,29 +200,48 @@ fn design_ports() -> BTreeMap<String, BTreeSet<u16>> {
     out
 }
 
-fn container_ports(svc: &Value) -> BTreeSet<u16> {
-    svc["ports"]
+fn port_entries<'a>(svc: &'a Value, key: &str) -> Vec<&'a str> {
+    svc[key]
         .as_sequence()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(Value::as_str)
-                .filter_map(|p| p.rsplit(':').next()?.parse().ok())
-                .collect()
-        })
+        .map(|ps| ps.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default()
 }
 
-fn host_ports(svc: &Value) -> BTreeSet<u16> {
-    svc["ports"]
-        .as_sequence()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(Value::as_str)
-                .filter_map(|p| p.split(':').next()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The ports a service listens on inside the network: `expose`, and the
+/// container side of `ports` (`[IP:]HOST:CONTAINER`).
+fn container_ports(svc: &Value) -> BTreeSet<u16> {
+    port_entries(svc, "ports")
+        .into_iter()
+        .chain(port_entries(svc, "expose"))
+        .filter_map(|p| p.rsplit(':').next()?.parse().ok())
+        .collect()
 }
+
+/// The published ports: `(host IP, host port)` of each `ports` entry.
+fn published(svc: &Value) -> BTreeSet<(String, u16)> {
+    port_entries(svc, "ports")
+        .into_iter()
+        .filter_map(|p| {
+            let parts: Vec<&str> = p.split(':').collect();
+            match parts.as_slice() {
+                [ip, host, _] => Some((ip.to_string(), host.parse().ok()?)),
+                [host, _] => Some((String::new(), host.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn host_ports(svc: &Value) -> BTreeSet<u16> {
+    published(svc).into_iter().map(|(_, p)| p).collect()
+}
+
+/// What a user needs on the host (issue 10): SFTP, the Jaeger UI, the REST API.
+const PUBLISHED: [(&str, u16); 3] = [
+    ("sftp-gateway", 2222),
+    ("jaeger", 16686),
+    ("connect-manager", 8083),
+];
 
 #[test]
 fn ports_match_the_design() {
@@ -232,12 +255,7 @@ fn ports_match_the_design() {
         assert_eq!(
             &container_ports(svc),
             want,
-            "{s}: compose ports differ from DESIGN.md"
-        );
-        assert_eq!(
-            &host_ports(svc),
-            want,
-            "{s}: published ports differ from DESIGN.md"
+            "{s}: compose ports (expose and ports) differ from DESIGN.md"
         );
         // Listen addresses (0.0.0.0:PORT) set in compose use the design's ports.
         for (k, v) in svc["environment"].as_mapping().expect("env") {
@@ -252,11 +270,6 @@ fn ports_match_the_design() {
         }
     }
     let pg = &services(&c)["postgres"];
-    assert_eq!(
-        host_ports(pg),
-        BTreeSet::from([54321]),
-        "compose publishes Postgres on 54321"
-    );
     assert_eq!(container_ports(pg), BTreeSet::from([5432]));
     let jaeger = &services(&c)["jaeger"];
     assert_eq!(container_ports(jaeger), BTreeSet::from([4317, 16686]));
@@ -268,6 +281,86 @@ fn ports_match_the_design() {
             .is_some_and(|r| r.contains("controller")),
         "Kafka runs in KRaft mode"
     );
+}
+
+#[test]
+fn only_what_a_user_needs_is_published_and_only_on_loopback() {
+    let c = compose();
+    for (k, svc) in services(&c) {
+        let n = name(k);
+        let want: BTreeSet<u16> = PUBLISHED
+            .iter()
+            .filter(|(s, _)| *s == n)
+            .map(|(_, p)| *p)
+            .collect();
+        assert_eq!(host_ports(svc), want, "{n}: published ports");
+        for (ip, port) in published(svc) {
+            assert_eq!(
+                ip, "127.0.0.1",
+                "{n}: port {port} must be bound to 127.0.0.1, not every interface"
+            );
+        }
+    }
+}
+
+/// A value that names a secret without holding it: compose interpolation
+/// (`${VAR:?…}`, from `.env`) or a ConfigProvider reference (`$${env:VAR}`).
+fn is_reference(value: &str) -> bool {
+    value.contains("${")
+}
+
+#[test]
+fn no_secret_is_written_in_compose() {
+    let c = compose();
+    let secret_name = |k: &str| {
+        let k = k.to_ascii_uppercase();
+        ["PASSWORD", "TOKEN", "SECRET", "PASSPHRASE"]
+            .iter()
+            .any(|w| k.contains(w))
+            && !k.ends_with("_FILE")
+    };
+    for (k, svc) in services(&c) {
+        let n = name(k);
+        let Some(env) = svc["environment"].as_mapping() else {
+            continue;
+        };
+        for (key, value) in env {
+            let (key, value) = (key.as_str().unwrap_or(""), value.as_str().unwrap_or(""));
+            if secret_name(key) {
+                assert!(
+                    is_reference(value),
+                    "{n}: {key} holds a literal secret; take it from .env (${{{key}:?}})"
+                );
+            }
+            // A password inside a URL (user:password@host).
+            if let Some((_, rest)) = value.split_once("://")
+                && let Some((userinfo, _)) = rest.split('/').next().unwrap_or("").rsplit_once('@')
+                && let Some((_, password)) = userinfo.split_once(':')
+            {
+                assert!(
+                    password.starts_with("${"),
+                    "{n}: {key} has a literal password in its URL"
+                );
+            }
+        }
+    }
+    // Every service of ours requires the control-plane token, from .env.
+    for s in SERVICES.iter().chain(["etlctl"].iter()) {
+        let token = services(&c)[*s]["environment"]["ETL_API_TOKEN"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{s} gets no ETL_API_TOKEN"));
+        assert!(token.starts_with("${ETL_API_TOKEN:?"), "{s}: {token}");
+    }
+    // `.env` keys are documented at the top of the file.
+    let text = std::fs::read_to_string(root().join("compose.yaml")).expect("read compose.yaml");
+    for key in ["ETL_API_TOKEN", "ETL_PG_PASSWORD", "ETL_SFTP_PASSWORD"] {
+        assert!(
+            text.lines()
+                .take_while(|l| l.starts_with('#'))
+                .any(|l| l.contains(key)),
+            "the .env key {key} is not documented in compose.yaml's header"
+        );
+    }
 }
 
 fn workspace_binaries() -> BTreeSet<String> {

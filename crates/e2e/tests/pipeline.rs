@@ -101,6 +101,9 @@ async fn reviews_travel_from_csv_to_postgres_exactly_once() {
             &verifier_url,
             "--gateway-url",
             &gateway_url,
+            // StartRun reads below its input directories only.
+            "--input-dir",
+            dir.path().to_str().expect("utf8"),
         ]),
         shutdown.clone(),
     )

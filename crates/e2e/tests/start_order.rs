@@ -130,6 +130,9 @@ async fn case(late: Late) {
             verifier_url.clone(),
             "--gateway-url".to_string(),
             gateway_url.clone(),
+            // StartRun reads below its input directories only.
+            "--input-dir".to_string(),
+            dir.path().display().to_string(),
         ],
     );
 

@@ -2,6 +2,9 @@
 //! `{"name": "...", "config": {"key": "value", ...}}`, with `${VAR}` and
 //! `${VAR:-default}` placeholders so one file serves the local stack, compose and
 //! tests: whoever applies the file (etlctl, a test) supplies the variables.
+//! ConfigProvider references (`${env:VAR}`, `${file:/path:key}`, see
+//! [`crate::config_provider`]) are left as they are: connect-manager resolves
+//! them when the connector starts, so the secret never travels with the file.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +75,11 @@ pub fn expand(
             .find('}')
             .ok_or_else(|| ConnectorFileError::Unterminated(s.to_string()))?;
         let inner = &after[..end];
+        if crate::config_provider::is_reference(inner) {
+            out.push_str(&rest[start..start + 2 + end + 1]);
+            rest = &after[end + 1..];
+            continue;
+        }
         let (name, default) = match inner.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
             None => (inner, None),
@@ -111,6 +119,10 @@ mod tests {
         );
         assert_eq!(expand("${EMPTY:-d}", &env), Ok("d".into()));
         assert_eq!(expand("plain", &env), Ok("plain".into()));
+        assert_eq!(
+            expand("${env:PG_PASSWORD}/${file:/s.properties:pw}/${HOST}", &env),
+            Ok("${env:PG_PASSWORD}/${file:/s.properties:pw}/db".into())
+        );
         assert_eq!(
             expand("${NOPE}", &env),
             Err(ConnectorFileError::Unset {

@@ -5,6 +5,20 @@
 //! Why lossless: the pipeline promises rows arrive *unaltered*, and the verifier
 //! proves it by digesting values read back from Postgres. A lossy inference (say,
 //! `1.50` stored as 1.5) would make an honest pipeline look like it altered data.
+//!
+//! # The one exception: booleans in other cases
+//! `True`/`False` (Python's spelling, which the original extractor wrote) and
+//! `TRUE`/`FALSE` are booleans too, and come back as `true`/`false`. Keeping
+//! them text would be worse: one such file would make a shared boolean column
+//! text for every later reader (or be refused by a source whose first file
+//! pinned the column as boolean). The verifier is not affected: it only checks
+//! files the extractor registered, and the extractor writes lowercase
+//! `true`/`false`, which still round-trip exactly. Only these six spellings
+//! count (not `tRuE`, `yes`, `1`).
+//!
+//! [`parse_declared`] is the other way in: values against a type the user
+//! declared (a connector's `value.schema`), converted as Kafka Connect would
+//! (`007` is the integer 7), so not lossless, by the user's choice.
 
 use chrono::{DateTime, Utc};
 
@@ -22,8 +36,8 @@ fn as_double(s: &str) -> Option<f64> {
 
 fn as_bool(s: &str) -> Option<bool> {
     match s {
-        "true" => Some(true),
-        "false" => Some(false),
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
         _ => None,
     }
 }
@@ -129,6 +143,39 @@ pub fn parse_value(s: &str, ty: FieldType) -> Option<Value> {
     })
 }
 
+/// Parses a field against a type the user declared (not inferred): integers
+/// and numbers as Rust (and Java) parse them (`+5`, `007`, `1e3`), booleans as
+/// `true`/`false` in any case, timestamps as RFC 3339 with any offset. `Int32`
+/// must fit in 32 bits; numbers must be finite (JSON has no NaN). An empty
+/// field in a typed column is Null, in a text column an empty string.
+///
+/// `None` when `s` is not a value of `ty`.
+pub fn parse_declared(s: &str, ty: FieldType) -> Option<Value> {
+    if s.is_empty() && ty != FieldType::String {
+        return Some(Value::Null);
+    }
+    Some(match ty {
+        FieldType::String => Value::Text(s.to_string()),
+        FieldType::Boolean => match s.to_ascii_lowercase().as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => return None,
+        },
+        FieldType::Int32 => Value::Int(i64::from(s.parse::<i32>().ok()?)),
+        FieldType::Int64 => Value::Int(s.parse().ok()?),
+        FieldType::Float | FieldType::Double => {
+            let v: f64 = s.parse().ok()?;
+            if !v.is_finite() {
+                return None;
+            }
+            Value::Double(v)
+        }
+        FieldType::Timestamp => {
+            Value::Timestamp(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +206,7 @@ mod tests {
     #[test]
     fn values_that_would_change_stay_text() {
         for v in [
-            "007", "+5", "1.50", "1e3", "1.0", "NaN", "inf", "TRUE", "True",
+            "007", "+5", "1.50", "1e3", "1.0", "NaN", "inf", "tRuE", "yes",
         ] {
             assert_eq!(infer(&[v]), String, "{v}");
         }
@@ -168,6 +215,53 @@ mod tests {
         assert_eq!(infer(&["2024-01-02T03:04:05.123456789Z"]), String);
         // Beyond 2^53 an integer is not exactly a double.
         assert_eq!(infer(&["9007199254740993", "0.5"]), String);
+    }
+
+    #[test]
+    fn booleans_in_any_of_six_spellings() {
+        // Python's `False` (the original extractor), upper case, and mixed in a column.
+        assert_eq!(infer(&["False", "True", ""]), Boolean);
+        assert_eq!(infer(&["TRUE", "false", "True"]), Boolean);
+        assert_eq!(infer(&["False", "no"]), String);
+        for (s, b) in [
+            ("true", true),
+            ("True", true),
+            ("TRUE", true),
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+        ] {
+            assert_eq!(parse_value(s, Boolean), Some(Value::Bool(b)), "{s}");
+        }
+        // The trade-off: other spellings come back lowercase; lowercase stays exact.
+        assert_eq!(
+            parse_value("False", Boolean).map(|v| v.canonical_text()),
+            Some("false".to_string())
+        );
+        assert_eq!(parse_value("tRuE", Boolean), None);
+    }
+
+    #[test]
+    fn declared_types_convert_like_kafka_connect() {
+        assert_eq!(parse_declared("007", Int64), Some(Value::Int(7)));
+        assert_eq!(parse_declared("+5", Int32), Some(Value::Int(5)));
+        assert_eq!(parse_declared("3000000000", Int32), None);
+        assert_eq!(
+            parse_declared("3000000000", Int64),
+            Some(Value::Int(3_000_000_000))
+        );
+        assert_eq!(parse_declared("1.50", Double), Some(Value::Double(1.5)));
+        assert_eq!(parse_declared("NaN", Double), None);
+        assert_eq!(parse_declared("tRuE", Boolean), Some(Value::Bool(true)));
+        assert_eq!(parse_declared("yes", Boolean), None);
+        assert_eq!(parse_declared("", Boolean), Some(Value::Null));
+        assert_eq!(
+            parse_declared("", String),
+            Some(Value::Text(std::string::String::new()))
+        );
+        let t = parse_declared("2024-01-02T05:04:05+02:00", Timestamp).expect("timestamp");
+        assert_eq!(t.canonical_text(), "2024-01-02T03:04:05Z");
+        assert_eq!(parse_declared("x", Int64), None);
     }
 
     #[test]

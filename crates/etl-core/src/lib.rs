@@ -13,8 +13,11 @@
 //! - [`value`] and [`schema`]: typed values and Kafka Connect schemas.
 //! - [`infer`]: lossless column type inference from a file's text.
 //! - [`connector_file`]: connector JSON files with `${VAR:-default}` placeholders.
+//! - [`config_provider`]: Kafka Connect's `${env:VAR}` and `${file:/path:key}`
+//!   references in connector configs, resolved with the reads the caller gives.
 //! - [`envelope`]: the Kafka Connect JsonConverter envelope (`schema` + `payload`).
 
+pub mod config_provider;
 pub mod connector_file;
 pub mod digest;
 pub mod envelope;

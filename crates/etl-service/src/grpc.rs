@@ -13,7 +13,7 @@ use tonic_health::{
     server::HealthReporter,
 };
 
-use crate::Shutdown;
+use crate::{Shutdown, client::ClientAuth, security::ServerSecurity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -25,6 +25,8 @@ pub enum GrpcError {
     },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("TLS of the gRPC server: {0}")]
+    Tls(String),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("health check of {addr} failed: {reason}")]
@@ -83,13 +85,26 @@ pub async fn base_routes(service: &'static str) -> Result<(RoutesBuilder, Health
 }
 
 /// Serves `routes` on `listener` until `shutdown` trips; in-flight calls finish.
+/// `security` decides whether calls need the token (health and reflection
+/// never do) and whether the listener speaks TLS.
 pub async fn serve_grpc(
     listener: TcpListener,
     routes: Routes,
+    security: &ServerSecurity,
     shutdown: Shutdown,
 ) -> Result<(), GrpcError> {
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = &security.tls {
+        server = server
+            .tls_config(identity.tonic())
+            .map_err(|e| GrpcError::Tls(e.to_string()))?;
+    }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, security = %security.describe(), "gRPC control plane");
+    }
+    server
         .layer(etl_telemetry::grpc::ServerTraceLayer)
+        .layer(crate::auth::grpc_layer(security.token.clone()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.wait().await
@@ -98,19 +113,29 @@ pub async fn serve_grpc(
     Ok(())
 }
 
-/// Asks the `grpc.health.v1` service at `addr` (`host:port` or `http://host:port`)
-/// whether it is SERVING. Used by `<binary> healthcheck`, by etlctl and by tests.
+/// Asks the `grpc.health.v1` service at `addr` (`host:port`, `http://host:port`
+/// or `https://host:port`, trusting `ETL_TLS_CA`) whether it is SERVING. Used
+/// by `<binary> healthcheck`, by etlctl and by tests. Health needs no token.
 pub async fn probe_health(addr: &str) -> Result<bool, GrpcError> {
-    let url = if addr.starts_with("http") {
-        addr.to_string()
+    let auth = if crate::client::url(addr).starts_with("https://") {
+        ClientAuth::from_env().map_err(|e| GrpcError::Probe {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
     } else {
-        format!("http://{addr}")
+        ClientAuth::none()
     };
+    probe_health_with(addr, &auth).await
+}
+
+/// [`probe_health`] with the caller's CA (for `https://`).
+pub async fn probe_health_with(addr: &str, auth: &ClientAuth) -> Result<bool, GrpcError> {
     let err = |reason: String| GrpcError::Probe {
         addr: addr.to_string(),
         reason,
     };
-    let channel = tonic::transport::Endpoint::from_shared(url)
+    let channel = auth
+        .endpoint(addr)
         .map_err(|e| err(e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(2))
         .connect()
@@ -137,9 +162,10 @@ pub async fn serve_until_shutdown(
     listener: TcpListener,
     routes: Routes,
     health: Health,
+    security: ServerSecurity,
     shutdown: Shutdown,
 ) -> Result<(), GrpcError> {
-    let serve = serve_grpc(listener, routes, shutdown.clone());
+    let serve = serve_grpc(listener, routes, &security, shutdown.clone());
     let not_serving = async {
         shutdown.wait().await;
         health.set(false).await;

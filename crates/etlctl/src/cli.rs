@@ -210,8 +210,8 @@ pub fn parse() -> Cli {
 fn environment_section(root: &clap::Command) -> String {
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
-    // (env name, flag) -> commands
-    type Vars = BTreeMap<(String, String), Vec<String>>;
+    // (env name, flag, value hidden) -> commands
+    type Vars = BTreeMap<(String, String, bool), Vec<String>>;
     let mut vars = Vars::new();
     fn walk(command: &clap::Command, path: &str, vars: &mut Vars) {
         for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
@@ -227,7 +227,7 @@ fn environment_section(root: &clap::Command) -> String {
                 let flag = arg
                     .get_long()
                     .map_or_else(|| arg.get_id().to_string(), |l| format!("--{l}"));
-                vars.entry((env.to_owned(), flag))
+                vars.entry((env.to_owned(), flag, arg.is_hide_env_values_set()))
                     .or_default()
                     .push(name.clone());
             }
@@ -237,8 +237,13 @@ fn environment_section(root: &clap::Command) -> String {
     walk(root, "", &mut vars);
     let mut out =
         String::from("Environment (each variable is the env twin of a flag; the flag wins):\n");
-    for ((env, flag), commands) in vars {
-        let value = std::env::var(&env).unwrap_or_default();
+    for ((env, flag, secret), commands) in vars {
+        // A secret's value is not printed (clap's hide_env_values).
+        let value = if secret {
+            String::new()
+        } else {
+            std::env::var(&env).unwrap_or_default()
+        };
         let _ = writeln!(
             out,
             "  {flag:<24} {}\n  {:<24} [env: {env}={value}]",
@@ -362,6 +367,11 @@ pub struct ConnectorsTarget {
         value_name = "URL"
     )]
     pub url: Option<String>,
+
+    /// The API token (local: the stack's <dir>/api-token wins) and the CA of
+    /// https:// URLs.
+    #[command(flatten)]
+    pub security: etl_service::ClientSecurity,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -467,6 +477,12 @@ pub struct EndpointArgs {
     /// http://127.0.0.1:16686).
     #[arg(long, env = "ETL_JAEGER_URL", value_name = "URL")]
     pub jaeger_url: Option<String>,
+
+    /// The API token the services require (local: the stack's <dir>/api-token wins;
+    /// external: --api-token, --api-token-file or their env twins) and the CA of
+    /// https:// URLs. Health probes need none.
+    #[command(flatten)]
+    pub security: etl_service::ClientSecurity,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -619,6 +635,9 @@ mod tests {
             "ETL_OTLP_PORT",
             "ETL_JAEGER_PORT",
             "ETL_NO_TRACING",
+            "ETL_API_TOKEN",
+            "ETL_API_TOKEN_FILE",
+            "ETL_TLS_CA",
         ] {
             assert!(
                 help.contains(&format!("[env: {var}=")),

@@ -13,7 +13,7 @@ use etl_proto::v1::connect_manager_client::ConnectManagerClient;
 use etl_proto::v1::{
     ConnectorInfo, CreateConnectorRequest, GetConnectorStatusRequest, ListConnectorsRequest,
 };
-use tonic::transport::Channel;
+use etl_service::{AuthChannel, ClientAuth};
 
 use crate::cli::{ConnectorsApplyArgs, ConnectorsTarget, StackMode};
 use crate::stack::{Service, StackDir, StackInfo};
@@ -65,8 +65,11 @@ pub fn load(
         .collect()
 }
 
-/// connect-manager's URL: `--url`, else the stack's.
-fn target_url(target: &ConnectorsTarget) -> anyhow::Result<(String, Option<StackInfo>)> {
+/// connect-manager's URL (`--url`, else the stack's), the stack, and what
+/// the calls carry (the local stack's token, else the flags').
+fn target_url(
+    target: &ConnectorsTarget,
+) -> anyhow::Result<(String, Option<StackInfo>, ClientAuth)> {
     if target.mode == StackMode::External {
         let url = target
             .url
@@ -78,9 +81,11 @@ fn target_url(target: &ConnectorsTarget) -> anyhow::Result<(String, Option<Stack
                     crate::stack::Ports::default().grpc(Service::ConnectManager)
                 )
             });
-        return Ok((url, None));
+        let auth = crate::endpoints::client_auth(&target.security, None)?;
+        return Ok((url, None, auth));
     }
     let dir = StackDir::new(&target.stack_dir)?;
+    let auth = crate::endpoints::client_auth(&target.security, Some(&dir))?;
     let stack = dir.read_stack()?;
     let url = match (&target.url, &stack) {
         (Some(url), _) => url.clone(),
@@ -93,18 +98,16 @@ fn target_url(target: &ConnectorsTarget) -> anyhow::Result<(String, Option<Stack
             dir.root().display()
         ),
     };
-    Ok((url, stack))
+    Ok((url, stack, auth))
 }
 
-pub async fn client(url: &str) -> anyhow::Result<ConnectManagerClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("bad connect-manager URL {url}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| {
-            format!("connect-manager at {url} is unreachable (is the stack up? `etlctl status`)")
-        })?;
+pub async fn client(
+    url: &str,
+    auth: &ClientAuth,
+) -> anyhow::Result<ConnectManagerClient<AuthChannel>> {
+    let channel = auth.connect(url).await.with_context(|| {
+        format!("connect-manager at {url} is unreachable (is the stack up? `etlctl status`)")
+    })?;
     Ok(ConnectManagerClient::new(channel))
 }
 
@@ -113,9 +116,10 @@ pub async fn apply_dir(
     dir: &Path,
     url: &str,
     stack: Option<&StackInfo>,
+    auth: &ClientAuth,
 ) -> anyhow::Result<Vec<ConnectorInfo>> {
     let files = load(dir, stack)?;
-    let mut client = client(url).await?;
+    let mut client = client(url, auth).await?;
     let mut applied = Vec::new();
     for (path, file) in files {
         let request = CreateConnectorRequest {
@@ -158,15 +162,15 @@ pub async fn apply_dir(
 
 /// `etlctl connectors apply`.
 pub async fn apply(args: &ConnectorsApplyArgs) -> anyhow::Result<()> {
-    let (url, stack) = target_url(&args.target)?;
-    apply_dir(&args.connectors_dir, &url, stack.as_ref()).await?;
+    let (url, stack, auth) = target_url(&args.target)?;
+    apply_dir(&args.connectors_dir, &url, stack.as_ref(), &auth).await?;
     Ok(())
 }
 
 /// `etlctl connectors list`.
 pub async fn list(target: &ConnectorsTarget) -> anyhow::Result<()> {
-    let (url, _) = target_url(target)?;
-    let mut client = client(&url).await?;
+    let (url, _, auth) = target_url(target)?;
+    let mut client = client(&url, &auth).await?;
     let connectors = client
         .list_connectors(ListConnectorsRequest {})
         .await

@@ -17,8 +17,8 @@ use etl_proto::v1::sink_verifier_client::SinkVerifierClient;
 use etl_proto::v1::{
     GetReportRequest, RunProgress, RunReport, SourceSpec, StartRunRequest, WatchRunRequest,
 };
+use etl_service::{AuthChannel, ClientAuth};
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
 
 use crate::cli::{DemoArgs, ReportArgs, StackMode};
 use crate::endpoints::Endpoints;
@@ -84,7 +84,14 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         }
     };
     let dir = &dir;
-    // StartRun gets this absolute path: the extractor must see the same file there.
+    // The local stack's token, or (external) the flags'.
+    let auth = match args.endpoints.mode {
+        StackMode::Local => crate::endpoints::client_auth(&args.endpoints.security, Some(dir))?,
+        StackMode::External => crate::endpoints::client_auth(&args.endpoints.security, None)?,
+    };
+    // StartRun gets this absolute path: the extractor must see the same file there
+    // (and it must be below the extractor's input directories: the local stack's
+    // extractor reads <dir>/input only).
     let input_dir = match &args.input_dir {
         Some(d) => StackDir::new(d)?.root().to_path_buf(),
         None => dir.input(),
@@ -101,9 +108,15 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     tokio::task::spawn_blocking(move || generate::generate_input(&path, rows, seed, labels))
         .await??;
 
-    connectors::apply_dir(&args.connectors_dir, &endpoints.connect, stack.as_ref()).await?;
+    connectors::apply_dir(
+        &args.connectors_dir,
+        &endpoints.connect,
+        stack.as_ref(),
+        &auth,
+    )
+    .await?;
 
-    let mut extractor = ExtractorClient::new(channel(&endpoints.extractor).await?);
+    let mut extractor = ExtractorClient::new(channel(&endpoints.extractor, &auth).await?);
     // No run id: the extractor derives it from the input's content and the
     // options, so running the same demo again (after a crash, or twice) resumes
     // the same run under the same file names instead of loading a second copy.
@@ -128,7 +141,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     println!("run {run_id} started");
 
     let (extract, mut timed_out) = watch_run(&mut extractor, &run_id, args.rows, deadline).await?;
-    let mut verifier = SinkVerifierClient::new(channel(&endpoints.verifier).await?);
+    let mut verifier = SinkVerifierClient::new(channel(&endpoints.verifier, &auth).await?);
     let report = if timed_out {
         get_report(&mut verifier, &run_id).await
     } else {
@@ -210,8 +223,11 @@ async fn started_by_hand(args: &DemoArgs) -> anyhow::Result<Option<(StackDir, En
 /// `etlctl report RUN_ID`: the verifier's report now. `Some(passed)` once the run is
 /// complete, `None` while it is not.
 pub async fn report(args: &ReportArgs) -> anyhow::Result<Option<bool>> {
-    let endpoints = match args.endpoints.mode {
-        StackMode::External => Endpoints::external(&args.endpoints),
+    let (endpoints, auth) = match args.endpoints.mode {
+        StackMode::External => (
+            Endpoints::external(&args.endpoints),
+            crate::endpoints::client_auth(&args.endpoints.security, None)?,
+        ),
         StackMode::Local => {
             let dir = args.dir.stack_dir()?;
             let stack = dir.read_stack()?.ok_or_else(|| {
@@ -220,10 +236,13 @@ pub async fn report(args: &ReportArgs) -> anyhow::Result<Option<bool>> {
                     dir.root().display()
                 )
             })?;
-            Endpoints::local(&stack, &args.endpoints)?
+            (
+                Endpoints::local(&stack, &args.endpoints)?,
+                crate::endpoints::client_auth(&args.endpoints.security, Some(&dir))?,
+            )
         }
     };
-    let mut verifier = SinkVerifierClient::new(channel(&endpoints.verifier).await?);
+    let mut verifier = SinkVerifierClient::new(channel(&endpoints.verifier, &auth).await?);
     let report = verifier
         .get_report(GetReportRequest {
             run_id: args.run_id.clone(),
@@ -293,11 +312,8 @@ async fn wait_serving(endpoints: &Endpoints, timeout: Duration) -> anyhow::Resul
     }
 }
 
-async fn channel(url: &str) -> anyhow::Result<Channel> {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("bad URL {url}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+async fn channel(url: &str, auth: &ClientAuth) -> anyhow::Result<AuthChannel> {
+    auth.connect(url)
         .await
         .with_context(|| format!("{url} is unreachable (`etlctl status` shows the stack)"))
 }
@@ -321,7 +337,7 @@ fn bar(len: u64, what: &str) -> Option<ProgressBar> {
 /// Follows the extractor's progress until the run is done. Returns the last progress
 /// and whether the deadline passed first.
 async fn watch_run(
-    client: &mut ExtractorClient<Channel>,
+    client: &mut ExtractorClient<AuthChannel>,
     run_id: &str,
     rows: u64,
     deadline: tokio::time::Instant,
@@ -389,7 +405,7 @@ async fn watch_run(
 /// Follows the verifier's report until it is complete or the deadline passes
 /// (`true`). Reconnects when the stream ends early (the verifier may have restarted).
 async fn watch_report(
-    client: &mut SinkVerifierClient<Channel>,
+    client: &mut SinkVerifierClient<AuthChannel>,
     run_id: &str,
     deadline: tokio::time::Instant,
 ) -> (RunReport, bool) {
@@ -469,7 +485,7 @@ async fn watch_report(
 }
 
 /// The verifier's report as it stands (for a run that timed out during extraction).
-async fn get_report(client: &mut SinkVerifierClient<Channel>, run_id: &str) -> RunReport {
+async fn get_report(client: &mut SinkVerifierClient<AuthChannel>, run_id: &str) -> RunReport {
     let request = GetReportRequest {
         run_id: run_id.to_owned(),
     };

@@ -1,8 +1,10 @@
 //! Where the services are: the local stack's `stack.json`, or, with `--stack external`
 //! (compose's one-shot job), the `--*-url` flags and their `ETL_*_URL` twins.
 
+use etl_service::{ClientAuth, ClientSecurity};
+
 use crate::cli::EndpointArgs;
-use crate::stack::{Ports, Service, StackInfo};
+use crate::stack::{Ports, Service, StackDir, StackInfo};
 
 /// The Jaeger UI of the local stack when nothing else is known.
 pub const DEFAULT_JAEGER_URL: &str = "http://127.0.0.1:16686";
@@ -64,6 +66,31 @@ impl Endpoints {
             Service::ConnectManager => &self.connect,
             Service::SinkVerifier => &self.verifier,
         }
+    }
+}
+
+/// What etlctl's calls carry. For the local stack (`local`: its directory),
+/// the token `etlctl up` made there (`<dir>/api-token`) wins over any other;
+/// otherwise `--api-token` / `--api-token-file` (`ETL_API_TOKEN`,
+/// `ETL_API_TOKEN_FILE`). `--tls-ca` (`ETL_TLS_CA`) either way.
+pub fn client_auth(
+    security: &ClientSecurity,
+    local: Option<&StackDir>,
+) -> anyhow::Result<ClientAuth> {
+    let stack_token = match local {
+        Some(dir) => dir.read_api_token()?,
+        None => None,
+    };
+    match stack_token {
+        Some(token) => {
+            let ca_only = ClientSecurity {
+                api_token: None,
+                api_token_file: None,
+                ..security.clone()
+            };
+            Ok(ca_only.auth()?.with_token(Some(token)))
+        }
+        None => Ok(security.auth()?),
     }
 }
 

@@ -71,7 +71,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         },
         Command::Supervise(args) => {
-            supervise::run(args.plan()?).await?;
+            let plan = args.plan()?;
+            // Made before any service starts: each reads it (ETL_API_TOKEN_FILE).
+            plan.dir.ensure_api_token().map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot write the API token {}: {e}",
+                    plan.dir.api_token_file().display()
+                )
+            })?;
+            supervise::run(plan).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,6 +5,8 @@
 //! ```text
 //! .etl/
 //!   supervisor.pid   pid of `etlctl supervise` (written first, removed last)
+//!   api-token        the control-plane token (0600), made once by the first
+//!                    `etlctl supervise`; every service and etlctl use it
 //!   stack.json       endpoints, log paths, service pids and restarts (while up)
 //!   logs/            supervisor.log, postgres-<port>.log, tansu-<port>.log, <service>.log
 //!   pg/              the Postgres cluster (data survives `down`)
@@ -80,6 +82,55 @@ impl StackDir {
     }
     pub fn report_json(&self) -> PathBuf {
         self.root.join("report.json")
+    }
+    /// The control-plane token every service of this stack requires.
+    pub fn api_token_file(&self) -> PathBuf {
+        self.root.join("api-token")
+    }
+
+    /// Makes the stack's API token once: 32 random bytes, hex, in a file only
+    /// its owner reads (0600). An existing token is kept, so clients that read
+    /// it keep working across `down`/`up`.
+    pub fn ensure_api_token(&self) -> std::io::Result<()> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.api_token_file();
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.root)?;
+        let mut random = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+        let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(format!("{token}\n").as_bytes())?;
+            file.sync_all()?;
+        }
+        // A concurrent first start may have made one meanwhile: keep that one.
+        match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        std::fs::remove_file(&tmp)
+    }
+
+    /// The stack's API token, if `up` made one.
+    pub fn read_api_token(&self) -> anyhow::Result<Option<etl_service::auth::Token>> {
+        let path = self.api_token_file();
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(etl_service::auth::Token::from_file(&path)?))
     }
     /// The data directory of a service (`ETL_DATA_DIR`).
     pub fn service_data(&self, service: Service) -> PathBuf {
@@ -386,9 +437,16 @@ impl StackPlan {
     }
 
     /// The environment of one service: its listeners, its peers and its data
-    /// directory, named after the flags' env twins (see docs/ARCHITECTURE.md).
+    /// directory, named after the flags' env twins (see docs/ARCHITECTURE.md),
+    /// and the stack's API token file (a token inherited from the caller's
+    /// environment is blanked: the stack's own wins).
     pub fn service_env(&self, service: Service) -> Vec<(&'static str, String)> {
         let mut env = vec![
+            (
+                "ETL_API_TOKEN_FILE",
+                self.dir.api_token_file().display().to_string(),
+            ),
+            ("ETL_API_TOKEN", String::new()),
             ("ETL_GRPC_ADDR", self.grpc_addr(service)),
             ("ETL_SFTP_ADDR", self.sftp_addr()),
             ("ETL_SFTP_USER", SFTP_USER.to_owned()),
@@ -428,6 +486,10 @@ impl StackPlan {
         }
         if service == Service::ConnectManager {
             env.push(("ETL_REST_ADDR", self.rest_addr()));
+        }
+        if service == Service::Extractor {
+            // StartRun reads the demo's input, and nothing else on the host.
+            env.push(("ETL_INPUT_DIRS", self.dir.input().display().to_string()));
         }
         env
     }
@@ -779,6 +841,35 @@ mod tests {
         let gw = p.service_env(Service::SftpGateway);
         assert!(gw.contains(&("ETL_DATA_DIR", "/x/sftp".to_owned())));
         assert!(!gw.iter().any(|(k, _)| *k == "ETL_REST_ADDR"));
+        for service in Service::ALL {
+            let env = p.service_env(service);
+            assert!(
+                env.contains(&("ETL_API_TOKEN_FILE", "/x/api-token".to_owned())),
+                "{service}: {env:?}"
+            );
+        }
+        assert!(
+            p.service_env(Service::Extractor)
+                .contains(&("ETL_INPUT_DIRS", "/x/input".to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_api_token_is_made_once_and_only_its_owner_reads_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StackDir::new(&tmp.path().join("stack")).expect("dir");
+        assert!(dir.read_api_token().expect("read").is_none());
+        dir.ensure_api_token().expect("make");
+        let first = dir.read_api_token().expect("read").expect("token");
+        assert_eq!(first.expose().len(), 64);
+        let mode = std::fs::metadata(dir.api_token_file())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        dir.ensure_api_token().expect("again");
+        assert_eq!(dir.read_api_token().expect("read"), Some(first));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct Config {
     /// Where connectors are kept (connectors.json), so they survive a restart.
     #[arg(long, env = "ETL_DATA_DIR", default_value = "./data/connect")]
     pub data_dir: PathBuf,
+
+    /// The gRPC and REST APIs' token and TLS (`--api-token-file`, `--tls-cert`, …).
+    #[command(flatten)]
+    pub security: etl_service::ApiSecurity,
 }
 
 impl Config {
@@ -32,6 +36,7 @@ impl Config {
             rest_addr: "127.0.0.1:0".into(),
             kafka_brokers: kafka_brokers.into(),
             data_dir: data_dir.into(),
+            security: etl_service::ApiSecurity::default(),
         }
     }
 }

@@ -2,16 +2,21 @@
 //! `connector.class` picks the kind. Parsing validates everything that can be
 //! checked without a network, so a bad config fails at create time with an
 //! error that names the option; an option the connector would ignore is
-//! refused the same way (see `options`).
+//! refused the same way (see `options`). Values may reference a secret
+//! (`${env:VAR}`, `${file:/path:key}`): resolved here, each time the config is
+//! parsed (at create and at every start), never stored resolved.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use etl_service::Shutdown;
 use tokio::task::JoinHandle;
 
+use etl_core::config_provider;
+
 use crate::{
     Error,
     options::{self, Finding, Options, Verdict},
+    secrets::Scrubber,
     sink::SinkConfig,
     source::SourceConfig,
     status::Status,
@@ -57,6 +62,9 @@ pub(crate) struct Parsed {
     /// processes at once); the sink runs `tasks.max`, members of one consumer
     /// group that share the topics' partitions.
     pub(crate) tasks: u32,
+    /// The config's secrets (as written and as resolved), to keep them out
+    /// of the task's status and errors.
+    pub(crate) secrets: Scrubber,
 }
 
 /// Everything known about a config: the parser's verdict and what
@@ -85,7 +93,48 @@ pub(crate) const MAX_TASKS: u32 = 64;
 
 impl ConnectorConfig {
     /// Parses and reviews a config without acting on the findings.
+    /// `${env:…}` and `${file:…}` references are resolved first (the
+    /// parsers see the values; the caller keeps the references), and every
+    /// message is cleaned of the config's secrets.
     pub(crate) fn review(name: &str, config: &BTreeMap<String, String>) -> Review {
+        let resolved = match config_provider::resolve(
+            config,
+            |var| std::env::var(var).ok(),
+            |path| std::fs::read_to_string(path).map_err(|e| e.to_string()),
+        ) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                let secrets = Scrubber::new([config]);
+                return Review {
+                    kind: config.get("connector.class").and_then(|c| kind_of_class(c)),
+                    parsed: Err(Error::config(name, secrets.scrub(&e.to_string()))),
+                    findings: Vec::new(),
+                };
+            }
+        };
+        let secrets = Scrubber::new([config, &resolved]);
+        let mut review = Self::review_resolved(name, &resolved);
+        review.parsed = match review.parsed {
+            Ok(mut parsed) => {
+                parsed.secrets = secrets.clone();
+                Ok(parsed)
+            }
+            Err(Error::InvalidConfig { name, message }) => Err(Error::InvalidConfig {
+                name,
+                message: secrets.scrub(&message),
+            }),
+            Err(Error::InvalidRequest(message)) => {
+                Err(Error::InvalidRequest(secrets.scrub(&message)))
+            }
+            Err(other) => Err(other),
+        };
+        for f in &mut review.findings {
+            f.message = secrets.scrub(&f.message);
+        }
+        review
+    }
+
+    fn review_resolved(name: &str, config: &BTreeMap<String, String>) -> Review {
         let options = Options::new(name, config);
         let class = match check_name(name).and_then(|()| options.required("connector.class")) {
             Ok(class) => class,
@@ -121,7 +170,11 @@ impl ConnectorConfig {
                 Ok((ConnectorConfig::Sink(c), tasks))
             }),
         }
-        .map(|(config, tasks)| Parsed { config, tasks });
+        .map(|(config, tasks)| Parsed {
+            config,
+            tasks,
+            secrets: Scrubber::default(),
+        });
         let findings = options::review(kind, &options);
         Review {
             kind: Some(kind),
@@ -169,7 +222,7 @@ impl ConnectorConfig {
     /// Config in, task out: starts one task of the connector, which runs until
     /// `ctx.shutdown` trips.
     pub(crate) fn spawn(self, ctx: TaskContext) -> JoinHandle<()> {
-        tracing::debug!(connector = %ctx.name, task = ctx.task, kind = self.kind().as_str(), "task starting");
+        tracing::debug!(connector = %ctx.name, task = ctx.task, kind = self.kind().as_str(), api_token = ctx.client.has_token(), "task starting");
         match self {
             ConnectorConfig::Source(c) => tokio::spawn(crate::source::run(c, ctx)),
             ConnectorConfig::Sink(c) => tokio::spawn(crate::sink::run(c, ctx)),
@@ -196,6 +249,9 @@ pub(crate) struct TaskContext {
     /// The worker's data directory: where a connector keeps state that must survive
     /// a restart (the source's processed files).
     pub(crate) data_dir: std::path::PathBuf,
+    /// What the task's own gRPC calls carry (the API token, the CA of
+    /// `https://` peers): the source's `WatchFiles` to the gateway.
+    pub(crate) client: etl_service::ClientAuth,
 }
 
 /// Names appear in URLs (`/connectors/{name}`), consumer group ids and the
@@ -266,14 +322,14 @@ mod tests {
                 "connection.url",
                 "jdbc:postgresql://db:5432/x?sslmode=verify-full",
             ),
-            ("max.retries", "5"),
+            ("table.types", "VIEW"),
             ("not.an.option", "x"),
         ]);
         let err = ConnectorConfig::parse("k", &sink)
             .expect_err("refused")
             .to_string();
         assert!(
-            err.contains("\"max.retries\"=\"5\" is not supported"),
+            err.contains("\"table.types\"=\"VIEW\" is not supported"),
             "{err}"
         );
         assert!(err.contains("sslmode=verify-full"), "{err}");

@@ -48,6 +48,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Grpc(#[from] etl_service::grpc::GrpcError),
+    /// The API token or TLS files (`--api-token-file`, `--tls-cert`, …).
+    #[error(transparent)]
+    Security(#[from] etl_service::security::SecurityError),
     #[error("Kafka ({brokers}): {message}")]
     Kafka { brokers: String, message: String },
     #[error("{what} stopped unexpectedly: {reason}")]

@@ -30,7 +30,12 @@
 //! - `registry`: the running connectors, persisted in `<data-dir>/connectors.json`.
 //! - `status`: each connector's state and counters.
 //! - `api`: gRPC `etl.v1.ConnectManager`; `rest`: the Kafka-Connect-compatible
-//!   REST API.
+//!   REST API. Both need the API token when one is set (`ETL_API_TOKEN` or
+//!   `--api-token-file`) and serve TLS with `--tls-cert`/`--tls-key`.
+//! - `secrets`: secret options shown `[hidden]` in every API response, and
+//!   taken out of statuses and config errors (and the log lines that carry
+//!   them); `${env:…}`/`${file:…}` references in configs are resolved when a
+//!   connector is parsed (`connector`), never stored resolved.
 //! - [`Error`]: the one error type and its gRPC mapping.
 //!
 //! [`start`] binds both listeners, restores the stored connectors and returns
@@ -47,6 +52,7 @@ mod options;
 mod postgres;
 mod registry;
 mod rest;
+mod secrets;
 mod sink;
 mod source;
 
@@ -96,11 +102,14 @@ async fn join(what: &'static str, task: JoinHandle<Result<(), Error>>) -> Result
 /// restores the connectors stored in the data directory and returns. Kafka is
 /// awaited in the background: health is NOT_SERVING until it answers.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    let security = config.security.server()?;
+    let client = config.security.client()?;
     // A failing server stops its sibling through this child, not the caller's token.
     let shutdown = shutdown.child();
     let registry = Arc::new(Registry::open(
         &config.data_dir,
         &config.kafka_brokers,
+        client,
         shutdown.clone(),
     )?);
 
@@ -117,6 +126,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     // Kafka Connect's worker_id is the worker's REST host:port.
     registry.set_worker_id(rest_addr.to_string());
 
+    let rest_security = security.clone();
     let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
     routes.add_service(ConnectManagerServer::new(api::ConnectApi {
         registry: registry.clone(),
@@ -125,21 +135,32 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         let shutdown = shutdown.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            etl_service::serve_until_shutdown(grpc_listener, routes.routes(), health, shutdown)
-                .await
-                .map_err(Error::from)
+            etl_service::serve_until_shutdown(
+                grpc_listener,
+                routes.routes(),
+                health,
+                security,
+                shutdown,
+            )
+            .await
+            .map_err(Error::from)
         })
     };
     let rest_task = {
         let shutdown = shutdown.clone();
         let router = rest::router(registry.clone());
         let addr = config.rest_addr.clone();
+        let security = rest_security;
         tokio::spawn(async move {
-            let stop = shutdown.clone();
-            let result = axum::serve(rest_listener, router)
-                .with_graceful_shutdown(async move { stop.wait().await })
-                .await
-                .map_err(|source| Error::Listener { addr, source });
+            let result = etl_service::http::serve_http(
+                rest_listener,
+                router,
+                &security,
+                rest::unauthorized,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| Error::Listener { addr, source });
             if result.is_err() {
                 shutdown.trigger();
             }

@@ -1,11 +1,17 @@
 //! The sink's Postgres side: table DDL (create and evolve), and writing one
 //! batch in one transaction — `COPY` into a temporary table, then one
-//! `INSERT … SELECT … ON CONFLICT (_etl_file, _etl_row)`, then `pg_notify`.
+//! `INSERT … SELECT … ON CONFLICT (key)` (or one `UPDATE … FROM`), the
+//! deletes of tombstones, then `pg_notify`.
 //!
 //! Why a staging table: `COPY` is the fast path into Postgres but cannot
 //! resolve conflicts; `INSERT … ON CONFLICT` can, and from a temp table it is
 //! one statement per batch instead of one per row. Replaying a file (or a
 //! partition) therefore changes nothing.
+//!
+//! The key is `pk.mode`'s: the lineage columns `(_etl_file, _etl_row)` by
+//! default, the Kafka coordinates, fields of the value, or none (then rows are
+//! only inserted, and a replay inserts them again, as in Kafka Connect). The
+//! lineage columns are written in every mode.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,7 +24,7 @@ use etl_core::{Field, FieldType, Schema, Value};
 use futures::SinkExt;
 use tokio_postgres::{Client, Transaction};
 
-use crate::sink::config::InsertMode;
+use crate::sink::config::{InsertMode, PkMode};
 
 /// The lineage columns every sink table has, after the data columns.
 pub(crate) const LINEAGE: [&str; 4] = ["_etl_file", "_etl_row", "_etl_trace_id", "_etl_loaded_at"];
@@ -34,6 +40,10 @@ pub(crate) struct SinkRow {
     pub(crate) file: String,
     pub(crate) row: i64,
     pub(crate) trace_id: Option<String>,
+    /// Where the record was in Kafka (the key of `pk.mode=kafka`).
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// Shared by the rows of one file (consecutive records with an equal schema).
     pub(crate) schema: Arc<Schema>,
     /// In `schema` field order.
@@ -59,6 +69,35 @@ pub(crate) enum WriteError {
     },
 }
 
+/// One record's change to its table.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Change {
+    Row(SinkRow),
+    /// A tombstone (`delete.enabled`, `pk.mode=record_key`): delete this row.
+    Delete {
+        file: String,
+        row: i64,
+    },
+}
+
+impl Change {
+    pub(crate) fn file(&self) -> &str {
+        match self {
+            Change::Row(r) => &r.file,
+            Change::Delete { file, .. } => file,
+        }
+    }
+}
+
+/// What a batch write does besides its rows: `insert.mode`, `pk.mode`, DDL.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriteSpec<'a> {
+    pub(crate) mode: InsertMode,
+    pub(crate) pk: &'a PkMode,
+    pub(crate) auto_create: bool,
+    pub(crate) auto_evolve: bool,
+}
+
 impl WriteError {
     /// The connection is gone: reconnect before retrying.
     pub(crate) fn is_closed(&self) -> bool {
@@ -71,19 +110,51 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `CREATE TABLE IF NOT EXISTS` with one column per field and the lineage columns.
-pub(crate) fn create_table_sql(table: &str, fields: &[&Field]) -> String {
+/// The columns `pk.mode=kafka` adds, with their types.
+fn kafka_fields(pk: &PkMode) -> Vec<Field> {
+    let PkMode::Kafka(names) = pk else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .zip([FieldType::String, FieldType::Int32, FieldType::Int64])
+        .map(|(name, ty)| Field {
+            name: name.clone(),
+            ty,
+            optional: false,
+        })
+        .collect()
+}
+
+/// `CREATE TABLE IF NOT EXISTS` with one column per field (the Kafka
+/// coordinates after them for `pk.mode=kafka`), the lineage columns, and the
+/// key's primary key.
+pub(crate) fn create_table_sql(table: &str, fields: &[&Field], pk: &PkMode) -> String {
+    let key = pk.columns();
+    let kafka = kafka_fields(pk);
     let mut cols: Vec<String> = fields
         .iter()
-        .map(|f| format!("{} {}", quote_ident(&f.name), f.ty.pg_type()))
+        .copied()
+        .chain(&kafka)
+        .map(|f| {
+            let not_null = if key.contains(&f.name.as_str()) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{} {}{not_null}", quote_ident(&f.name), f.ty.pg_type())
+        })
         .collect();
     cols.extend([
         "\"_etl_file\" text NOT NULL".to_string(),
         "\"_etl_row\" bigint NOT NULL".to_string(),
         "\"_etl_trace_id\" text".to_string(),
         "\"_etl_loaded_at\" timestamptz NOT NULL DEFAULT now()".to_string(),
-        "PRIMARY KEY (\"_etl_file\", \"_etl_row\")".to_string(),
     ]);
+    if !key.is_empty() {
+        let key: Vec<String> = key.iter().map(|c| quote_ident(c)).collect();
+        cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    }
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
         quote_ident(table),
@@ -123,18 +194,60 @@ pub(crate) fn widen_column_sql(
     )
 }
 
-/// Keeps the last row per `(file, row)`, in order of last appearance: within
-/// one `INSERT … ON CONFLICT` a key may appear only once ("cannot affect row a
-/// second time"), and the last record of a key is the newest.
-pub(crate) fn dedup_last(rows: Vec<SinkRow>) -> Vec<SinkRow> {
-    let mut seen = HashSet::with_capacity(rows.len());
-    let mut out: Vec<SinkRow> = rows
-        .into_iter()
-        .rev()
-        .filter(|r| seen.insert((r.file.clone(), r.row)))
-        .collect();
-    out.reverse();
-    out
+/// The key of a row under `pk`, as text; None when rows have no key.
+fn row_key(pk: &PkMode, r: &SinkRow) -> Option<Vec<String>> {
+    match pk {
+        PkMode::None => None,
+        PkMode::RecordKey => Some(vec![r.file.clone(), r.row.to_string()]),
+        PkMode::Kafka(_) => Some(vec![
+            r.topic.clone(),
+            r.partition.to_string(),
+            r.offset.to_string(),
+        ]),
+        PkMode::RecordValue(fields) => Some(
+            fields
+                .iter()
+                .map(|f| {
+                    r.schema
+                        .fields
+                        .iter()
+                        .position(|g| &g.name == f)
+                        .and_then(|i| r.values.get(i))
+                        .map(Value::canonical_text)
+                        .unwrap_or_default()
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Keeps the last change per key, in order of last appearance, split into rows
+/// to write and rows to delete: within one `INSERT … ON CONFLICT` a key may
+/// appear only once ("cannot affect row a second time"), and the last record
+/// of a key is the newest (a row after a tombstone brings it back; a
+/// tombstone after a row removes it). Without a key (`pk.mode=none`) every
+/// row is kept.
+pub(crate) fn dedup_last(changes: Vec<Change>, pk: &PkMode) -> (Vec<SinkRow>, Vec<(String, i64)>) {
+    let mut seen = HashSet::with_capacity(changes.len());
+    let mut rows = Vec::with_capacity(changes.len());
+    let mut deletes = Vec::new();
+    for c in changes.into_iter().rev() {
+        match c {
+            Change::Row(r) => {
+                if row_key(pk, &r).is_none_or(|k| seen.insert(k)) {
+                    rows.push(r);
+                }
+            }
+            Change::Delete { file, row } => {
+                if seen.insert(vec![file.clone(), row.to_string()]) {
+                    deletes.push((file, row));
+                }
+            }
+        }
+    }
+    rows.reverse();
+    deletes.reverse();
+    (rows, deletes)
 }
 
 /// The data columns of a batch: every field of every schema, first-seen order,
@@ -226,19 +339,20 @@ pub(crate) async fn ensure_table(
     cache: &mut TableCache,
     table: &str,
     fields: &[Field],
-    auto_create: bool,
-    auto_evolve: bool,
+    spec: WriteSpec<'_>,
 ) -> Result<(), WriteError> {
+    let auto_evolve = spec.auto_evolve;
     if !cache.tables.contains_key(table) {
         let mut cols = load_columns(tx, table).await?;
         if cols.is_empty() {
-            if !auto_create {
+            if !spec.auto_create {
                 return Err(WriteError::NoTable {
                     table: table.into(),
                 });
             }
             let refs: Vec<&Field> = fields.iter().collect();
-            tx.batch_execute(&create_table_sql(table, &refs)).await?;
+            tx.batch_execute(&create_table_sql(table, &refs, spec.pk))
+                .await?;
             tracing::info!(table, columns = fields.len(), "created table");
             cols = load_columns(tx, table).await?;
         }
@@ -247,7 +361,7 @@ pub(crate) async fn ensure_table(
     let Some(cols) = cache.tables.get_mut(table) else {
         return Ok(());
     };
-    for f in fields {
+    for f in fields.iter().chain(&kafka_fields(spec.pk)) {
         match cols.get(&f.name).copied() {
             // A type we do not map: Postgres converts the text or says why not.
             Some(None) => {}
@@ -293,45 +407,98 @@ pub(crate) async fn ensure_table(
     Ok(())
 }
 
-/// The `INSERT … SELECT … ON CONFLICT` that moves the staged rows into `table`.
-/// An upsert rewrites a row only when a value differs, so a replay leaves even
-/// `_etl_loaded_at` and `_etl_trace_id` as the first load set them.
-pub(crate) fn insert_sql(table: &str, fields: &[Field], mode: InsertMode) -> String {
-    let data: Vec<String> = fields.iter().map(|f| quote_ident(&f.name)).collect();
-    let mut all = data.clone();
+/// The columns staged and written besides the lineage: the data fields, then
+/// the Kafka coordinates for `pk.mode=kafka`.
+fn written_columns(fields: &[Field], pk: &PkMode) -> Vec<String> {
+    fields
+        .iter()
+        .map(|f| f.name.clone())
+        .chain(kafka_fields(pk).into_iter().map(|f| f.name))
+        .collect()
+}
+
+/// The statement that moves the staged rows into `table`:
+/// - insert: `INSERT … ON CONFLICT (key) DO NOTHING` (a plain `INSERT` without a key);
+/// - upsert: `INSERT … ON CONFLICT (key) DO UPDATE`, rewriting a row only when a
+///   value (or, when they are not the key, its lineage file and row) differs, so
+///   a replay leaves even `_etl_loaded_at` and `_etl_trace_id` as the first load
+///   set them;
+/// - update: `UPDATE … FROM` the staged rows matched on the key, under the same
+///   condition; a staged row that matches none is not inserted.
+pub(crate) fn insert_sql(table: &str, fields: &[Field], mode: InsertMode, pk: &PkMode) -> String {
+    let key: Vec<String> = pk.columns().into_iter().map(quote_ident).collect();
+    let written = written_columns(fields, pk);
+    let mut all: Vec<String> = written.iter().map(|c| quote_ident(c)).collect();
     all.extend(["\"_etl_file\"", "\"_etl_row\"", "\"_etl_trace_id\""].map(String::from));
     let cols = all.join(", ");
     let t = quote_ident(table);
-    let conflict = match mode {
-        InsertMode::Insert => "DO NOTHING".to_string(),
-        InsertMode::Upsert if data.is_empty() => "DO NOTHING".to_string(),
-        InsertMode::Upsert => {
-            let set: Vec<String> = data
-                .iter()
-                .map(|c| format!("{c} = EXCLUDED.{c}"))
-                .chain([
-                    "\"_etl_trace_id\" = EXCLUDED.\"_etl_trace_id\"".to_string(),
-                    "\"_etl_loaded_at\" = now()".to_string(),
-                ])
-                .collect();
-            let old: Vec<String> = data.iter().map(|c| format!("{t}.{c}")).collect();
-            let new: Vec<String> = data.iter().map(|c| format!("EXCLUDED.{c}")).collect();
-            format!(
-                "DO UPDATE SET {} WHERE ROW({}) IS DISTINCT FROM ROW({})",
-                set.join(", "),
-                old.join(", "),
-                new.join(", ")
-            )
-        }
+    // What tells a new version of a row from a replay: every column but the key,
+    // the trace id and the load time.
+    let compared: Vec<String> = written
+        .iter()
+        .map(String::as_str)
+        .chain(["_etl_file", "_etl_row"])
+        .map(quote_ident)
+        .filter(|c| !key.contains(c))
+        .collect();
+    // `SET` and `WHERE` reading the new row under the name `new`.
+    let set_from = |new: &str| {
+        compared
+            .iter()
+            .map(|c| format!("{c} = {new}.{c}"))
+            .chain([
+                format!("\"_etl_trace_id\" = {new}.\"_etl_trace_id\""),
+                "\"_etl_loaded_at\" = now()".to_string(),
+            ])
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    let differs_from = |new: &str| {
+        let old: Vec<String> = compared.iter().map(|c| format!("{t}.{c}")).collect();
+        let new: Vec<String> = compared.iter().map(|c| format!("{new}.{c}")).collect();
+        format!(
+            "ROW({}) IS DISTINCT FROM ROW({})",
+            old.join(", "),
+            new.join(", ")
+        )
+    };
+    if mode == InsertMode::Update {
+        let mut condition: Vec<String> = key.iter().map(|c| format!("{t}.{c} = s.{c}")).collect();
+        if !compared.is_empty() {
+            condition.push(differs_from("s"));
+        }
+        return format!(
+            "UPDATE {t} SET {} FROM {STAGE} AS s WHERE {}",
+            set_from("s"),
+            condition.join(" AND ")
+        );
+    }
+    let key = key.join(", ");
+    let conflict = match mode {
+        _ if key.is_empty() => String::new(),
+        InsertMode::Upsert if !compared.is_empty() => format!(
+            " ON CONFLICT ({key}) DO UPDATE SET {} WHERE {}",
+            set_from("EXCLUDED"),
+            differs_from("EXCLUDED")
+        ),
+        _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
+    };
+    format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGE}{conflict}")
+}
+
+/// Deletes the rows of tombstones (`pk.mode=record_key`), by `(_etl_file, _etl_row)`.
+pub(crate) fn delete_sql(table: &str) -> String {
     format!(
-        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGE} \
-         ON CONFLICT (\"_etl_file\", \"_etl_row\") {conflict}"
+        "DELETE FROM {} AS t USING unnest($1::text[], $2::bigint[]) AS d(f, r) \
+         WHERE t.\"_etl_file\" = d.f AND t.\"_etl_row\" = d.r",
+        quote_ident(table)
     )
 }
 
-/// The COPY text of `rows` for the columns `fields` + file, row, trace id.
-pub(crate) fn copy_text(rows: &[SinkRow], fields: &[Field]) -> Vec<u8> {
+/// The COPY text of `rows` for the columns `fields` (+ the Kafka coordinates
+/// for `pk.mode=kafka`) + file, row, trace id.
+pub(crate) fn copy_text(rows: &[SinkRow], fields: &[Field], pk: &PkMode) -> Vec<u8> {
+    let kafka = matches!(pk, PkMode::Kafka(_));
     let mut out = Vec::with_capacity(rows.len() * 256);
     // Column position of each field, per distinct schema.
     let mut last: Option<(&Arc<Schema>, Vec<Option<usize>>)> = None;
@@ -351,6 +518,14 @@ pub(crate) fn copy_text(rows: &[SinkRow], fields: &[Field]) -> Vec<u8> {
             push_copy_value(&mut out, i.and_then(|i| r.values.get(i)));
             out.push(b'\t');
         }
+        if kafka {
+            push_copy_text(&mut out, &r.topic);
+            out.push(b'\t');
+            out.extend_from_slice(r.partition.to_string().as_bytes());
+            out.push(b'\t');
+            out.extend_from_slice(r.offset.to_string().as_bytes());
+            out.push(b'\t');
+        }
         push_copy_text(&mut out, &r.file);
         out.push(b'\t');
         out.extend_from_slice(r.row.to_string().as_bytes());
@@ -367,27 +542,66 @@ pub(crate) fn copy_text(rows: &[SinkRow], fields: &[Field]) -> Vec<u8> {
 /// What one batch wrote.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
-    /// Rows inserted or changed (a replay of unchanged rows writes 0).
+    /// Rows inserted, changed or deleted (a replay of unchanged rows writes 0;
+    /// in update mode, a row with no match writes nothing).
     pub(crate) changed: u64,
     /// Rows staged (after de-duplication).
     pub(crate) staged: u64,
 }
 
-/// Writes `rows` (already de-duplicated, one table) in one transaction and
-/// sends one `NOTIFY etl_rows, '<file>'` per file; returns once committed.
+/// Writes `rows` and deletes `deletes` (already de-duplicated, one table) in
+/// one transaction and sends one `NOTIFY etl_rows, '<file>'` per file written;
+/// returns once committed.
 pub(crate) async fn write_batch(
     client: &mut Client,
     cache: &mut TableCache,
     table: &str,
     rows: &[SinkRow],
-    mode: InsertMode,
-    auto_create: bool,
-    auto_evolve: bool,
+    deletes: &[(String, i64)],
+    spec: WriteSpec<'_>,
 ) -> Result<Written, WriteError> {
-    let fields = batch_fields(rows);
     let tx = client.transaction().await?;
-    ensure_table(&tx, cache, table, &fields, auto_create, auto_evolve).await?;
-    let mut stage_cols: Vec<String> = fields.iter().map(|f| quote_ident(&f.name)).collect();
+    let mut written = Written::default();
+    if !rows.is_empty() {
+        let fields = batch_fields(rows);
+        ensure_table(&tx, cache, table, &fields, spec).await?;
+        written = stage_and_write(&tx, table, rows, &fields, spec).await?;
+    }
+    if !deletes.is_empty() {
+        // Deleting from a table that does not exist deletes nothing: no DDL for it.
+        let exists =
+            cache.tables.contains_key(table) || !load_columns(&tx, table).await?.is_empty();
+        if exists {
+            let (files, numbers): (Vec<&str>, Vec<i64>) =
+                deletes.iter().map(|(f, r)| (f.as_str(), *r)).unzip();
+            written.changed += tx.execute(&delete_sql(table), &[&files, &numbers]).await?;
+        }
+    }
+    let mut files: Vec<&str> = rows.iter().map(|r| r.file.as_str()).collect();
+    files.dedup();
+    let mut notified = HashSet::new();
+    for f in files {
+        if notified.insert(f) {
+            tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &f])
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// `COPY` into the staging table, then one statement into `table`.
+async fn stage_and_write(
+    tx: &Transaction<'_>,
+    table: &str,
+    rows: &[SinkRow],
+    fields: &[Field],
+    spec: WriteSpec<'_>,
+) -> Result<Written, WriteError> {
+    let mut stage_cols: Vec<String> = written_columns(fields, spec.pk)
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect();
     stage_cols.extend(["\"_etl_file\"", "\"_etl_row\"", "\"_etl_trace_id\""].map(String::from));
     let stage_cols = stage_cols.join(", ");
     tx.batch_execute(&format!(
@@ -395,7 +609,7 @@ pub(crate) async fn write_batch(
         quote_ident(table)
     ))
     .await?;
-    let data = copy_text(rows, &fields);
+    let data = copy_text(rows, fields, spec.pk);
     let sink = tx
         .copy_in::<_, Bytes>(&format!("COPY {STAGE} ({stage_cols}) FROM STDIN"))
         .await?;
@@ -408,17 +622,9 @@ pub(crate) async fn write_batch(
         at = end;
     }
     let staged = sink.as_mut().finish().await?;
-    let changed = tx.execute(&insert_sql(table, &fields, mode), &[]).await?;
-    let mut files: Vec<&str> = rows.iter().map(|r| r.file.as_str()).collect();
-    files.dedup();
-    let mut notified = HashSet::new();
-    for f in files {
-        if notified.insert(f) {
-            tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &f])
-                .await?;
-        }
-    }
-    tx.commit().await?;
+    let changed = tx
+        .execute(&insert_sql(table, fields, spec.mode, spec.pk), &[])
+        .await?;
     Ok(Written { changed, staged })
 }
 
@@ -445,6 +651,9 @@ mod tests {
             file: file.into(),
             row: n,
             trace_id: None,
+            topic: "t".into(),
+            partition: 1,
+            offset: n + 100,
             schema: schema.clone(),
             values,
         }
@@ -460,7 +669,7 @@ mod tests {
     fn create_table_has_lineage_and_key() {
         let s = schema(&[("body", FieldType::String), ("n", FieldType::Int64)]);
         let refs: Vec<&Field> = s.fields.iter().collect();
-        let sql = create_table_sql("review", &refs);
+        let sql = create_table_sql("review", &refs, &PkMode::RecordKey);
         assert_eq!(
             sql,
             "CREATE TABLE IF NOT EXISTS \"review\" (\n  \"body\" text,\n  \"n\" bigint,\n  \
@@ -468,6 +677,39 @@ mod tests {
              \"_etl_loaded_at\" timestamptz NOT NULL DEFAULT now(),\n  \
              PRIMARY KEY (\"_etl_file\", \"_etl_row\")\n)"
         );
+    }
+
+    #[test]
+    fn create_table_for_each_pk_mode() {
+        let s = schema(&[("id", FieldType::Int64), ("body", FieldType::String)]);
+        let refs: Vec<&Field> = s.fields.iter().collect();
+        let none = create_table_sql("t", &refs, &PkMode::None);
+        assert!(!none.contains("PRIMARY KEY"), "{none}");
+        assert!(none.contains("\"_etl_file\" text NOT NULL"), "{none}");
+        let kafka = create_table_sql(
+            "t",
+            &refs,
+            &PkMode::Kafka(crate::sink::config::KAFKA_PK.map(String::from)),
+        );
+        assert!(
+            kafka.contains(
+                "\"body\" text,\n  \"__connect_topic\" text NOT NULL,\n  \
+                 \"__connect_partition\" bigint NOT NULL,\n  \"__connect_offset\" bigint NOT NULL,\n  \"_etl_file\""
+            ),
+            "{kafka}"
+        );
+        assert!(
+            kafka.ends_with(
+                "PRIMARY KEY (\"__connect_topic\", \"__connect_partition\", \"__connect_offset\")\n)"
+            ),
+            "{kafka}"
+        );
+        let value = create_table_sql("t", &refs, &PkMode::RecordValue(vec!["id".into()]));
+        assert!(
+            value.contains("\"id\" bigint NOT NULL,\n  \"body\" text,"),
+            "{value}"
+        );
+        assert!(value.ends_with("PRIMARY KEY (\"id\")\n)"), "{value}");
     }
 
     #[test]
@@ -483,7 +725,7 @@ mod tests {
     #[test]
     fn insert_modes() {
         let s = schema(&[("a", FieldType::String)]);
-        let up = insert_sql("review", &s.fields, InsertMode::Upsert);
+        let up = insert_sql("review", &s.fields, InsertMode::Upsert, &PkMode::RecordKey);
         assert!(
             up.contains(
                 "ON CONFLICT (\"_etl_file\", \"_etl_row\") DO UPDATE SET \"a\" = EXCLUDED.\"a\""
@@ -494,26 +736,152 @@ mod tests {
             up.contains("WHERE ROW(\"review\".\"a\") IS DISTINCT FROM ROW(EXCLUDED.\"a\")"),
             "{up}"
         );
-        let ins = insert_sql("review", &s.fields, InsertMode::Insert);
+        let ins = insert_sql("review", &s.fields, InsertMode::Insert, &PkMode::RecordKey);
         assert!(
             ins.ends_with("ON CONFLICT (\"_etl_file\", \"_etl_row\") DO NOTHING"),
             "{ins}"
         );
+        let plain = insert_sql("review", &s.fields, InsertMode::Insert, &PkMode::None);
+        assert_eq!(
+            plain,
+            "INSERT INTO \"review\" (\"a\", \"_etl_file\", \"_etl_row\", \"_etl_trace_id\") \
+             SELECT \"a\", \"_etl_file\", \"_etl_row\", \"_etl_trace_id\" FROM _etl_stage"
+        );
+    }
+
+    #[test]
+    fn update_mode_changes_only_matching_rows() {
+        let s = schema(&[("a", FieldType::String)]);
+        let up = insert_sql("review", &s.fields, InsertMode::Update, &PkMode::RecordKey);
+        assert_eq!(
+            up,
+            "UPDATE \"review\" SET \"a\" = s.\"a\", \"_etl_trace_id\" = s.\"_etl_trace_id\", \
+             \"_etl_loaded_at\" = now() FROM _etl_stage AS s \
+             WHERE \"review\".\"_etl_file\" = s.\"_etl_file\" AND \"review\".\"_etl_row\" = s.\"_etl_row\" \
+             AND ROW(\"review\".\"a\") IS DISTINCT FROM ROW(s.\"a\")"
+        );
+    }
+
+    #[test]
+    fn keys_other_than_lineage_move_the_lineage_with_the_row() {
+        let s = schema(&[("id", FieldType::Int64), ("a", FieldType::String)]);
+        let pk = PkMode::RecordValue(vec!["id".into()]);
+        let up = insert_sql("t", &s.fields, InsertMode::Upsert, &pk);
+        assert!(
+            up.contains(
+                "ON CONFLICT (\"id\") DO UPDATE SET \"a\" = EXCLUDED.\"a\", \
+                 \"_etl_file\" = EXCLUDED.\"_etl_file\", \"_etl_row\" = EXCLUDED.\"_etl_row\""
+            ),
+            "{up}"
+        );
+        assert!(
+            !up.contains("\"id\" = EXCLUDED"),
+            "the key is not set: {up}"
+        );
+        let kafka = PkMode::Kafka(crate::sink::config::KAFKA_PK.map(String::from));
+        let ins = insert_sql("t", &s.fields, InsertMode::Insert, &kafka);
+        assert!(
+            ins.starts_with(
+                "INSERT INTO \"t\" (\"id\", \"a\", \"__connect_topic\", \"__connect_partition\", \"__connect_offset\", \"_etl_file\""
+            ),
+            "{ins}"
+        );
+        assert!(
+            ins.ends_with(
+                "ON CONFLICT (\"__connect_topic\", \"__connect_partition\", \"__connect_offset\") DO NOTHING"
+            ),
+            "{ins}"
+        );
+        let rows = vec![row(
+            "f",
+            1,
+            &s,
+            vec![Value::Int(7), Value::Text("x".into())],
+        )];
+        let text = String::from_utf8(copy_text(&rows, &s.fields, &kafka)).expect("utf8");
+        assert_eq!(text, "7\tx\tt\t1\t101\tf\t1\t\\N\n");
     }
 
     #[test]
     fn dedup_keeps_the_last_of_each_key() {
         let s = schema(&[("a", FieldType::String)]);
         let rows = vec![
-            row("f", 1, &s, vec![Value::Text("old".into())]),
-            row("f", 2, &s, vec![Value::Text("x".into())]),
-            row("g", 1, &s, vec![Value::Text("y".into())]),
-            row("f", 1, &s, vec![Value::Text("new".into())]),
+            Change::Row(row("f", 1, &s, vec![Value::Text("old".into())])),
+            Change::Row(row("f", 2, &s, vec![Value::Text("x".into())])),
+            Change::Row(row("g", 1, &s, vec![Value::Text("y".into())])),
+            Change::Row(row("f", 1, &s, vec![Value::Text("new".into())])),
         ];
-        let out = dedup_last(rows);
+        let (out, deletes) = dedup_last(rows.clone(), &PkMode::RecordKey);
         let keys: Vec<(&str, i64)> = out.iter().map(|r| (r.file.as_str(), r.row)).collect();
         assert_eq!(keys, vec![("f", 2), ("g", 1), ("f", 1)]);
         assert_eq!(out[2].values, vec![Value::Text("new".into())]);
+        assert!(deletes.is_empty());
+        // Without a key every row is inserted; the Kafka key is unique per record.
+        assert_eq!(dedup_last(rows.clone(), &PkMode::None).0.len(), 4);
+        // Each record its own offset: a key of its own.
+        let rows: Vec<Change> = rows
+            .into_iter()
+            .zip(0..)
+            .map(|(c, offset)| match c {
+                Change::Row(r) => Change::Row(SinkRow { offset, ..r }),
+                other => other,
+            })
+            .collect();
+        let kafka = PkMode::Kafka(crate::sink::config::KAFKA_PK.map(String::from));
+        assert_eq!(dedup_last(rows, &kafka).0.len(), 4);
+    }
+
+    #[test]
+    fn dedup_by_value_fields_and_tombstones() {
+        let s = schema(&[("id", FieldType::Int64), ("a", FieldType::String)]);
+        let pk = PkMode::RecordValue(vec!["id".into()]);
+        let (out, _) = dedup_last(
+            vec![
+                Change::Row(row(
+                    "f",
+                    1,
+                    &s,
+                    vec![Value::Int(1), Value::Text("a".into())],
+                )),
+                Change::Row(row(
+                    "f",
+                    2,
+                    &s,
+                    vec![Value::Int(2), Value::Text("b".into())],
+                )),
+                Change::Row(row(
+                    "g",
+                    1,
+                    &s,
+                    vec![Value::Int(1), Value::Text("c".into())],
+                )),
+            ],
+            &pk,
+        );
+        let got: Vec<(&str, i64)> = out.iter().map(|r| (r.file.as_str(), r.row)).collect();
+        assert_eq!(got, vec![("f", 2), ("g", 1)]);
+
+        // The last change of a key wins: a tombstone after a row deletes it, a row
+        // after a tombstone brings it back.
+        let a = schema(&[("a", FieldType::String)]);
+        let (rows, deletes) = dedup_last(
+            vec![
+                Change::Row(row("f", 1, &a, vec![Value::Text("x".into())])),
+                Change::Delete {
+                    file: "f".into(),
+                    row: 1,
+                },
+                Change::Delete {
+                    file: "f".into(),
+                    row: 2,
+                },
+                Change::Row(row("f", 2, &a, vec![Value::Text("y".into())])),
+            ],
+            &PkMode::RecordKey,
+        );
+        assert_eq!(deletes, vec![("f".to_string(), 1)]);
+        let got: Vec<i64> = rows.iter().map(|r| r.row).collect();
+        assert_eq!(got, vec![2]);
     }
 
     #[test]
@@ -530,7 +898,7 @@ mod tests {
             got,
             vec![("x", FieldType::Double), ("y", FieldType::Boolean)]
         );
-        let text = String::from_utf8(copy_text(&rows, &f)).expect("utf8");
+        let text = String::from_utf8(copy_text(&rows, &f, &PkMode::RecordKey)).expect("utf8");
         assert_eq!(text, "1\t\\N\tf\t1\t\\N\n0.5\ttrue\tg\t1\t\\N\n");
     }
 

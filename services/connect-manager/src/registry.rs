@@ -45,6 +45,7 @@ use crate::{
     Error,
     connector::{self, ConnectorConfig, Kind, Parsed, TaskContext},
     kafka,
+    secrets::{self, Scrubber},
     status::{State, Status, StatusSnapshot},
 };
 
@@ -104,6 +105,8 @@ impl TaskView {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectorView {
     pub(crate) name: String,
+    /// The config with its secrets `[hidden]` (see `secrets`): what every API
+    /// shows. The stored config is the connector's own.
     pub(crate) config: BTreeMap<String, String>,
     /// None when `connector.class` names no kind this service runs.
     pub(crate) kind: Option<Kind>,
@@ -261,6 +264,8 @@ pub(crate) struct Registry {
     instance: String,
     brokers: String,
     shutdown: Shutdown,
+    /// What the tasks' own gRPC calls (the source's `WatchFiles`) carry.
+    client: etl_service::ClientAuth,
     worker_id: OnceLock<String>,
     cluster_id: tokio::sync::OnceCell<String>,
 }
@@ -312,6 +317,11 @@ fn connector_state(inner: &Inner, tasks: &[TaskView]) -> (State, String) {
 }
 
 fn view_of(name: &str, inner: &Inner) -> ConnectorView {
+    // No secret leaves through a view: the config masked, errors scrubbed.
+    let secrets = match &inner.parsed {
+        Ok(p) => p.secrets.clone(),
+        Err(_) => Scrubber::new([&inner.config]),
+    };
     let tasks: Vec<TaskView> = if inner.target == TargetState::Stopped || inner.parsed.is_err() {
         Vec::new()
     } else {
@@ -320,7 +330,8 @@ fn view_of(name: &str, inner: &Inner) -> ConnectorView {
             .iter()
             .enumerate()
             .map(|(id, t)| {
-                let status = t.status.snapshot();
+                let mut status = t.status.snapshot();
+                status.last_error = secrets.scrub(&status.last_error);
                 let state = if t.restarting {
                     State::Restarting
                 } else if inner.target == TargetState::Paused {
@@ -368,7 +379,7 @@ fn view_of(name: &str, inner: &Inner) -> ConnectorView {
     };
     ConnectorView {
         name: name.to_string(),
-        config: inner.config.clone(),
+        config: secrets::masked(&inner.config),
         kind: inner.kind,
         state,
         trace,
@@ -389,7 +400,12 @@ fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
 impl Registry {
     /// Prepares the data directory; call [`Registry::restore`] to start the
     /// connectors stored there.
-    pub(crate) fn open(data_dir: &Path, brokers: &str, shutdown: Shutdown) -> Result<Self, Error> {
+    pub(crate) fn open(
+        data_dir: &Path,
+        brokers: &str,
+        client: etl_service::ClientAuth,
+        shutdown: Shutdown,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
             action: "create",
             path: data_dir.to_path_buf(),
@@ -403,6 +419,7 @@ impl Registry {
             instance: instance_of(data_dir),
             brokers: brokers.to_string(),
             shutdown,
+            client,
             worker_id: OnceLock::new(),
             cluster_id: tokio::sync::OnceCell::new(),
         })
@@ -548,6 +565,7 @@ impl Registry {
             shutdown: stop.clone(),
             instance,
             data_dir: self.data_dir.clone(),
+            client: self.client.clone(),
         });
         let abort = task.abort_handle();
         let asked = stop.clone();
@@ -660,7 +678,8 @@ impl Registry {
         name: &str,
         patch: BTreeMap<String, Option<String>>,
     ) -> Result<ConnectorView, Error> {
-        let mut config = self.get(name).await?.config;
+        // The stored config, not the view (whose secrets are `[hidden]`).
+        let mut config = self.find(name)?.lock().config.clone();
         for (k, v) in patch {
             match v {
                 Some(v) => config.insert(k, v),
@@ -1002,22 +1021,11 @@ impl Registry {
         Ok("The offsets for this connector have been reset successfully".into())
     }
 
-    /// `<data-dir>/source-state/<name>.json`. The name rule is the source's
-    /// (`source::state::StateFile::new`); keep the two in step.
+    /// `<data-dir>/source-state/<name>.json`, named by the source's own rule.
     fn source_state_path(&self, name: &str) -> PathBuf {
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.data_dir
-            .join("source-state")
-            .join(format!("{safe}.json"))
+        crate::source::state::StateFile::new(&self.data_dir, name)
+            .path()
+            .to_path_buf()
     }
 
     /// The state file as JSON (an absent file is an empty object), so that the
@@ -1372,6 +1380,7 @@ mod tests {
             .expect("valid")
             .config,
             tasks: 2,
+            secrets: Default::default(),
         });
         let failed = [task(0, State::Failed, "a"), task(1, State::Failed, "b")];
         assert_eq!(

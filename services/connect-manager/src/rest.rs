@@ -47,6 +47,14 @@
 //!   partition's earliest offset.
 //! - `validate` reports an unknown key as an error; create accepts it and
 //!   logs a warning.
+//!
+//! # Security
+//! With `ETL_API_TOKEN` (or a token file) set, every path needs
+//! `authorization: Bearer <token>` (else 401, `{"error_code":401,…}`), and
+//! `--tls-cert`/`--tls-key` serve TLS (`etl_service::http`). No response holds
+//! a secret: every `*.password`, `*.passphrase` and secret-looking option is
+//! `[hidden]`, as are URL passwords, in configs (info, config, tasks,
+//! `expand=info`), `validate` values, statuses and error messages (`secrets`).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -65,6 +73,7 @@ use crate::{
     connector::{self, ConnectorConfig, Kind},
     options::{self, Verdict},
     registry::{ConnectorOffset, ConnectorView, Registry, TargetState, TaskView},
+    secrets,
     status::State as TaskState,
 };
 
@@ -113,6 +122,18 @@ pub(crate) fn router(registry: Arc<Registry>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(registry)
+}
+
+/// The answer to a call without the API token (`etl_service::http` checks
+/// it): 401 in Kafka Connect's error shape, with `WWW-Authenticate: Bearer`.
+pub(crate) fn unauthorized(refusal: etl_service::auth::Refusal) -> Response {
+    let mut response =
+        ApiError(StatusCode::UNAUTHORIZED, refusal.message().to_string()).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"connect-manager\""),
+    );
+    response
 }
 
 /// An API error in Kafka Connect's shape.
@@ -435,8 +456,9 @@ async fn validate(
                       errors: Vec<String>,
                       recommended: &[&str]| {
         let shown = match (ty, value) {
-            ("PASSWORD", Some(v)) if !v.is_empty() => Some("[hidden]"),
-            (_, v) => v,
+            ("PASSWORD", Some(v)) if !v.is_empty() => Some(secrets::HIDDEN.to_string()),
+            (_, Some(v)) => Some(secrets::masked_value(key, v)),
+            (_, None) => None,
         };
         json!({
             "name": key,

@@ -14,14 +14,15 @@ use etl_core::review::LabelScheme;
 use etl_proto::v1::{
     RunProgress, StartRunRequest, StartRunResponse, WatchRunRequest, extractor_server::Extractor,
 };
-use etl_service::{Health, Shutdown};
+use etl_service::{ClientAuth, Health, Shutdown};
 use etl_sftp::SftpClient;
 use futures::Stream;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Config, Error,
+    Config, Error, InputDirs,
+    config::NOT_ALLOWED,
     progress::Progress,
     run::{SourceSpec, extract, resolve_run_id},
 };
@@ -31,14 +32,24 @@ const TICK: Duration = Duration::from_millis(250);
 
 pub(crate) struct ExtractorApi {
     config: Arc<Config>,
+    /// What the run's calls to the gateway and the verifier carry.
+    client: ClientAuth,
+    input_dirs: InputDirs,
     runs: Arc<Mutex<HashMap<String, watch::Receiver<RunProgress>>>>,
     shutdown: Shutdown,
 }
 
 impl ExtractorApi {
-    pub(crate) fn new(config: Config, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        client: ClientAuth,
+        input_dirs: InputDirs,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             config: Arc::new(config),
+            client,
+            input_dirs,
             runs: Arc::default(),
             shutdown,
         }
@@ -69,9 +80,15 @@ impl Extractor for ExtractorApi {
                 "" => LabelScheme::Polarity,
                 other => other.parse().map_err(Error::InvalidRequest)?,
             };
+            // Least power: a caller of the API reads what the operator put in
+            // the input directories, nothing else on the host.
+            let path = self.input_dirs.resolve(&s.path).ok_or_else(|| {
+                tracing::warn!(path = %s.path, "StartRun refused a path outside the input directories");
+                Status::permission_denied(format!("source path {:?} {NOT_ALLOWED}", s.path))
+            })?;
             sources.push(SourceSpec {
                 name: s.name,
-                path: s.path.into(),
+                path,
                 labels,
             });
         }
@@ -82,7 +99,11 @@ impl Extractor for ExtractorApi {
         if request.chunk_size > 0 {
             opts.chunk_size = request.chunk_size as usize;
         }
-        opts.upload = Some(self.config.endpoints.upload_target(true)?);
+        opts.upload = Some(
+            self.config
+                .endpoints
+                .upload_target(true, self.client.clone())?,
+        );
         let run_id = resolve_run_id(&opts).await?;
         opts.run_id = Some(run_id.clone());
 
@@ -152,10 +173,15 @@ impl Extractor for ExtractorApi {
 }
 
 /// Checks the dependencies every few seconds and sets the health status.
-pub(crate) async fn watch_dependencies(config: Arc<Config>, health: Health, shutdown: Shutdown) {
+pub(crate) async fn watch_dependencies(
+    config: Arc<Config>,
+    client: ClientAuth,
+    health: Health,
+    shutdown: Shutdown,
+) {
     let mut serving = None;
     loop {
-        let (ok, why) = check_dependencies(&config).await;
+        let (ok, why) = check_dependencies(&config, &client).await;
         if serving != Some(ok) {
             if ok {
                 tracing::info!("SFTP server and verifier answer: SERVING");
@@ -172,7 +198,7 @@ pub(crate) async fn watch_dependencies(config: Arc<Config>, health: Health, shut
     }
 }
 
-async fn check_dependencies(config: &Config) -> (bool, String) {
+async fn check_dependencies(config: &Config, client: &ClientAuth) -> (bool, String) {
     let sftp = async {
         let cfg = config.endpoints.sftp_config()?;
         let client = tokio::time::timeout(Duration::from_secs(10), SftpClient::connect(&cfg))
@@ -188,7 +214,7 @@ async fn check_dependencies(config: &Config) -> (bool, String) {
     }
     let url = config.endpoints.verifier_url.trim();
     if !url.is_empty() {
-        match etl_service::probe_health(url).await {
+        match etl_service::probe_health_with(url, client).await {
             Ok(true) => {}
             Ok(false) => return (false, format!("sink-verifier at {url} is NOT_SERVING")),
             Err(e) => return (false, e.to_string()),

@@ -46,7 +46,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Exits 0 if the extractor's gRPC health is SERVING, 1 otherwise.
     Healthcheck {
-        /// gRPC address of the extractor.
+        /// gRPC address of the extractor (https:// trusts ETL_TLS_CA). Health needs
+        /// no API token.
         #[arg(
             long,
             env = "ETL_EXTRACTOR_URL",
@@ -108,6 +109,10 @@ struct RunArgs {
 
     #[command(flatten)]
     defaults: RunDefaults,
+
+    /// The token and CA of the calls to the gateway and the verifier.
+    #[command(flatten)]
+    security: etl_service::ClientSecurity,
 }
 
 #[derive(clap::Args)]
@@ -183,7 +188,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.run_id = args.run_id;
     opts.output_dir = args.output_dir;
     if args.upload || opts.output_dir.is_none() {
-        opts.upload = Some(args.endpoints.upload_target(!args.no_register)?);
+        let auth = args
+            .security
+            .auth()
+            .context("failed to read the API token or the TLS CA")?;
+        opts.upload = Some(args.endpoints.upload_target(!args.no_register, auth)?);
     }
     let progress = Arc::new(Progress::new());
     let reporter = Reporter::start(progress.clone());

@@ -2,8 +2,13 @@
 //! `extractor run`. The SFTP password is never shown: not by `Debug`, not in
 //! `--help` (env values hidden), not in logs.
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use etl_service::ClientAuth;
 use etl_sftp::{SftpAuth, SftpConfig};
 
 use crate::{
@@ -107,10 +112,12 @@ impl Endpoints {
         )?)
     }
 
-    /// The upload target; `register` = false leaves the verifier out.
-    pub fn upload_target(&self, register: bool) -> Result<UploadTarget, Error> {
+    /// The upload target; `register` = false leaves the verifier out. `auth`:
+    /// what the calls to the gateway and the verifier carry (token, CA).
+    pub fn upload_target(&self, register: bool, auth: ClientAuth) -> Result<UploadTarget, Error> {
         Ok(UploadTarget {
             sftp: self.sftp_config()?,
+            auth,
             gateway_url: non_empty(&self.gateway_url),
             verifier_url: if register {
                 non_empty(&self.verifier_url)
@@ -243,27 +250,118 @@ pub struct Config {
     #[arg(long, env = "ETL_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
 
+    /// A directory StartRun may read input files from: only files below one of these
+    /// (after resolving symlinks) are read; any other path is refused with the same
+    /// answer whether it exists or not. Repeatable; the env twin takes a
+    /// comma-separated list. Relative paths are taken from the working directory.
+    #[arg(
+        long = "input-dir",
+        value_name = "DIR",
+        env = "ETL_INPUT_DIRS",
+        value_delimiter = ',',
+        default_value = "input"
+    )]
+    pub input_dirs: Vec<PathBuf>,
+
     #[command(flatten)]
     pub endpoints: Endpoints,
 
     #[command(flatten)]
     pub defaults: RunDefaults,
+
+    /// The gRPC API's token and TLS; the token and `--tls-ca` also go with the
+    /// calls to the gateway and the verifier.
+    #[command(flatten)]
+    pub security: etl_service::ApiSecurity,
 }
 
 impl Config {
-    /// Defaults with the gRPC listener on `127.0.0.1:0`, for tests.
+    /// Defaults with the gRPC listener on `127.0.0.1:0`, for tests: StartRun
+    /// reads below the system's temporary directory (where tests keep their
+    /// inputs).
     pub fn ephemeral(endpoints: Endpoints) -> Self {
         Self {
             grpc_addr: "127.0.0.1:0".into(),
+            input_dirs: vec![std::env::temp_dir()],
             endpoints,
             defaults: RunDefaults::default(),
+            security: etl_service::ApiSecurity::default(),
         }
     }
 
     pub fn validate(&self) -> Result<(), Error> {
         self.defaults.validate()?;
         self.endpoints.sftp_config()?;
+        if self.input_dirs.iter().all(|d| d.as_os_str().is_empty()) {
+            return Err(Error::Config(
+                "--input-dir (ETL_INPUT_DIRS) names no directory: StartRun could read nothing"
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The directories StartRun may read below, and the check of a requested
+/// path against them.
+#[derive(Clone, Debug)]
+pub struct InputDirs {
+    /// Absolute, as configured (they may not exist yet).
+    dirs: Vec<PathBuf>,
+}
+
+/// What StartRun answers for any path outside the input directories, the
+/// same whether or not it exists (so the answer tells nothing about the host).
+pub const NOT_ALLOWED: &str = "is not allowed: StartRun reads only files below the extractor's input directories (--input-dir, ETL_INPUT_DIRS)";
+
+impl InputDirs {
+    /// `dirs` made absolute against the working directory.
+    pub fn new(dirs: &[PathBuf]) -> Result<Self, Error> {
+        let dirs = dirs
+            .iter()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| {
+                std::path::absolute(d)
+                    .map_err(|e| Error::Config(format!("input directory {}: {e}", d.display())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { dirs })
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The file `requested` names, resolved (symlinks followed), when it is
+    /// below an input directory; `None` otherwise, and for a path that does
+    /// not resolve (missing) unless it lies lexically below one (then the
+    /// run reports it missing, which tells nothing outside). A `..` component
+    /// is never allowed.
+    pub fn resolve(&self, requested: &str) -> Option<PathBuf> {
+        let path = Path::new(requested);
+        if requested.is_empty()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return None;
+        }
+        let absolute = std::path::absolute(path).ok()?;
+        let roots: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .filter_map(|d| d.canonicalize().ok())
+            .collect();
+        match absolute.canonicalize() {
+            Ok(real) => roots
+                .iter()
+                .any(|r| real.starts_with(r) && real != *r)
+                .then_some(real),
+            Err(_) => {
+                let below = |d: &PathBuf| absolute.starts_with(d) && absolute != *d;
+                (self.dirs.iter().any(below) || roots.iter().any(below)).then_some(absolute)
+            }
+        }
     }
 }
 
@@ -287,10 +385,49 @@ mod tests {
             gateway_url: String::new(),
             ..Default::default()
         };
-        let t = e.upload_target(true).expect("valid");
+        let t = e.upload_target(true, ClientAuth::none()).expect("valid");
         assert_eq!(t.gateway_url, None);
         assert_eq!(t.verifier_url.as_deref(), Some("http://127.0.0.1:50054"));
-        assert_eq!(e.upload_target(false).expect("valid").verifier_url, None);
+        assert_eq!(
+            e.upload_target(false, ClientAuth::none())
+                .expect("valid")
+                .verifier_url,
+            None
+        );
+    }
+
+    #[test]
+    fn start_run_reads_only_below_the_input_dirs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let inside = tmp.path().join("in");
+        let outside = tmp.path().join("out");
+        std::fs::create_dir_all(inside.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(inside.join("sub/a.csv"), "1,t,b\n").expect("write");
+        std::fs::write(outside.join("b.csv"), "1,t,b\n").expect("write");
+        std::os::unix::fs::symlink(outside.join("b.csv"), inside.join("link.csv"))
+            .expect("symlink");
+        let dirs = InputDirs::new(std::slice::from_ref(&inside)).expect("dirs");
+        let s = |p: &std::path::Path| p.display().to_string();
+        let real = inside.canonicalize().expect("real");
+        assert_eq!(
+            dirs.resolve(&s(&inside.join("sub/a.csv"))),
+            Some(real.join("sub/a.csv"))
+        );
+        // Missing below an input dir: the run will say so.
+        assert!(dirs.resolve(&s(&inside.join("missing.csv"))).is_some());
+        // Outside, existing or not, through `..` or a symlink: refused alike.
+        for p in [
+            outside.join("b.csv"),
+            outside.join("missing.csv"),
+            inside.join("../out/b.csv"),
+            inside.join("link.csv"),
+            inside.clone(),
+            std::path::PathBuf::from("/etc/passwd"),
+        ] {
+            assert_eq!(dirs.resolve(&s(&p)), None, "{}", p.display());
+        }
+        assert_eq!(dirs.resolve(""), None);
     }
 
     #[test]

@@ -26,6 +26,11 @@
 //! - [`generate`]: deterministic synthetic reviews (mostly English, some
 //!   German/French/Spanish, awkward characters) for demos, tests and benches.
 //! - `api`: gRPC `etl.v1.Extractor` (`StartRun`, `WatchRun`) and the health loop.
+//!   `StartRun` reads only files below `--input-dir` (ETL_INPUT_DIRS, default
+//!   `./input`; symlinks resolved first), and refuses any other path with one
+//!   answer whether it exists or not ([`InputDirs`]). With `ETL_API_TOKEN` (or a
+//!   token file) every call needs it, and the calls to the gateway and the
+//!   verifier carry it; `--tls-cert`/`--tls-key` serve TLS.
 //! - [`config`]: flags and `ETL_*` env twins; [`cli`]: the command line and its
 //!   subcommands (`main.rs` only parses and calls it); [`Error`]: the one error type.
 //!
@@ -51,7 +56,7 @@ mod api;
 
 use std::{net::SocketAddr, sync::Arc};
 
-pub use config::{Config, Endpoints, RunDefaults};
+pub use config::{Config, Endpoints, InputDirs, RunDefaults};
 pub use error::Error;
 use etl_proto::v1::extractor_server::ExtractorServer;
 use etl_service::Shutdown;
@@ -89,6 +94,15 @@ impl Running {
 /// NOT_SERVING until the SFTP server and the verifier answer.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     config.validate()?;
+    let security = config
+        .security
+        .server()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let client = config
+        .security
+        .client()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let input_dirs = InputDirs::new(&config.input_dirs)?;
     let shutdown = shutdown.child();
     let listener = etl_service::bind("grpc", &config.grpc_addr).await?;
     let grpc_addr = listener.local_addr().map_err(|source| {
@@ -98,22 +112,27 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         })
     })?;
     let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
+    tracing::info!(input_dirs = ?input_dirs.dirs(), "StartRun reads below these directories only");
     routes.add_service(ExtractorServer::new(api::ExtractorApi::new(
         config.clone(),
+        client.clone(),
+        input_dirs,
         shutdown.clone(),
     )));
     let config = Arc::new(config);
     let health_task = tokio::spawn(api::watch_dependencies(
         config.clone(),
+        client,
         health,
         shutdown.clone(),
     ));
     let grpc_task = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let result = etl_service::serve_grpc(listener, routes.routes(), shutdown.clone())
-                .await
-                .map_err(Error::from);
+            let result =
+                etl_service::serve_grpc(listener, routes.routes(), &security, shutdown.clone())
+                    .await
+                    .map_err(Error::from);
             shutdown.trigger();
             result
         })

@@ -40,14 +40,10 @@ use etl_proto::v1::{
     AnnounceUploadRequest, CompleteRunRequest, RegisterFileRequest, TraceContext,
     sftp_gateway_client::SftpGatewayClient, sink_verifier_client::SinkVerifierClient,
 };
-use etl_service::Shutdown;
+use etl_service::{AuthChannel, ClientAuth, Shutdown};
 use etl_sftp::{SftpClient, SftpConfig, SftpError};
 use tokio::sync::Mutex;
-use tonic::{
-    Code,
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
-};
+use tonic::Code;
 use tracing::{Instrument, Span};
 
 use crate::{
@@ -67,6 +63,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 #[derive(Clone, Debug)]
 pub struct UploadTarget {
     pub sftp: SftpConfig,
+    /// What the gRPC calls to the gateway and the verifier carry (token, CA).
+    pub auth: ClientAuth,
     /// gRPC URL of the sftp-gateway for `AnnounceUpload`; `None` = no announcements.
     /// Errors are ignored: a plain SFTP server has no gateway.
     pub gateway_url: Option<String>,
@@ -77,8 +75,8 @@ pub struct UploadTarget {
     pub deadline: Duration,
 }
 
-type Inject = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-type Traced = InterceptedService<Channel, Inject>;
+/// Calls carry the token and the current span's trace context.
+type Traced = AuthChannel;
 
 /// What happened to one chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,12 +138,15 @@ struct Upload {
     registered: bool,
 }
 
-fn channel(url: &str, what: &str) -> Result<Channel, Error> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| Error::Config(format!("{what} URL {url:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy())
+fn channel(auth: &ClientAuth, url: &str, what: &str) -> Result<Traced, Error> {
+    Ok(auth.wrap_with(
+        auth.endpoint(url)
+            .map_err(|e| Error::Config(format!("{what} URL: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy(),
+        etl_telemetry::grpc::inject,
+    ))
 }
 
 pub(crate) fn now_unix_ms() -> i64 {
@@ -165,18 +166,18 @@ impl Uploader {
     /// reached) and makes sure `input/` exists. `stop` ends every wait for a
     /// retry with [`Error::Cancelled`].
     pub async fn connect(target: &UploadTarget, stop: &Shutdown) -> Result<Self, Error> {
-        let inject: Inject = etl_telemetry::grpc::inject;
         let gateway = match &target.gateway_url {
-            Some(url) => Some(SftpGatewayClient::with_interceptor(
-                channel(url, "gateway")?,
-                inject,
-            )),
+            Some(url) => Some(SftpGatewayClient::new(channel(
+                &target.auth,
+                url,
+                "gateway",
+            )?)),
             None => None,
         };
         let verifier = match &target.verifier_url {
             Some(url) => Some((
                 url.clone(),
-                SinkVerifierClient::with_interceptor(channel(url, "verifier")?, inject),
+                SinkVerifierClient::new(channel(&target.auth, url, "verifier")?),
             )),
             None => None,
         };

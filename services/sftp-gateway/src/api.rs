@@ -35,6 +35,9 @@ pub(crate) struct GatewayApi {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<FileReady, Status>> + Send>>;
 
+/// The longest path `AnnounceUpload` takes (Linux's PATH_MAX).
+pub(crate) const MAX_ANNOUNCED_PATH: usize = 4096;
+
 /// What makes two events the same notice of the same file content.
 type EventKey = (String, String, i32, String);
 
@@ -69,9 +72,15 @@ impl SftpGateway for GatewayApi {
             include_existing,
         } = request.into_inner();
         let directory = notify::clean(&directory);
-        if !user.is_empty() {
-            check_user_name(&user).map_err(Error::InvalidRequest)?;
+        // One user's files per stream: an empty filter used to stream every
+        // user's uploads to whoever asked.
+        if user.is_empty() {
+            return Err(Error::InvalidRequest(
+                "WatchFiles needs a user: the SFTP user whose files to watch".into(),
+            )
+            .into());
         }
+        check_user_name(&user).map_err(Error::InvalidRequest)?;
         if normalize(&directory).map_or(true, |d| d != directory) {
             return Err(Error::InvalidRequest(format!(
                 "directory {directory:?} is not a directory inside the user's root"
@@ -146,6 +155,16 @@ impl SftpGateway for GatewayApi {
     ) -> Result<Response<AnnounceUploadResponse>, Status> {
         let AnnounceUploadRequest { user, path, trace } = request.into_inner();
         check_user_name(&user).map_err(Error::InvalidRequest)?;
+        if !self.trees.contains_key(&user) {
+            return Err(Error::InvalidRequest(format!("no SFTP user {user:?} here")).into());
+        }
+        if path.len() > MAX_ANNOUNCED_PATH {
+            return Err(Error::InvalidRequest(format!(
+                "path is {} bytes long; at most {MAX_ANNOUNCED_PATH}",
+                path.len()
+            ))
+            .into());
+        }
         let rel = normalize(&path)
             .ok()
             .filter(|rel| !rel.is_empty())
@@ -154,8 +173,15 @@ impl SftpGateway for GatewayApi {
                     "path {path:?} is not a file path inside the user's root"
                 ))
             })?;
-        self.notifier
-            .announce(&user, &rel, trace.unwrap_or_default());
+        if !self
+            .notifier
+            .announce(&user, &rel, trace.unwrap_or_default())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "user {user:?} has {} announced uploads waiting already; upload them (or wait for them to expire) first",
+                notify::MAX_ANNOUNCEMENTS_PER_USER
+            )));
+        }
         Ok(Response::new(AnnounceUploadResponse {}))
     }
 }

@@ -180,6 +180,10 @@ pub struct Config {
     /// included); 0 = no quota.
     #[arg(long, env = "ETL_SFTP_USER_QUOTA", value_name = "BYTES", default_value = "10GiB", value_parser = parse_size)]
     pub user_quota: u64,
+
+    /// The gRPC control plane's token and TLS (`--api-token-file`, `--tls-cert`, …).
+    #[command(flatten)]
+    pub security: etl_service::ApiSecurity,
 }
 
 impl Default for Config {
@@ -209,6 +213,7 @@ impl Default for Config {
             auth_penalty_exempt: Vec::new(),
             max_file_size: 1 << 30,
             user_quota: 10 << 30,
+            security: etl_service::ApiSecurity::default(),
         }
     }
 }
@@ -304,6 +309,7 @@ impl fmt::Debug for Config {
             .field("auth_penalty_exempt", &self.auth_penalty_exempt)
             .field("max_file_size", &self.max_file_size)
             .field("user_quota", &self.user_quota)
+            .field("security", &self.security)
             .finish()
     }
 }

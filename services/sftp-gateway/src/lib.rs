@@ -32,7 +32,9 @@
 //! - `existing`: the files already present, as events, for `WatchFiles` with
 //!   `include_existing`.
 //! - `api`: gRPC `etl.v1.SftpGateway` (`WatchFiles`, `AnnounceUpload`), served
-//!   next to health and reflection.
+//!   next to health and reflection; with `ETL_API_TOKEN` (or a token file) every
+//!   call but health and reflection needs it, and `--tls-cert`/`--tls-key`
+//!   serve it over TLS (`etl_service::security`).
 //! - [`Error`]: the one error type.
 //!
 //! [`start`] binds both listeners and returns a [`Running`] at once.
@@ -58,6 +60,10 @@
 //!   RESOLVE_NO_SYMLINKS)`, so no symlink is ever followed.
 //! - Host key: its fingerprint is written to `<data-dir>/ssh_host_key.sha256`
 //!   at every start (and printed by `sftp-gateway host-key`), for clients to pin.
+//! - gRPC: the control-plane token (above). `WatchFiles` names one user (no
+//!   stream of every user's files); `AnnounceUpload` takes paths of at most
+//!   4096 bytes under an existing user, and at most 10,000 announcements wait
+//!   per user (RESOURCE_EXHAUSTED beyond).
 
 pub mod config;
 mod error;
@@ -141,6 +147,10 @@ async fn join(what: &'static str, task: JoinHandle<Result<(), Error>>) -> Result
 /// has no dependency to wait for.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     config.validate()?;
+    let security = config
+        .security
+        .server()
+        .map_err(|e| Error::Config(e.to_string()))?;
     // A failing server stops its sibling through this child, not the caller's token.
     let shutdown = shutdown.child();
 
@@ -223,9 +233,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         let shutdown = shutdown.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            etl_service::serve_until_shutdown(grpc_listener, routes.routes(), health, shutdown)
-                .await
-                .map_err(Error::from)
+            etl_service::serve_until_shutdown(
+                grpc_listener,
+                routes.routes(),
+                health,
+                security,
+                shutdown,
+            )
+            .await
+            .map_err(Error::from)
         })
     };
     health.set(true).await;

@@ -35,6 +35,11 @@ pub const SPAN_RECEIVE: &str = "sftp.receive";
 const ANNOUNCEMENT_TTL: Duration = Duration::from_secs(10 * 60);
 /// Announcements kept at most; the oldest go first beyond this.
 const MAX_ANNOUNCEMENTS: usize = 100_000;
+/// Announcements one user may have waiting. An uploader announces a file
+/// just before writing it, so thousands waiting is a client announcing files
+/// it never uploads; beyond this its announcements are refused, and no user
+/// can push another's out of the table.
+pub const MAX_ANNOUNCEMENTS_PER_USER: usize = 10_000;
 /// Events buffered per subscriber before it counts as lagging.
 const CHANNEL_CAPACITY: usize = 4096;
 /// Recent events replayed to each new subscriber, so a consumer that connects
@@ -109,14 +114,25 @@ impl Notifier {
         &self.inner.watched
     }
 
-    /// Remembers the uploader's trace context for `(user, path)`.
-    pub fn announce(&self, user: &str, path: &str, trace: TraceContext) {
+    /// Remembers the uploader's trace context for `(user, path)`. Returns
+    /// false (and remembers nothing) when the user already has
+    /// [`MAX_ANNOUNCEMENTS_PER_USER`] waiting.
+    pub fn announce(&self, user: &str, path: &str, trace: TraceContext) -> bool {
         let key = (user.to_string(), clean(path));
         let now = Instant::now();
         let Ok(mut table) = self.inner.announced.lock() else {
-            return;
+            return false;
         };
         table.retain(|_, a| now.duration_since(a.at) < ANNOUNCEMENT_TTL);
+        if !table.contains_key(&key)
+            && table.keys().filter(|(u, _)| u == user).count() >= MAX_ANNOUNCEMENTS_PER_USER
+        {
+            tracing::warn!(
+                user,
+                "too many announced uploads waiting; announcement refused"
+            );
+            return false;
+        }
         if table.len() >= MAX_ANNOUNCEMENTS
             && let Some(oldest) = table
                 .iter()
@@ -127,6 +143,7 @@ impl Notifier {
         }
         tracing::debug!(user, path = %key.1, traceparent = %trace.traceparent, "upload announced");
         table.insert(key, Announcement { trace, at: now });
+        true
     }
 
     fn take_announcement(&self, user: &str, path: &str) -> Option<TraceContext> {
@@ -256,7 +273,7 @@ impl Notifier {
     /// gives the announcement back for the next attempt.
     pub(crate) fn abandon(&self, receipt: Receipt) {
         if let Some(trace) = receipt.announced {
-            self.announce(&receipt.user, &receipt.rel, trace);
+            let _ = self.announce(&receipt.user, &receipt.rel, trace);
         }
     }
 

@@ -10,6 +10,10 @@ pub enum Error {
     #[error("invalid --database-url / ETL_DATABASE_URL: {0}")]
     DatabaseUrl(String),
 
+    /// The API token or TLS files (`etl_service::security`).
+    #[error(transparent)]
+    Security(#[from] etl_service::security::SecurityError),
+
     #[error("invalid manifest for file {file:?}: {reason}")]
     InvalidManifest { file: String, reason: String },
 
@@ -61,6 +65,7 @@ impl From<Error> for tonic::Status {
             Error::Postgres { .. } => tonic::Status::unavailable(message),
             Error::Grpc(_)
             | Error::DatabaseUrl(_)
+            | Error::Security(_)
             | Error::UnsupportedColumn { .. }
             | Error::StoredState { .. }
             | Error::Task(_) => tonic::Status::internal(message),

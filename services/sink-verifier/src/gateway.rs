@@ -13,21 +13,12 @@ use std::sync::Arc;
 use etl_proto::v1::{
     FileEventKind, FileReady, WatchFilesRequest, sftp_gateway_client::SftpGatewayClient,
 };
-use etl_service::{Backoff, Shutdown};
+use etl_service::{Backoff, ClientAuth, Shutdown};
 
 use crate::registry::Registry;
 
 /// The directory, relative to each user's root, that holds rejected files.
 const ERROR_DIR: &str = "error";
-
-/// `http://host:port` for a bare `host:port`.
-pub(crate) fn grpc_url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
 
 /// The rejected file an event names, and why; `None` for other events (and
 /// for the `<name>.error.txt` files beside the rejected ones).
@@ -47,18 +38,18 @@ fn rejection(ev: &FileReady) -> Option<(&str, &str)> {
 /// Follows the gateway's rejections until `shutdown`.
 pub(crate) async fn watch_rejections(
     url: String,
+    auth: ClientAuth,
     user: String,
     registry: Arc<Registry>,
     shutdown: Shutdown,
 ) {
-    let url = grpc_url(&url);
+    let url = etl_service::client::url(&url);
     let mut backoff = Backoff::default();
     let mut failures = 0u32;
     loop {
         let subscribe = async {
-            let mut client = SftpGatewayClient::connect(url.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut client =
+                SftpGatewayClient::new(auth.connect(&url).await.map_err(|e| e.to_string())?);
             client
                 .watch_files(WatchFilesRequest {
                     user: user.clone(),
@@ -145,11 +136,5 @@ mod tests {
         let reason_file = etl_core::naming::error_reason_name("a.csv");
         let ev = event(&format!("error/{reason_file}"), FileEventKind::Rejected, "");
         assert_eq!(rejection(&ev), None);
-    }
-
-    #[test]
-    fn bare_addresses_become_urls() {
-        assert_eq!(grpc_url("127.0.0.1:50052"), "http://127.0.0.1:50052");
-        assert_eq!(grpc_url("http://gw:50052"), "http://gw:50052");
     }
 }

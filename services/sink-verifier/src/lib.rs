@@ -9,7 +9,9 @@
 //!
 //! # Layout
 //! In the order data flows:
-//! - `api`: gRPC `etl.v1.SinkVerifier`. `RegisterFile` brings a file's manifest,
+//! - `api`: gRPC `etl.v1.SinkVerifier` (with `ETL_API_TOKEN` or a token file,
+//!   every call but health and reflection needs the token; `--tls-cert` and
+//!   `--tls-key` serve TLS). `RegisterFile` brings a file's manifest,
 //!   `CompleteRun` says how many files a run has, `GetReport`/`WatchReport` give
 //!   the run's report. Registration and completion answer once stored.
 //! - `manifest`: validates manifests (digest count, checksum), on the way in and
@@ -30,7 +32,7 @@
 //! - `duplicates`: rows whose content landed under two file names (a file
 //!   uploaded again under a new name, a rerun under a new run id).
 //! - `gateway`: with `--gateway-url`, follows the sftp-gateway's rejected files
-//!   (`error/`), so a file the connector refused ends its run as FAILED with the
+//!   (`error/`) of `--sftp-user` (default `etl`), with the same token, so a file the connector refused ends its run as FAILED with the
 //!   reason instead of keeping it waiting.
 //! - `report`: sums the files into the run report: latency percentiles, the
 //!   run's elapsed time, and its state (RUNNING, then PASSED or FAILED).
@@ -130,9 +132,15 @@ pub struct Config {
     #[arg(long, env = "ETL_GATEWAY_URL")]
     pub gateway_url: Option<String>,
 
-    /// Only rejections of this SFTP user's files (empty: every user's).
-    #[arg(long, env = "ETL_SFTP_USER", default_value = "")]
+    /// The SFTP user whose rejected files are watched (the gateway's WatchFiles
+    /// takes one user: the one the extractor uploads as).
+    #[arg(long, env = "ETL_SFTP_USER", default_value = "etl")]
     pub sftp_user: String,
+
+    /// The gRPC API's token and TLS (`--api-token-file`, `--tls-cert`, …); the token
+    /// and `--tls-ca` also serve the calls to the gateway.
+    #[command(flatten)]
+    pub security: etl_service::ApiSecurity,
 }
 
 impl Config {
@@ -144,7 +152,8 @@ impl Config {
             table: "review".to_string(),
             poll_interval_ms: 1000,
             gateway_url: None,
-            sftp_user: String::new(),
+            sftp_user: "etl".to_string(),
+            security: etl_service::ApiSecurity::default(),
         }
     }
 }
@@ -177,6 +186,8 @@ impl Running {
 /// Binds the gRPC listener, spawns the server, the Postgres watcher and (with
 /// a gateway URL) the watch of rejected files, and returns at once.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    let security = config.security.server()?;
+    let client = config.security.client()?;
     let mut db: tokio_postgres::Config = config
         .database_url
         .parse()
@@ -213,6 +224,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let gateway = gateway_url.map(|url| {
         tokio::spawn(gateway::watch_rejections(
             url,
+            client,
             config.sftp_user.clone(),
             registry.clone(),
             shutdown.clone(),
@@ -233,6 +245,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         listener,
         routes.routes(),
         health,
+        security,
         shutdown.clone(),
     ));
     Ok(Running {

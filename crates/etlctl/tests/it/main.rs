@@ -219,6 +219,12 @@ fn supervisor_restarts_crashed_services_and_stops_everything() {
         || std::fs::read_to_string(&env_file).is_ok_and(|t| t.contains("ETL_REST_ADDR")),
     );
     let env = std::fs::read_to_string(&env_file).expect("env");
+    // The token every service requires: made once, readable by its owner only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(stack.dir().join("api-token")).expect("api-token");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
     for expected in [
         format!("ETL_GRPC_ADDR=127.0.0.1:{}", stack.base_port + 2),
         format!("ETL_REST_ADDR=127.0.0.1:{}", stack.rest_port),
@@ -230,6 +236,10 @@ fn supervisor_restarts_crashed_services_and_stops_everything() {
         format!("ETL_GATEWAY_URL=http://127.0.0.1:{}", stack.base_port + 1),
         format!("ETL_VERIFIER_URL=http://127.0.0.1:{}", stack.base_port + 3),
         format!("ETL_SFTP_ADDR=127.0.0.1:{}", stack.sftp_port),
+        format!(
+            "ETL_API_TOKEN_FILE={}",
+            stack.dir().join("api-token").display()
+        ),
         "LOG_FORMAT=json".to_owned(),
         "OTEL_SERVICE_NAME=connect-manager".to_owned(),
         format!(
@@ -362,38 +372,43 @@ fn demo_lands_every_row() {
         stdout(&output)
     );
 
-    // `etlctl trace <file>`: one trace through all four services. Spans arrive in
-    // batches (every few seconds per service), so ask again for a while.
+    // `etlctl trace <file>`: one trace through all four services, for every file of a
+    // demo started at once on a fresh stack (the first file's context must not be lost
+    // to start-up races). Spans arrive in batches, so ask again for a while.
     let services = [
         "extractor",
         "sftp-gateway",
         "connect-manager",
         "sink-verifier",
     ];
-    let trace = args(&["trace", first_file, "--dir", &dir, "--wait", "20"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let (text, missing) = loop {
-        let output = run(&trace);
-        assert!(output.status.success(), "trace failed: {}", stderr(&output));
-        let text = stdout(&output);
-        let missing: Vec<&str> = services
-            .iter()
-            .copied()
-            .filter(|s| !text.lines().any(|l| l.ends_with(&format!("  {s}"))))
-            .collect();
-        if missing.is_empty() || std::time::Instant::now() >= deadline {
-            break (text, missing);
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    };
-    assert!(
-        text.starts_with(&format!("trace {first_trace}: ")),
-        "{text}"
-    );
-    assert!(
-        missing.is_empty(),
-        "the trace of {first_file} has no spans from {missing:?}:\n{text}"
-    );
+    for (file, trace_id) in trace_ids {
+        let trace_id = trace_id.as_str().expect("trace id");
+        let trace = args(&["trace", file, "--dir", &dir, "--wait", "20"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let (text, missing) = loop {
+            let output = run(&trace);
+            assert!(output.status.success(), "trace failed: {}", stderr(&output));
+            let text = stdout(&output);
+            let missing: Vec<&str> = services
+                .iter()
+                .copied()
+                .filter(|s| !text.lines().any(|l| l.ends_with(&format!("  {s}"))))
+                .collect();
+            if missing.is_empty() || std::time::Instant::now() >= deadline {
+                break (text, missing);
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        };
+        assert!(text.starts_with(&format!("trace {trace_id}: ")), "{text}");
+        assert!(
+            missing.is_empty(),
+            "the trace of {file} has no spans from {missing:?}:\n{text}"
+        );
+        assert!(
+            text.contains("INSERT review"),
+            "no Postgres write in {file}'s trace:\n{text}"
+        );
+    }
     // The same trace by its id.
     let output = run(&args(&["trace", first_trace, "--dir", &dir]));
     assert!(output.status.success(), "{}", stderr(&output));
@@ -402,8 +417,33 @@ fn demo_lands_every_row() {
     // `--stack external` (compose's one-shot job): the same services reached through
     // flags and env, placeholders from the environment, the report elsewhere.
     let external = stack.tmp.path().join("external");
-    let input = stack.tmp.path().join("shared-input");
+    // Below the stack's input directory: the only place its extractor reads.
+    let input = stack.dir().join("input").join("shared");
     let grpc = |offset: u16| format!("http://127.0.0.1:{}", stack.base_port + offset);
+    // Every service requires the token `up` made; health alone does not.
+    let token_file = stack.dir().join("api-token");
+    let output = run(&args(&[
+        "connectors",
+        "list",
+        "--stack",
+        "external",
+        "--url",
+        &grpc(2),
+    ]));
+    assert!(!output.status.success(), "listed without the token");
+    assert!(stderr(&output).contains("token"), "{}", stderr(&output));
+    let output = run_with_env(
+        &args(&[
+            "connectors",
+            "list",
+            "--stack",
+            "external",
+            "--url",
+            &grpc(2),
+        ]),
+        &[("ETL_API_TOKEN_FILE", token_file.display().to_string())],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
     let output = run_with_env(
         &args(&[
             "demo",
@@ -437,6 +477,7 @@ fn demo_lands_every_row() {
             ("ETL_SFTP_PORT", stack.sftp_port.to_string()),
             ("ETL_PG_HOST", "127.0.0.1".to_owned()),
             ("ETL_PG_PORT", stack.pg_port.to_string()),
+            ("ETL_API_TOKEN_FILE", token_file.display().to_string()),
         ],
     );
     assert!(

@@ -2,17 +2,81 @@
 //! create time. `connection.url` takes the JDBC form
 //! (`jdbc:postgresql://host:port/db?user=…`) or a libpq URL (`postgres://…`).
 
-use std::fmt;
+use std::{fmt, time::Duration};
+
+use regex::Regex;
 
 use crate::{Error, options::Options, source::config::check_topic};
 
-/// What a conflicting `(_etl_file, _etl_row)` does. Both are idempotent.
+/// How a record's row reaches its table (Kafka Connect's `insert.mode`). Every
+/// mode is idempotent on the key, so a replayed batch changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum InsertMode {
-    /// `ON CONFLICT … DO UPDATE` (only when a value differs).
+    /// `ON CONFLICT (key) DO UPDATE` (only when a value differs).
     Upsert,
-    /// `ON CONFLICT … DO NOTHING`: the first write of a row wins.
+    /// `ON CONFLICT (key) DO NOTHING`: the first write of a row wins. With
+    /// `pk.mode=none` (no key), a plain `INSERT`: a replay adds the rows again.
     Insert,
+    /// `UPDATE … WHERE key = …`: only rows that exist change; a record whose
+    /// key matches no row is not inserted (and counts as written).
+    Update,
+}
+
+/// The primary key of the sink's tables (Kafka Connect's `pk.mode` and
+/// `pk.fields`), as column names (folded when `quote.sql.identifiers=never`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PkMode {
+    /// No key: rows are only ever inserted.
+    None,
+    /// `record_key` (our default): the key `{file}:{row}` gives the lineage
+    /// columns `_etl_file`, `_etl_row`, which are the key.
+    RecordKey,
+    /// `kafka`: the record's topic, partition and offset, in these three columns
+    /// (default `__connect_topic`, `__connect_partition`, `__connect_offset`).
+    Kafka([String; 3]),
+    /// `record_value`: these fields of the record value (`pk.fields`).
+    RecordValue(Vec<String>),
+}
+
+impl PkMode {
+    /// The key's columns, in key order (none for `pk.mode=none`).
+    pub(crate) fn columns(&self) -> Vec<&str> {
+        match self {
+            PkMode::None => Vec::new(),
+            PkMode::RecordKey => vec!["_etl_file", "_etl_row"],
+            PkMode::Kafka(cols) => cols.iter().map(String::as_str).collect(),
+            PkMode::RecordValue(fields) => fields.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `quote.sql.identifiers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quoting {
+    /// Names are used as written (quoted): `Review` is the table `Review`.
+    Always,
+    /// Names mean what they would unquoted: Postgres folds them to lower case
+    /// (`Review` is the table `review`). They are still quoted in the SQL we
+    /// send, so a column name from a file can never change a statement.
+    Never,
+}
+
+impl Quoting {
+    /// The name of the table or column `name` stands for.
+    pub(crate) fn name(self, name: &str) -> String {
+        match self {
+            Quoting::Always => name.to_string(),
+            Quoting::Never => name.to_lowercase(),
+        }
+    }
+}
+
+/// How a failing step is retried: at most `max` times after the first attempt
+/// (`None`: until it succeeds), `fixed` apart (`None`: the service's backoff).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RetryPolicy {
+    pub(crate) max: Option<u32>,
+    pub(crate) fixed: Option<Duration>,
 }
 
 /// Where the sink connects. `Debug` never shows the password.
@@ -85,11 +149,20 @@ pub(crate) struct DeadLetters {
 
 #[derive(Clone, Debug)]
 pub(crate) struct SinkConfig {
+    /// The topics named by `topics`; empty when `topics_regex` picks them.
     pub(crate) topics: Vec<String>,
+    /// `topics.regex`: every topic whose whole name matches (Java's `matches`).
+    pub(crate) topics_regex: Option<Regex>,
     pub(crate) target: PgTarget,
     /// `${topic}` is replaced by the record's topic.
     pub(crate) table_format: String,
     pub(crate) insert_mode: InsertMode,
+    pub(crate) pk: PkMode,
+    /// `fields.whitelist`: the value fields written (with the key fields); None: all.
+    pub(crate) fields: Option<Vec<String>>,
+    /// `delete.enabled`: a record without a value deletes its key's row.
+    pub(crate) delete_enabled: bool,
+    pub(crate) quoting: Quoting,
     pub(crate) auto_create: bool,
     pub(crate) auto_evolve: bool,
     pub(crate) batch_size: usize,
@@ -98,22 +171,52 @@ pub(crate) struct SinkConfig {
     pub(crate) dead_letters: Option<DeadLetters>,
     /// `errors.log.enable`: log each tolerated error at warn level.
     pub(crate) log_errors: bool,
+    /// `max.retries`, `retry.backoff.ms`: a batch Postgres refuses.
+    pub(crate) write_retries: RetryPolicy,
+    /// `connection.attempts`, `connection.backoff.ms`: connecting to Postgres.
+    pub(crate) connect_retries: RetryPolicy,
+}
+
+/// The default column names of `pk.mode=kafka`, Kafka Connect's.
+pub(crate) const KAFKA_PK: [&str; 3] =
+    ["__connect_topic", "__connect_partition", "__connect_offset"];
+
+fn list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl SinkConfig {
     pub(crate) fn from_options(name: &str, o: &Options<'_>) -> Result<Self, Error> {
-        let topics: Vec<String> = o
-            .required("topics")?
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect();
-        if topics.is_empty() {
-            return Err(o.error("option \"topics\" names no topic"));
-        }
+        let topics = list(o.get("topics"));
         for t in &topics {
             check_topic(t).map_err(|m| o.error(m.replace("kafka.topic", "topics entry")))?;
+        }
+        let topics_regex = match o.get("topics.regex") {
+            None => None,
+            Some(pattern) => Some(Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                o.error(format!(
+                    "topics.regex {pattern:?} is not a valid regular expression: {e}"
+                ))
+            })?),
+        };
+        match (topics.is_empty(), &topics_regex) {
+            (true, None) => {
+                return Err(
+                    o.error("required option \"topics\" is missing (or give \"topics.regex\")")
+                );
+            }
+            (false, Some(_)) => {
+                return Err(o.error(
+                    "\"topics\" and \"topics.regex\" are both set: give one of them, as Kafka Connect requires",
+                ));
+            }
+            _ => {}
         }
         let url = o.required("connection.url")?;
         let mut target = parse_connection_url(url).map_err(|reason| {
@@ -129,6 +232,19 @@ impl SinkConfig {
             target.password = password.to_string();
         }
         let table_format = o.string("table.name.format", "${topic}");
+        let quoting = match o
+            .string("quote.sql.identifiers", "always")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "always" => Quoting::Always,
+            "never" => Quoting::Never,
+            other => {
+                return Err(o.error(format!(
+                    "quote.sql.identifiers must be always or never, got {other:?}"
+                )));
+            }
+        };
         let insert_mode = match o
             .string("insert.mode", "upsert")
             .to_ascii_lowercase()
@@ -136,31 +252,64 @@ impl SinkConfig {
         {
             "upsert" => InsertMode::Upsert,
             "insert" => InsertMode::Insert,
+            "update" => InsertMode::Update,
             other => {
                 return Err(o.error(format!(
-                    "insert.mode must be upsert or insert, got {other:?}"
+                    "insert.mode must be upsert, insert or update, got {other:?}"
                 )));
             }
         };
-        match o
-            .string("pk.mode", "record_key")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "record_key" => {}
-            other => {
-                return Err(o.error(format!(
-                    "pk.mode {other:?} is not supported: only record_key (the key {{file}}:{{row}} gives _etl_file, _etl_row)"
-                )));
-            }
+        let pk = pk_mode(o, quoting)?;
+        if pk == PkMode::None && insert_mode != InsertMode::Insert {
+            return Err(o.error(format!(
+                "insert.mode={} needs a primary key to find rows by, and pk.mode=none has none: use insert.mode=insert, or a pk.mode of record_key, kafka or record_value",
+                if insert_mode == InsertMode::Upsert { "upsert" } else { "update" }
+            )));
         }
-        // pk.fields names Kafka Connect's key fields; ours are fixed.
-        let _ = o.get("pk.fields");
+        let delete_enabled = o.boolean("delete.enabled", false)?;
+        if delete_enabled && pk != PkMode::RecordKey {
+            return Err(o.error(
+                "delete.enabled=true needs pk.mode=record_key: a record without a value has only its key to say which row to delete",
+            ));
+        }
+        let fields: Vec<String> = list(o.get("fields.whitelist"))
+            .iter()
+            .map(|f| quoting.name(f))
+            .collect();
+        let retries = |max_key, backoff_key| -> Result<RetryPolicy, Error> {
+            Ok(RetryPolicy {
+                max: match o.get(max_key) {
+                    None => None,
+                    Some(_) => Some(o.number(max_key, 0, 0, 1_000_000)?),
+                },
+                fixed: match o.get(backoff_key) {
+                    None => None,
+                    Some(_) => Some(Duration::from_millis(o.number(
+                        backoff_key,
+                        0,
+                        0,
+                        86_400_000,
+                    )?)),
+                },
+            })
+        };
+        let write_retries = retries("max.retries", "retry.backoff.ms")?;
+        let mut connect_retries = retries("connection.attempts", "connection.backoff.ms")?;
+        if connect_retries.max.is_some() {
+            // Attempts count the first one; retries do not.
+            let attempts: u32 = o.number("connection.attempts", 1, 1, 1_000_000)?;
+            connect_retries.max = Some(attempts - 1);
+        }
         let config = SinkConfig {
             topics,
+            topics_regex,
             target,
             table_format,
             insert_mode,
+            pk,
+            fields: (!fields.is_empty()).then_some(fields),
+            delete_enabled,
+            quoting,
             auto_create: o.boolean("auto.create", true)?,
             auto_evolve: o.boolean("auto.evolve", true)?,
             batch_size: o.number("batch.size", 2000, 1, 1_000_000)?,
@@ -183,6 +332,8 @@ impl SinkConfig {
             },
             dead_letters: None,
             log_errors: o.boolean("errors.log.enable", false)?,
+            write_retries,
+            connect_retries,
         };
         let _ = o.get("errors.log.include.messages");
         let mut config = config;
@@ -195,7 +346,7 @@ impl SinkConfig {
                     "errors.deadletterqueue.topic.name needs errors.tolerance=all: with none, a record that cannot be decoded stops the task instead",
                 ));
             }
-            if config.topics.iter().any(|t| t == topic) {
+            if config.reads(topic) {
                 return Err(o.error(format!(
                     "errors.deadletterqueue.topic.name {topic:?} is one of the topics the sink reads"
                 )));
@@ -213,8 +364,88 @@ impl SinkConfig {
 
     /// The table that records of `topic` go to.
     pub(crate) fn table_for(&self, topic: &str) -> String {
-        self.table_format.replace("${topic}", topic)
+        self.quoting
+            .name(&self.table_format.replace("${topic}", topic))
     }
+
+    /// Whether the sink reads `topic` (named in `topics`, or matching `topics.regex`).
+    pub(crate) fn reads(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == topic)
+            || self
+                .topics_regex
+                .as_ref()
+                .is_some_and(|r| r.is_match(topic))
+    }
+
+    /// What the consumer subscribes to: the topics, or librdkafka's form of a
+    /// pattern (a leading `^`), anchored at both ends like Java's `matches`.
+    pub(crate) fn subscription(&self) -> Vec<String> {
+        match &self.topics_regex {
+            Some(r) => vec![r.as_str().replacen("^(?:", "^(", 1)],
+            None => self.topics.clone(),
+        }
+    }
+}
+
+/// `pk.mode` and `pk.fields`, with Kafka Connect's meanings.
+fn pk_mode(o: &Options<'_>, quoting: Quoting) -> Result<PkMode, Error> {
+    let fields = list(o.get("pk.fields"));
+    let mode = o.string("pk.mode", "record_key").to_ascii_lowercase();
+    let pk = match mode.as_str() {
+        "none" => {
+            if !fields.is_empty() {
+                return Err(o.error("pk.fields must be empty with pk.mode=none"));
+            }
+            PkMode::None
+        }
+        "record_key" => {
+            if !fields.is_empty() && fields != ["_etl_file", "_etl_row"] {
+                return Err(o.error(format!(
+                    "pk.fields {fields:?} cannot be used with pk.mode=record_key: the record key is the text {{file}}:{{row}}, which gives the key columns _etl_file, _etl_row (leave pk.fields empty)"
+                )));
+            }
+            PkMode::RecordKey
+        }
+        "kafka" => {
+            let names: Vec<String> = if fields.is_empty() {
+                KAFKA_PK.iter().map(|s| s.to_string()).collect()
+            } else {
+                fields
+            };
+            let [topic, partition, offset]: [String; 3] = names.try_into().map_err(|names: Vec<String>| {
+                o.error(format!(
+                    "pk.fields with pk.mode=kafka names the topic, partition and offset columns: three names, got {}",
+                    names.len()
+                ))
+            })?;
+            PkMode::Kafka([topic, partition, offset].map(|n| quoting.name(&n)))
+        }
+        "record_value" => {
+            if fields.is_empty() {
+                return Err(o.error(
+                    "pk.mode=record_value needs pk.fields naming the value fields of the key (a key of every field is not supported)",
+                ));
+            }
+            PkMode::RecordValue(fields.iter().map(|n| quoting.name(n)).collect())
+        }
+        other => {
+            return Err(o.error(format!(
+                "pk.mode must be none, kafka, record_key or record_value, got {other:?}"
+            )));
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for c in pk.columns() {
+        if pk != PkMode::RecordKey && crate::postgres::LINEAGE.contains(&c) {
+            return Err(o.error(format!(
+                "pk.fields names {c:?}, a lineage column the sink fills itself"
+            )));
+        }
+        if !seen.insert(c) {
+            return Err(o.error(format!("pk.fields names {c:?} twice")));
+        }
+    }
+    Ok(pk)
 }
 
 /// Parses a JDBC (`jdbc:postgresql://host:port/db?user=u&password=p`,
@@ -419,7 +650,98 @@ mod tests {
         .expect("defaults");
         assert_eq!(d.table_for("review-etl"), "review-etl");
         assert_eq!(d.insert_mode, InsertMode::Upsert);
+        assert_eq!(d.pk, PkMode::RecordKey);
         assert_eq!(d.batch_size, 2000);
+        assert_eq!(d.write_retries, RetryPolicy::default());
+        assert_eq!(d.connect_retries, RetryPolicy::default());
+        assert!(d.fields.is_none() && !d.delete_enabled);
+        assert_eq!(d.subscription(), vec!["review-etl"]);
+    }
+
+    #[test]
+    fn kafka_connect_modes_and_keys() {
+        let base = [("topics", "t"), ("connection.url", "postgres://h/db")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            parse(&pairs).expect("valid")
+        };
+        let c = with(&[("insert.mode", "update"), ("pk.mode", "kafka")]);
+        assert_eq!(c.insert_mode, InsertMode::Update);
+        assert_eq!(
+            c.pk.columns(),
+            vec!["__connect_topic", "__connect_partition", "__connect_offset"]
+        );
+        let c = with(&[("pk.mode", "kafka"), ("pk.fields", "t, p, o")]);
+        assert_eq!(c.pk.columns(), vec!["t", "p", "o"]);
+        let c = with(&[("pk.mode", "record_value"), ("pk.fields", "id, Region")]);
+        assert_eq!(
+            c.pk,
+            PkMode::RecordValue(vec!["id".into(), "Region".into()])
+        );
+        let c = with(&[("pk.mode", "none"), ("insert.mode", "insert")]);
+        assert_eq!(c.pk, PkMode::None);
+        assert!(c.pk.columns().is_empty());
+        let c = with(&[
+            ("pk.fields", "_etl_file,_etl_row"),
+            ("delete.enabled", "true"),
+        ]);
+        assert_eq!(c.pk, PkMode::RecordKey);
+        assert!(c.delete_enabled);
+
+        // quote.sql.identifiers=never: names mean what they would unquoted.
+        let c = with(&[
+            ("quote.sql.identifiers", "NEVER"),
+            ("table.name.format", "Reviews_${topic}"),
+            ("pk.mode", "record_value"),
+            ("pk.fields", "ID"),
+            ("fields.whitelist", "Body, ID"),
+        ]);
+        assert_eq!(c.table_for("T"), "reviews_t");
+        assert_eq!(c.pk, PkMode::RecordValue(vec!["id".into()]));
+        assert_eq!(c.fields, Some(vec!["body".to_string(), "id".to_string()]));
+        let c = with(&[("table.name.format", "Reviews_${topic}")]);
+        assert_eq!(c.table_for("T"), "Reviews_T");
+
+        let c = with(&[
+            ("max.retries", "3"),
+            ("retry.backoff.ms", "250"),
+            ("connection.attempts", "2"),
+        ]);
+        assert_eq!(
+            c.write_retries,
+            RetryPolicy {
+                max: Some(3),
+                fixed: Some(Duration::from_millis(250))
+            }
+        );
+        assert_eq!(
+            c.connect_retries,
+            RetryPolicy {
+                max: Some(1),
+                fixed: None
+            }
+        );
+
+        let c = parse(&[
+            ("topics.regex", "review-.*"),
+            ("connection.url", "postgres://h/db"),
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", "dead"),
+        ])
+        .expect("regex");
+        assert!(c.topics.is_empty());
+        assert!(c.reads("review-etl") && !c.reads("xreview-etl") && !c.reads("dead"));
+        assert_eq!(c.subscription(), vec!["^(review-.*)$"]);
+        let err = parse(&[
+            ("topics.regex", "dead.*"),
+            ("connection.url", "postgres://h/db"),
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", "dead"),
+        ])
+        .expect_err("reads its own dead letters")
+        .to_string();
+        assert!(err.contains("one of the topics the sink reads"), "{err}");
     }
 
     #[test]
@@ -438,17 +760,119 @@ mod tests {
                 &[
                     ("topics", "t"),
                     ("connection.url", "postgres://h/d"),
+                    ("insert.mode", "merge"),
+                ],
+                "insert.mode must be upsert, insert or update",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("pk.mode", "none"),
+                ],
+                "insert.mode=upsert needs a primary key",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("pk.mode", "none"),
                     ("insert.mode", "update"),
                 ],
-                "insert.mode",
+                "insert.mode=update needs a primary key",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("pk.mode", "record_value"),
+                ],
+                "pk.mode=record_value needs pk.fields",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("pk.mode", "record_value"),
+                    ("pk.fields", "id,_etl_row"),
+                ],
+                "\"_etl_row\", a lineage column",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("pk.mode", "record_value"),
+                    ("pk.fields", "id,id"),
+                ],
+                "\"id\" twice",
             ),
             (
                 &[
                     ("topics", "t"),
                     ("connection.url", "postgres://h/d"),
                     ("pk.mode", "kafka"),
+                    ("pk.fields", "a,b"),
                 ],
-                "pk.mode \"kafka\"",
+                "three names, got 2",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("pk.fields", "id"),
+                ],
+                "cannot be used with pk.mode=record_key",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("pk.mode", "kafka"),
+                    ("delete.enabled", "true"),
+                ],
+                "delete.enabled=true needs pk.mode=record_key",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("quote.sql.identifiers", "sometimes"),
+                ],
+                "quote.sql.identifiers",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("max.retries", "-1"),
+                ],
+                "\"max.retries\"",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("connection.attempts", "0"),
+                ],
+                "\"connection.attempts\" must be a whole number from 1",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("topics.regex", "review-.*"),
+                ],
+                "both set",
+            ),
+            (
+                &[
+                    ("topics", "t"),
+                    ("connection.url", "postgres://h/d"),
+                    ("errors.tolerance", "all"),
+                    ("errors.deadletterqueue.topic.name", "t"),
+                ],
+                "is one of the topics the sink reads",
             ),
             (
                 &[

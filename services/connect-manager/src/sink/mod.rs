@@ -14,6 +14,18 @@
 //! goes to the dead letter queue (acknowledged before its offset is
 //! committed), or is counted as skipped when there is none.
 //!
+//! Keys and modes are Kafka Connect's (see [`config`]): `insert.mode` upsert,
+//! insert or update, `pk.mode` record_key (ours, the default: the lineage
+//! columns), kafka, record_value or none. `fields.whitelist` drops value
+//! fields, `quote.sql.identifiers=never` folds names to lower case, and with
+//! `delete.enabled` a record without a value deletes its row. A write that
+//! Postgres refuses is retried (`max.retries`, `retry.backoff.ms`; unset:
+//! until it succeeds), then the task stops FAILED with the batch uncommitted.
+//!
+//! Several sinks may read one topic: each is its own consumer group
+//! (`consumer.override.group.id`, default `connect-<name>`), so each sees
+//! every record and commits its own offsets.
+//!
 //! The consumer is a *static* group member (`group.instance.id`, derived from
 //! the worker's data directory): a sink restarted after a crash takes its
 //! partitions back at once instead of waiting for the dead member's session
@@ -23,7 +35,7 @@ pub(crate) mod config;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use etl_core::{Schema, envelope};
+use etl_core::{Field, Schema, Value, envelope};
 use etl_service::{Backoff, Shutdown, retry};
 use etl_telemetry::names;
 use rdkafka::{
@@ -37,12 +49,12 @@ use tokio_postgres::{Client, NoTls};
 use tracing::{Instrument, Span};
 
 pub(crate) use config::SinkConfig;
-use config::{DeadLetters, Tolerance};
+use config::{DeadLetters, PkMode, RetryPolicy, Tolerance};
 
 use crate::{
     connector::TaskContext,
     kafka,
-    postgres::{self, SinkRow, TableCache, WriteError},
+    postgres::{self, Change, SinkRow, TableCache, WriteError, WriteSpec},
     status::{State, Status},
 };
 
@@ -55,8 +67,55 @@ const GATHER_IDLE: Duration = Duration::from_millis(15);
 /// A decoded record and where it came from.
 struct Incoming {
     topic: String,
-    row: SinkRow,
+    change: Change,
     traceparent: String,
+}
+
+/// Why the writer stopped before its batches ran out.
+enum Stop {
+    Shutdown,
+    /// Retries are used up: the task halted (FAILED until restarted).
+    Halted,
+}
+
+/// Counts the failures of one step (connecting, writing a batch) against its
+/// [`RetryPolicy`]: Kafka Connect's `max.retries`/`retry.backoff.ms` and
+/// `connection.attempts`/`connection.backoff.ms`. Unset, the step is retried
+/// until it succeeds with the service's backoff, as every dependency is.
+struct Attempts {
+    policy: RetryPolicy,
+    backoff: Backoff,
+    failed: u32,
+}
+
+impl Attempts {
+    fn new(policy: RetryPolicy) -> Self {
+        Self {
+            policy,
+            backoff: Backoff::default(),
+            failed: 0,
+        }
+    }
+
+    /// After a failure: how long to wait before the next attempt, or None once
+    /// the policy's retries are used up.
+    fn after_failure(&mut self) -> Option<Duration> {
+        self.failed += 1;
+        if self.policy.max.is_some_and(|max| self.failed > max) {
+            return None;
+        }
+        Some(
+            self.policy
+                .fixed
+                .unwrap_or_else(|| self.backoff.next_delay()),
+        )
+    }
+
+    /// Loud on the first failure and every tenth, quiet in between: a
+    /// database that is restarting is normal.
+    fn loud(&self) -> bool {
+        self.failed == 1 || self.failed.is_multiple_of(10)
+    }
 }
 
 /// One gathered batch: rows per topic, and the offsets to commit after them.
@@ -152,6 +211,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
     // A subscription to a topic that does not exist yet is only noticed at the
     // next metadata refresh (minutes), and neither tansu nor a Kafka with
     // auto-create off creates it: make sure it exists, so start order never matters.
+    // (A pattern's topics are whatever exists: nothing to create.)
     for topic in &config.topics {
         let what = format!("Kafka topic {topic} at {brokers}");
         let created = retry(&what, &shutdown, || {
@@ -162,7 +222,8 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
             return Ended::Stopped;
         }
     }
-    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    let subscription = config.subscription();
+    let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&topics) {
         status.fail(format!("cannot subscribe to {topics:?}: {e}"));
         return Ended::Stopped;
@@ -189,17 +250,22 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         }
         None => None,
     };
-    let Some(client) = connect(&config, &status, &shutdown).await else {
-        return Ended::Stopped;
+    let client = match connect(&config, &status, &shutdown).await {
+        Ok(client) => client,
+        Err(Stop::Shutdown) => return Ended::Stopped,
+        Err(Stop::Halted) => {
+            ctx.shutdown.wait().await;
+            return Ended::Stopped;
+        }
     };
     status.set_state(State::Running);
     tokio::spawn(kafka::watch_lag(
         consumer_for_lag(&brokers, &config),
-        config.topics.clone(),
+        lag_topics(&brokers, &config).await,
         status.clone(),
         shutdown.clone(),
     ));
-    tracing::info!(topics = ?config.topics, target = %config.target, group = %config.group_id, "sink running");
+    tracing::info!(topics = ?subscription, target = %config.target, group = %config.group_id, "sink running");
     // Gathering and decoding the next batch overlaps the write of the previous
     // one; the channel holds one batch, so a slow database slows consumption.
     let consumer = Arc::new(consumer);
@@ -212,7 +278,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         client,
         rx,
     ));
-    let mut last_schema: Option<Arc<Schema>> = None;
+    let mut last_shape: Option<Shape> = None;
     let mut stopped: Option<BadRecord> = None;
     let mut fatal: Option<String> = None;
     let gather = Gatherer {
@@ -229,7 +295,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         let mut batch = Batch::default();
         match first {
             Ok(m) => {
-                if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_schema).await {
+                if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_shape).await {
                     stopped = Some(bad);
                 }
             }
@@ -245,8 +311,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         while stopped.is_none() && batch.rows.len() < config.batch_size {
             match tokio::time::timeout(GATHER_IDLE, consumer.recv()).await {
                 Ok(Ok(m)) => {
-                    if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_schema).await
-                    {
+                    if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_shape).await {
                         stopped = Some(bad);
                     }
                 }
@@ -286,13 +351,21 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
     // Batches already handed over are written (or, if Postgres is away at
     // shutdown, replayed after a restart since their offsets stay uncommitted).
     let _ = writer.await;
+    if status.snapshot().halted {
+        // The writer gave up (max.retries, connection.attempts): FAILED, with
+        // the batch uncommitted, until the connector is restarted.
+        ctx.shutdown.wait().await;
+        return Ended::Stopped;
+    }
     match fatal {
         Some(e) => Ended::Fatal(e),
         None => Ended::Stopped,
     }
 }
 
-/// Writes batches in order, committing each one's offsets after its rows.
+/// Writes batches in order, committing each one's offsets after its rows. A
+/// write that halts the task trips `shutdown` (this life of the task's), so
+/// gathering stops too.
 async fn write_loop(
     config: SinkConfig,
     status: Arc<Status>,
@@ -304,7 +377,7 @@ async fn write_loop(
     let mut client = Some(client);
     let mut cache = TableCache::default();
     while let Some(batch) = batches.recv().await {
-        if !write(
+        match write(
             &config,
             &status,
             &shutdown,
@@ -314,29 +387,63 @@ async fn write_loop(
         )
         .await
         {
-            return;
+            Ok(()) => commit(&consumer, &batch.offsets).await,
+            Err(Stop::Shutdown) => return,
+            Err(Stop::Halted) => {
+                shutdown.trigger();
+                return;
+            }
         }
-        commit(&consumer, &batch.offsets).await;
     }
 }
 
-async fn connect(config: &SinkConfig, status: &Status, shutdown: &Shutdown) -> Option<Client> {
+/// Connects to Postgres, retrying as `connection.attempts` and
+/// `connection.backoff.ms` say (unset: until it succeeds, UNASSIGNED meanwhile).
+async fn connect(
+    config: &SinkConfig,
+    status: &Status,
+    shutdown: &Shutdown,
+) -> Result<Client, Stop> {
     let what = format!("Postgres {}", config.target);
-    retry(&what, shutdown, || async {
-        let (client, connection) = config
-            .target
-            .pg_config()
-            .connect(NoTls)
-            .await
-            .inspect_err(|e| status.waiting(format!("cannot connect to {what}: {e}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "Postgres connection ended");
+    let mut attempts = Attempts::new(config.connect_retries);
+    loop {
+        if shutdown.is_triggered() {
+            return Err(Stop::Shutdown);
+        }
+        match config.target.pg_config().connect(NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "Postgres connection ended");
+                    }
+                });
+                if attempts.failed > 0 {
+                    tracing::info!(dependency = %what, attempts = attempts.failed + 1, "connected");
+                }
+                return Ok(client);
             }
-        });
-        Ok::<_, tokio_postgres::Error>(client)
-    })
-    .await
+            Err(e) => {
+                let message = format!("cannot connect to {what}: {e}");
+                let Some(delay) = attempts.after_failure() else {
+                    let n = attempts.failed;
+                    tracing::error!(error = %message, attempts = n, "giving up on Postgres (connection.attempts); the task stops");
+                    status.halt(format!(
+                        "{message}; gave up after {n} attempts (connection.attempts={n}): make the database reachable, then restart the connector"
+                    ));
+                    return Err(Stop::Halted);
+                };
+                if attempts.loud() {
+                    tracing::warn!(dependency = %what, attempt = attempts.failed, error = %e, retry_in_ms = delay.as_millis() as u64, "waiting for dependency");
+                } else {
+                    tracing::debug!(dependency = %what, attempt = attempts.failed, error = %e, "waiting for dependency");
+                }
+                status.waiting(message);
+                if !shutdown.sleep(delay).await {
+                    return Err(Stop::Shutdown);
+                }
+            }
+        }
+    }
 }
 
 /// Adds records to a batch, applying `errors.tolerance` to those that do not decode.
@@ -352,9 +459,9 @@ impl Gatherer<'_> {
         &self,
         batch: &mut Batch,
         m: &BorrowedMessage<'_>,
-        last_schema: &mut Option<Arc<Schema>>,
+        last_shape: &mut Option<Shape>,
     ) -> Gathered {
-        let reason = match decode(m, last_schema) {
+        let reason = match decode(self.config, m, last_shape) {
             Ok(incoming) => {
                 batch.bytes += m.payload_len() as u64;
                 batch.rows.push(incoming);
@@ -463,9 +570,86 @@ async fn dead_letter(
         .map_err(|(e, _)| e)
 }
 
+/// How the records of one value schema are shaped for their table: the
+/// fields kept (`fields.whitelist`, plus the key fields), named as columns
+/// (`quote.sql.identifiers`), and where the key fields are.
+struct Shape {
+    /// The schema as the record carried it.
+    source: Schema,
+    schema: Arc<Schema>,
+    /// Positions in the record's values of the fields kept; None: all of them.
+    keep: Option<Vec<usize>>,
+    /// `pk.mode=record_value`: positions of the key fields among the kept ones.
+    key: Vec<usize>,
+}
+
+impl Shape {
+    fn new(config: &SinkConfig, source: Schema) -> Result<Self, String> {
+        let named: Vec<Field> = source
+            .fields
+            .iter()
+            .map(|f| Field {
+                name: config.quoting.name(&f.name),
+                ..f.clone()
+            })
+            .collect();
+        let key_fields: &[String] = match &config.pk {
+            PkMode::RecordValue(fields) => fields,
+            _ => &[],
+        };
+        let keep: Option<Vec<usize>> = config.fields.as_ref().map(|wanted| {
+            (0..named.len())
+                .filter(|&i| wanted.contains(&named[i].name) || key_fields.contains(&named[i].name))
+                .collect()
+        });
+        let fields: Vec<Field> = match &keep {
+            Some(idx) => idx.iter().map(|&i| named[i].clone()).collect(),
+            None => named,
+        };
+        let key = key_fields
+            .iter()
+            .map(|k| {
+                fields.iter().position(|f| &f.name == k).ok_or_else(|| {
+                    format!("the record value has no field {k:?}, which pk.fields names (pk.mode=record_value)")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            schema: Arc::new(Schema {
+                name: source.name.clone(),
+                fields,
+            }),
+            source,
+            keep,
+            key,
+        })
+    }
+
+    /// The record's values for the table; an error when a key field is null.
+    fn values(&self, values: Vec<Value>) -> Result<Vec<Value>, String> {
+        let values = match &self.keep {
+            Some(idx) => idx
+                .iter()
+                .map(|&i| values.get(i).cloned().unwrap_or(Value::Null))
+                .collect(),
+            None => values,
+        };
+        for &k in &self.key {
+            if matches!(values.get(k), None | Some(Value::Null)) {
+                return Err(format!(
+                    "key field {:?} (pk.fields) is null",
+                    self.schema.fields[k].name
+                ));
+            }
+        }
+        Ok(values)
+    }
+}
+
 fn decode(
+    config: &SinkConfig,
     m: &BorrowedMessage<'_>,
-    last_schema: &mut Option<Arc<Schema>>,
+    last_shape: &mut Option<Shape>,
 ) -> Result<Incoming, String> {
     let mut file = None;
     let mut row = None;
@@ -496,83 +680,91 @@ fn decode(
     let (Some(file), Some(row)) = (file, row) else {
         return Err("row number out of range".into());
     };
-    let payload = m.payload().ok_or("record has no value")?;
-    let (schema, values) = envelope::decode(payload).map_err(|e| e.to_string())?;
-    let schema = match last_schema {
-        Some(s) if **s == schema => s.clone(),
-        _ => {
-            let s = Arc::new(schema);
-            *last_schema = Some(s.clone());
-            s
+    let topic = m.topic().to_string();
+    let Some(payload) = m.payload() else {
+        if config.delete_enabled {
+            return Ok(Incoming {
+                topic,
+                change: Change::Delete { file, row },
+                traceparent,
+            });
         }
+        return Err(
+            "record has no value (a tombstone; set delete.enabled=true to delete its row)".into(),
+        );
     };
+    let (schema, values) = envelope::decode(payload).map_err(|e| e.to_string())?;
+    if !last_shape.as_ref().is_some_and(|s| s.source == schema) {
+        *last_shape = Some(Shape::new(config, schema)?);
+    }
+    let shape = last_shape.as_ref().ok_or("no shape")?;
+    let values = shape.values(values)?;
     let trace_id = etl_telemetry::trace_id_of(&traceparent).map(str::to_string);
     Ok(Incoming {
-        topic: m.topic().to_string(),
-        row: SinkRow {
+        change: Change::Row(SinkRow {
             file,
             row,
             trace_id,
-            schema,
+            topic: topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            schema: shape.schema.clone(),
             values,
-        },
+        }),
+        topic,
         traceparent,
     })
 }
 
-/// Writes the batch, table by table, retrying with backoff until it is
-/// committed. Returns false only when shutdown tripped first.
+/// Writes the batch, table by table, retrying as `max.retries` and
+/// `retry.backoff.ms` say (unset: until it is committed).
 async fn write(
     config: &SinkConfig,
     status: &Status,
     shutdown: &Shutdown,
     client: &mut Option<Client>,
     cache: &mut TableCache,
-    rows: Vec<Incoming>,
-) -> bool {
+    incoming: Vec<Incoming>,
+) -> Result<(), Stop> {
     let mut by_table: BTreeMap<String, Vec<Incoming>> = BTreeMap::new();
-    for r in rows {
+    for i in incoming {
         by_table
-            .entry(config.table_for(&r.topic))
+            .entry(config.table_for(&i.topic))
             .or_default()
-            .push(r);
+            .push(i);
     }
+    let spec = WriteSpec {
+        mode: config.insert_mode,
+        pk: &config.pk,
+        auto_create: config.auto_create,
+        auto_evolve: config.auto_evolve,
+    };
     for (table, incoming) in by_table {
         let topic = incoming
             .first()
             .map(|i| i.topic.clone())
             .unwrap_or_default();
         let spans = file_spans(&topic, &table, &incoming);
-        let rows = postgres::dedup_last(incoming.into_iter().map(|i| i.row).collect());
-        let mut backoff = Backoff::default();
+        let (rows, deletes) =
+            postgres::dedup_last(incoming.into_iter().map(|i| i.change).collect(), &config.pk);
+        let mut attempts = Attempts::new(config.write_retries);
         loop {
             if client.as_ref().is_none_or(Client::is_closed) {
                 *client = None;
-                match connect(config, status, shutdown).await {
-                    Some(c) => *client = Some(c),
-                    None => return false,
-                }
+                *client = Some(connect(config, status, shutdown).await?);
             }
             let Some(c) = client.as_mut() else {
-                return false;
+                return Err(Stop::Shutdown);
             };
             let started = std::time::Instant::now();
-            let result = postgres::write_batch(
-                c,
-                cache,
-                &table,
-                &rows,
-                config.insert_mode,
-                config.auto_create,
-                config.auto_evolve,
-            )
-            .instrument(
-                spans
-                    .first()
-                    .map(|(_, db)| db.clone())
-                    .unwrap_or_else(Span::none),
-            )
-            .await;
+            let result = postgres::write_batch(c, cache, &table, &rows, &deletes, spec)
+                .instrument(
+                    spans
+                        .first()
+                        .map(|(_, db)| db.clone())
+                        .unwrap_or_else(Span::none),
+                )
+                .await;
             match result {
                 Ok(written) => {
                     for (file, db) in &spans {
@@ -582,7 +774,7 @@ async fn write(
                     Status::add(&status.records, written.staged);
                     status.progress();
                     status.set_state(State::Running);
-                    tracing::debug!(%table, rows = written.staged, changed = written.changed, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
+                    tracing::debug!(%table, rows = written.staged, deletes = deletes.len(), changed = written.changed, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
                     break;
                 }
                 Err(e) => {
@@ -591,16 +783,24 @@ async fn write(
                         *client = None;
                     }
                     let message = describe(&e, &table, config);
-                    tracing::warn!(error = %message, "batch not written; retrying");
+                    let Some(delay) = attempts.after_failure() else {
+                        let n = attempts.failed - 1;
+                        tracing::error!(error = %message, retries = n, "batch not written and max.retries used up; the task stops");
+                        status.halt(format!(
+                            "{message}; gave up after {n} retries (max.retries={n}): the batch's records stay in Kafka, uncommitted; fix the cause, then restart the connector"
+                        ));
+                        return Err(Stop::Halted);
+                    };
+                    tracing::warn!(error = %message, attempt = attempts.failed, "batch not written; retrying");
                     status.fail(message);
-                    if !shutdown.sleep(backoff.next_delay()).await {
-                        return false;
+                    if !shutdown.sleep(delay).await {
+                        return Err(Stop::Shutdown);
                     }
                 }
             }
         }
     }
-    true
+    Ok(())
 }
 
 fn describe(e: &WriteError, table: &str, config: &SinkConfig) -> String {
@@ -623,9 +823,10 @@ fn describe(e: &WriteError, table: &str, config: &SinkConfig) -> String {
 fn file_spans(topic: &str, table: &str, incoming: &[Incoming]) -> Vec<(String, Span)> {
     let mut firsts: Vec<(&str, &str, u64)> = Vec::new();
     for i in incoming {
-        match firsts.iter_mut().find(|(f, _, _)| *f == i.row.file) {
+        let file = i.change.file();
+        match firsts.iter_mut().find(|(f, _, _)| *f == file) {
             Some(entry) => entry.2 += 1,
-            None => firsts.push((&i.row.file, &i.traceparent, 1)),
+            None => firsts.push((file, &i.traceparent, 1)),
         }
     }
     firsts
@@ -692,4 +893,36 @@ fn consumer_for_lag(brokers: &str, config: &SinkConfig) -> Option<rdkafka::consu
             |e| tracing::warn!(error = %e, "cannot create the lag probe; lag is not watched"),
         )
         .ok()
+}
+
+/// The topics whose lag is watched: those named, or those matching
+/// `topics.regex` when the task starts.
+async fn lag_topics(brokers: &str, config: &SinkConfig) -> Vec<String> {
+    let Some(regex) = config.topics_regex.clone() else {
+        return config.topics.clone();
+    };
+    let brokers = brokers.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let client = kafka::probe_client(&brokers).map_err(|e| e.to_string())?;
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .filter(|t| regex.is_match(t))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    match found {
+        Ok(Ok(topics)) => topics,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot list the topics topics.regex matches; lag is not watched");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use etl_core::{Field, FieldType, Schema};
 use etl_sftp::{SftpAuth, SftpConfig};
 use regex::Regex;
+use serde::Deserialize;
 
 use crate::{Error, options::Options};
 
@@ -17,6 +19,18 @@ pub(crate) enum Cleanup {
     /// Leave it; remembered in the connector's state file so it is not sent again
     /// until it changes.
     None,
+}
+
+/// `behavior.on.error`: what a file that cannot be sent (does not parse, does
+/// not fit the schema) does besides moving to `error/` with its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// The task stops (FAILED, naming the file and why) until it is restarted.
+    Fail,
+    /// The next files go on; the rejection is logged at debug level only.
+    Ignore,
+    /// The next files go on; the rejection is logged at warn level (our default).
+    Log,
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +55,15 @@ pub(crate) struct SourceConfig {
     /// `etl.schema.evolve`: send each file with its own inferred schema instead of
     /// requiring the schema the first file pinned.
     pub(crate) schema_evolve: bool,
+    /// `value.schema`: the record schema, declared; no inference, no pinning.
+    pub(crate) value_schema: Option<Schema>,
+    pub(crate) on_error: OnError,
+    /// `csv.skip.lines`: lines before the header that are not read.
+    pub(crate) skip_lines: usize,
+    /// `csv.null.field.indicator=BOTH`: every empty field is null, in text columns too.
+    pub(crate) empty_is_null: bool,
+    /// `batch.size`: records of a file awaiting acknowledgement at once, at most.
+    pub(crate) in_flight: Option<usize>,
 }
 
 pub(crate) const DEFAULT_PATTERN: &str = r".*\.(csv|tsv)$";
@@ -122,17 +145,62 @@ impl SourceConfig {
             delimiter,
             cleanup,
             min_age: Duration::from_millis(o.number("file.minimum.age.ms", 0, 0, u64::MAX)?),
-            poll_interval: Duration::from_millis(o.number(
-                "file.poll.interval.ms",
-                1000,
-                10,
-                86_400_000,
-            )?),
+            // empty.poll.wait.ms is Confluent's name for the wait after a listing
+            // that found nothing; here every listing waits it (files found are
+            // taken at once), so it stands in for file.poll.interval.ms.
+            poll_interval: Duration::from_millis(match o.get("file.poll.interval.ms") {
+                Some(_) => o.number("file.poll.interval.ms", 1000, 10, 86_400_000)?,
+                None => o.number("empty.poll.wait.ms", 1000, 10, 86_400_000)?,
+            }),
             partitions: o.number("topic.creation.default.partitions", 3, 1, 10_000)?,
             tasks: o.number("tasks.max", 2, 1, 64)?,
             gateway_url,
             schema_name: o.string("schema.name", "review"),
             schema_evolve: o.boolean("etl.schema.evolve", false)?,
+            value_schema: match o.get("value.schema") {
+                None => None,
+                Some(json) => Some(
+                    parse_value_schema(json, &o.string("schema.name", "review"))
+                        .map_err(|e| o.error(format!("value.schema: {e}")))?,
+                ),
+            },
+            on_error: match o
+                .string("behavior.on.error", "LOG")
+                .to_ascii_uppercase()
+                .as_str()
+            {
+                "FAIL" => OnError::Fail,
+                "IGNORE" => OnError::Ignore,
+                "LOG" => OnError::Log,
+                other => {
+                    return Err(o.error(format!(
+                        "behavior.on.error must be FAIL, IGNORE or LOG, got {other:?}"
+                    )));
+                }
+            },
+            skip_lines: o.number("csv.skip.lines", 0, 0, 1_000_000)?,
+            empty_is_null: match o
+                .string("csv.null.field.indicator", "NEITHER")
+                .to_ascii_uppercase()
+                .as_str()
+            {
+                "NEITHER" => false,
+                "BOTH" => true,
+                other @ ("EMPTY_SEPARATORS" | "EMPTY_QUOTES") => {
+                    return Err(o.error(format!(
+                        "csv.null.field.indicator={other} is not supported: the CSV reader does not tell a quoted empty field from an unquoted one; use BOTH (every empty field is null) or NEITHER"
+                    )));
+                }
+                other => {
+                    return Err(o.error(format!(
+                        "csv.null.field.indicator must be NEITHER, BOTH, EMPTY_SEPARATORS or EMPTY_QUOTES, got {other:?}"
+                    )));
+                }
+            },
+            in_flight: match o.get("batch.size") {
+                None => None,
+                Some(_) => Some(o.number("batch.size", 1000, 1, 10_000_000)?),
+            },
             sftp: SftpConfig {
                 host,
                 port,
@@ -150,6 +218,105 @@ impl SourceConfig {
         tracing::debug!(connector = name, ?config, "source config");
         Ok(config)
     }
+}
+
+/// The field schemas of a `value.schema`, in the order written (a JSON object
+/// read in order: the order of the record's fields).
+struct OrderedFields(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for OrderedFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OrderedFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of field schemas")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OrderedFields, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(OrderedFields(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// Confluent's JSON form of a Connect schema (`value.schema`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectSchema {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    ty: String,
+    field_schemas: Option<OrderedFields>,
+}
+
+/// Parses `value.schema`: `{"name": …, "type": "STRUCT", "fieldSchemas": {"col":
+/// {"type": "BOOLEAN", "isOptional": true}, …}}`. Field types: BOOLEAN, INT8,
+/// INT16, INT32, INT64, FLOAT32, FLOAT64, STRING, and the logical Timestamp
+/// (`{"name": "org.apache.kafka.connect.data.Timestamp", "type": "INT64"}`).
+/// `isOptional` defaults to false, as in Kafka Connect.
+pub(crate) fn parse_value_schema(json: &str, default_name: &str) -> Result<Schema, String> {
+    let s: ConnectSchema =
+        serde_json::from_str(json).map_err(|e| format!("not a Connect schema in JSON: {e}"))?;
+    if !s.ty.eq_ignore_ascii_case("STRUCT") {
+        return Err(format!(
+            "type must be STRUCT (one field per CSV column), got {:?}",
+            s.ty
+        ));
+    }
+    let fields = s.field_schemas.ok_or("a STRUCT needs \"fieldSchemas\"")?.0;
+    if fields.is_empty() {
+        return Err("\"fieldSchemas\" is empty".into());
+    }
+    let fields = fields
+        .into_iter()
+        .map(|(name, f)| {
+            let ty = f.get("type").and_then(|t| t.as_str()).unwrap_or("");
+            let logical = f.get("name").and_then(|t| t.as_str());
+            let ty = match (ty.to_ascii_uppercase().as_str(), logical) {
+                ("INT64", Some(etl_core::schema::CONNECT_TIMESTAMP)) => FieldType::Timestamp,
+                (_, Some(other)) if other.starts_with("org.apache.kafka.connect.data.") => {
+                    return Err(format!(
+                        "field {name:?}: logical type {other} is not supported (only Timestamp)"
+                    ));
+                }
+                ("BOOLEAN", _) => FieldType::Boolean,
+                ("INT8" | "INT16" | "INT32", _) => FieldType::Int32,
+                ("INT64", _) => FieldType::Int64,
+                ("FLOAT32", _) => FieldType::Float,
+                ("FLOAT64", _) => FieldType::Double,
+                ("STRING", _) => FieldType::String,
+                _ => {
+                    return Err(format!(
+                        "field {name:?}: type {ty:?} is not supported: a CSV field is a BOOLEAN, INT8-INT64, FLOAT32, FLOAT64, STRING or a Timestamp"
+                    ));
+                }
+            };
+            let optional = match f.get("isOptional") {
+                None => false,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| format!("field {name:?}: isOptional must be true or false"))?,
+            };
+            Ok(Field { name, ty, optional })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    for (i, f) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|g| g.name == f.name) {
+            return Err(format!("field {:?} appears twice", f.name));
+        }
+    }
+    Ok(Schema {
+        name: s.name.unwrap_or_else(|| default_name.to_string()),
+        fields,
+    })
 }
 
 /// Kafka's rule: 1–249 of `[a-zA-Z0-9._-]`.
@@ -226,6 +393,97 @@ mod tests {
     }
 
     #[test]
+    fn kafka_connect_source_options() {
+        let c = parse(&[
+            ("kafka.topic", "t"),
+            ("behavior.on.error", "fail"),
+            ("csv.skip.lines", "2"),
+            ("csv.null.field.indicator", "BOTH"),
+            ("batch.size", "100"),
+            ("empty.poll.wait.ms", "250"),
+        ])
+        .expect("valid");
+        assert_eq!(c.on_error, OnError::Fail);
+        assert_eq!(c.skip_lines, 2);
+        assert!(c.empty_is_null);
+        assert_eq!(c.in_flight, Some(100));
+        assert_eq!(c.poll_interval, Duration::from_millis(250));
+        let d = parse(&[("kafka.topic", "t")]).expect("defaults");
+        assert_eq!(d.on_error, OnError::Log);
+        assert_eq!(
+            (d.skip_lines, d.empty_is_null, d.in_flight),
+            (0, false, None)
+        );
+        assert!(d.value_schema.is_none());
+        // file.poll.interval.ms wins over empty.poll.wait.ms.
+        let c = parse(&[
+            ("kafka.topic", "t"),
+            ("file.poll.interval.ms", "500"),
+            ("empty.poll.wait.ms", "250"),
+        ])
+        .expect("valid");
+        assert_eq!(c.poll_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn value_schema_in_confluents_form_keeps_field_order() {
+        let json = r#"{"name": "com.example.Review", "type": "STRUCT", "isOptional": false,
+            "fieldSchemas": {
+                "zeta": {"type": "STRING", "isOptional": true},
+                "is_streaming": {"type": "BOOLEAN", "isOptional": true},
+                "n": {"type": "INT32"},
+                "big": {"type": "INT64", "isOptional": true},
+                "score": {"type": "FLOAT64", "isOptional": true},
+                "at": {"name": "org.apache.kafka.connect.data.Timestamp", "type": "INT64", "version": 1, "isOptional": true}
+            }}"#;
+        let c = parse(&[("kafka.topic", "t"), ("value.schema", json)]).expect("valid");
+        let schema = c.value_schema.expect("schema");
+        assert_eq!(schema.name, "com.example.Review");
+        let got: Vec<(&str, FieldType, bool)> = schema
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.ty, f.optional))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("zeta", FieldType::String, true),
+                ("is_streaming", FieldType::Boolean, true),
+                ("n", FieldType::Int32, false),
+                ("big", FieldType::Int64, true),
+                ("score", FieldType::Double, true),
+                ("at", FieldType::Timestamp, true),
+            ]
+        );
+        let unnamed = parse_value_schema(
+            r#"{"type":"STRUCT","fieldSchemas":{"a":{"type":"STRING"}}}"#,
+            "review",
+        )
+        .expect("valid");
+        assert_eq!(unnamed.name, "review");
+        for (bad, want) in [
+            (r#"{"type":"STRING"}"#, "type must be STRUCT"),
+            (r#"{"type":"STRUCT"}"#, "fieldSchemas"),
+            (
+                r#"{"type":"STRUCT","fieldSchemas":{"a":{"type":"BYTES"}}}"#,
+                "\"BYTES\" is not supported",
+            ),
+            (
+                r#"{"type":"STRUCT","fieldSchemas":{"d":{"type":"INT32","name":"org.apache.kafka.connect.data.Date"}}}"#,
+                "Date is not supported",
+            ),
+            (
+                r#"{"type":"STRUCT","fieldSchemas":{"a":{"type":"STRING"},"a":{"type":"INT64"}}}"#,
+                "twice",
+            ),
+            ("not json", "not a Connect schema"),
+        ] {
+            let err = parse_value_schema(bad, "r").expect_err(bad);
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_option() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "\"kafka.topic\" is missing"),
@@ -261,6 +519,25 @@ mod tests {
             (
                 &[("kafka.topic", "t"), ("etl.gateway.url", "127.0.0.1:50052")],
                 "etl.gateway.url",
+            ),
+            (
+                &[("kafka.topic", "t"), ("behavior.on.error", "RETRY")],
+                "behavior.on.error must be FAIL, IGNORE or LOG",
+            ),
+            (
+                &[
+                    ("kafka.topic", "t"),
+                    ("csv.null.field.indicator", "EMPTY_QUOTES"),
+                ],
+                "EMPTY_QUOTES is not supported",
+            ),
+            (
+                &[("kafka.topic", "t"), ("value.schema", "{}")],
+                "value.schema: not a Connect schema",
+            ),
+            (
+                &[("kafka.topic", "t"), ("batch.size", "0")],
+                "\"batch.size\"",
             ),
         ];
         for (pairs, want) in cases {

@@ -9,9 +9,15 @@
 //! files in flight keeps the two from sending a file twice.
 //!
 //! A file that does not parse (ragged row, invalid UTF-8, no header) moves to
-//! `error/` beside `<name>.error.txt`, which names the line. A Kafka or SFTP
+//! `error/` beside `<name>.error.txt`, which names the line; with
+//! `behavior.on.error=FAIL` the task then stops (FAILED) until restarted,
+//! with LOG (our default) or IGNORE the next files go on. A Kafka or SFTP
 //! failure leaves the file where it is, to be retried: replaying records is
 //! harmless because the sink is idempotent on `(file, row)`.
+//!
+//! The record schema is inferred (losslessly, see `etl_core::infer`) and pinned
+//! by the first file, or declared with `value.schema`, which wins: each
+//! declared field is read from the column of its name.
 
 pub(crate) mod config;
 pub(crate) mod state;
@@ -29,7 +35,7 @@ use std::{
 use etl_core::{
     Field, Schema, Value,
     envelope::Encoder,
-    infer::{infer_columns, parse_value},
+    infer::{infer_columns, parse_declared, parse_value},
     naming, record_key,
     table::{self, Table},
 };
@@ -46,8 +52,8 @@ use rdkafka::{
 use tokio::{sync::mpsc, task::JoinSet};
 use tracing::{Instrument, field::Empty};
 
-use config::Cleanup;
 pub(crate) use config::SourceConfig;
+use config::{Cleanup, OnError};
 
 use crate::{
     connector::TaskContext,
@@ -89,8 +95,8 @@ pub(crate) enum WatchEvent {
 enum Outcome {
     /// Every record acknowledged and the file cleaned up.
     Finished { records: u64, stat: FileStat },
-    /// Did not parse: moved to error/ with its reason.
-    Rejected,
+    /// Did not parse: moved to error/ with this reason.
+    Rejected(String),
     /// No longer in input/ (another worker, or a poll that raced a move).
     Gone,
     /// Kafka or SFTP trouble: left in place, retried by a later poll.
@@ -121,6 +127,7 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
         status,
         shutdown,
         data_dir,
+        client,
         ..
     } = ctx;
     let span = tracing::info_span!("source", connector = %name);
@@ -160,6 +167,7 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
         if let Some(url) = &config.gateway_url {
             tokio::spawn(watch::watch_gateway(
                 url.clone(),
+                client,
                 config.sftp.user.clone(),
                 config.input_path.clone(),
                 tx,
@@ -173,11 +181,15 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
             config,
             brokers,
             producer: std::sync::Mutex::new(producer),
-            status,
+            status: status.clone(),
             state: tokio::sync::Mutex::new(state),
             state_file,
         });
-        main_loop(shared, sftp, rx, watching, shutdown).await;
+        main_loop(shared, sftp, rx, watching, shutdown.clone()).await;
+        if status.snapshot().halted {
+            // behavior.on.error=FAIL stopped it: FAILED until restarted.
+            shutdown.wait().await;
+        }
     }
     .instrument(span)
     .await
@@ -190,20 +202,39 @@ async fn warm_up(producer: &FutureProducer, topic: &str) {
     use rdkafka::producer::Producer as _;
     let (producer, topic) = (producer.clone(), topic.to_string());
     let started = std::time::Instant::now();
-    let fetched = tokio::task::spawn_blocking(move || {
-        producer
-            .client()
-            .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .map(|_| ())
+    // A topic created a moment ago may not have a leader for every partition yet;
+    // the first send would then wait for librdkafka's next metadata refresh.
+    let ready = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let led = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .map(|m| {
+                    m.topics().iter().all(|t| {
+                        t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                });
+            match led {
+                Ok(true) => return Ok(()),
+                Ok(false) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(false) => return Err("partitions without a leader".to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
     })
     .await;
-    match fetched {
+    match ready {
         Ok(Ok(())) => tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "producer ready"
         ),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "producer warm-up failed; the first send will connect")
+            tracing::debug!(error = %e, "producer warm-up failed; the first send will wait")
         }
         Err(_) => {}
     }
@@ -316,7 +347,17 @@ async fn main_loop(
                             }
                         }
                     }
-                    Outcome::Rejected => Status::add(&shared.status.files_failed, 1),
+                    Outcome::Rejected(reason) => {
+                        Status::add(&shared.status.files_failed, 1);
+                        if config.on_error == OnError::Fail {
+                            tracing::error!(file = %name, %reason, "file rejected and behavior.on.error=FAIL: the task stops");
+                            shared.status.halt(format!(
+                                "file {name} moved to {}/: {reason}; the task stopped (behavior.on.error=FAIL): fix the file, then restart the connector",
+                                config.error_path
+                            ));
+                            break;
+                        }
+                    }
                     Outcome::Gone => {}
                     Outcome::Retry(e) => {
                         tracing::warn!(file = %name, error = %e, "file left in place; retrying at the next poll");
@@ -465,12 +506,24 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
         Ok(d) => d,
         Err(e) => return sftp_outcome(e),
     };
+    // Line numbers in reasons count from the first line read.
+    let skipped = |reason: String| {
+        if config.skip_lines == 0 {
+            reason
+        } else {
+            format!(
+                "{reason} (lines counted after the {} skipped by csv.skip.lines)",
+                config.skip_lines
+            )
+        }
+    };
+    let body = skip_lines(&data, config.skip_lines);
     let delimiter = config
         .delimiter
-        .unwrap_or_else(|| table::detect_delimiter(&data));
-    let table = match table::parse(&data, delimiter) {
+        .unwrap_or_else(|| table::detect_delimiter(body));
+    let table = match table::parse(body, delimiter) {
         Ok(t) => t,
-        Err(e) => return reject(sftp, config, name, &e.to_string()).await,
+        Err(e) => return reject(sftp, config, name, &skipped(e.to_string())).await,
     };
     drop(data);
     let rows = table.rows.len() as u64;
@@ -479,7 +532,7 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
             "line 1: the file has a header ({} columns) but no data row",
             table.header.len()
         );
-        return reject(sftp, config, name, &reason).await;
+        return reject(sftp, config, name, &skipped(reason)).await;
     }
     tracing::Span::current().record("etl.rows", rows);
     // Checked before anything is sent, so no row of a file that cannot go through
@@ -497,12 +550,12 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
         );
         return reject(sftp, config, name, &reason).await;
     }
-    let schema = match fit_schema(shared, name, &table).await {
+    let fitted = match fit_schema(shared, name, &table).await {
         Ok(s) => s,
         Err(Fit::Reject(reason)) => return reject(sftp, config, name, &reason).await,
         Err(Fit::Retry(e)) => return Outcome::Retry(format!("file {name}: {e}")),
     };
-    if let Err(e) = produce(shared, name, &table, &schema).await {
+    if let Err(e) = produce(shared, name, &table, &fitted).await {
         if let KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) = e {
             // Sending it again would fail again: the file cannot go through Kafka.
             let reason = format!(
@@ -532,9 +585,25 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
     }
 }
 
+/// `data` without its first `n` lines (`csv.skip.lines`); empty when it has fewer.
+fn skip_lines(data: &[u8], n: usize) -> &[u8] {
+    let mut at = 0;
+    for _ in 0..n {
+        match data[at..].iter().position(|b| *b == b'\n') {
+            Some(i) => at += i + 1,
+            None => return &[],
+        }
+    }
+    &data[at..]
+}
+
 /// Moves a file that does not parse to error/, with `<name>.error.txt` beside it.
 async fn reject(sftp: &SftpClient, config: &SourceConfig, name: &str, reason: &str) -> Outcome {
-    tracing::warn!(file = %name, %reason, "file rejected");
+    if config.on_error == OnError::Ignore {
+        tracing::debug!(file = %name, %reason, "file rejected");
+    } else {
+        tracing::warn!(file = %name, %reason, "file rejected");
+    }
     let text = format!(
         "{name}: {reason}\nThe file was not sent to Kafka. Fix it and upload it again to {}/.\n",
         config.input_path
@@ -553,7 +622,7 @@ async fn reject(sftp: &SftpClient, config: &SourceConfig, name: &str, reason: &s
         )
         .await
     {
-        Ok(()) => Outcome::Rejected,
+        Ok(()) => Outcome::Rejected(reason.to_string()),
         Err(e) => sftp_outcome(e),
     }
 }
@@ -600,24 +669,72 @@ enum Fit {
     Retry(String),
 }
 
-/// The schema a file's records are sent with. The first file pins its inferred
-/// schema (saved before any record is sent); every later file must have the
-/// same columns, each value parsing as the pinned type, and is sent with the
-/// pinned types, so the topic's schema (and the sink's table) stays stable.
-/// With `etl.schema.evolve=true` each file is sent with its own inferred schema
-/// and the sink may add and widen columns.
-async fn fit_schema(shared: &Shared, name: &str, table: &Table) -> Result<Schema, Fit> {
+/// A file's record schema, and how its rows become values of it.
+#[derive(Debug)]
+struct Fitted {
+    schema: Schema,
+    /// Per field of `schema`, the file column it is read from (None: absent, null).
+    columns: Vec<Option<usize>>,
+    /// Values are parsed against a declared type (`value.schema`), not an inferred one.
+    declared: bool,
+    /// `csv.null.field.indicator=BOTH`: an empty field is null, in text columns too.
+    empty_is_null: bool,
+}
+
+impl Fitted {
+    /// Fields in file order, each read from its own column.
+    fn in_order(schema: Schema, empty_is_null: bool) -> Self {
+        Self {
+            columns: (0..schema.fields.len()).map(Some).collect(),
+            schema,
+            declared: false,
+            empty_is_null,
+        }
+    }
+
+    /// The values of one row, in schema field order. Every value fits: the
+    /// file was checked against the schema (or inferred from) before.
+    fn values(&self, row: &[String]) -> Vec<Value> {
+        self.schema
+            .fields
+            .iter()
+            .zip(&self.columns)
+            .map(|(f, c)| match c.and_then(|c| row.get(c)) {
+                None => Value::Null,
+                Some(s) if s.is_empty() && self.empty_is_null => Value::Null,
+                Some(s) if self.declared => {
+                    parse_declared(s, f.ty).unwrap_or_else(|| Value::Text(s.clone()))
+                }
+                Some(s) => parse_value(s, f.ty).unwrap_or_else(|| Value::Text(s.clone())),
+            })
+            .collect()
+    }
+}
+
+/// The schema a file's records are sent with. With `value.schema`, that one:
+/// each field read from the column of its name (columns it does not name are
+/// not sent, as in Confluent's connector). Otherwise the first file pins its
+/// inferred schema (saved before any record is sent); every later file must
+/// have the same columns, each value parsing as the pinned type, and is sent
+/// with the pinned types, so the topic's schema (and the sink's table) stays
+/// stable. With `etl.schema.evolve=true` each file is sent with its own
+/// inferred schema and the sink may add and widen columns.
+async fn fit_schema(shared: &Shared, name: &str, table: &Table) -> Result<Fitted, Fit> {
     let config = &shared.config;
+    if let Some(declared) = &config.value_schema {
+        return fit_declared(table, declared, config.empty_is_null).map_err(Fit::Reject);
+    }
+    let fitted = |schema| Fitted::in_order(schema, config.empty_is_null);
     let inferred = file_schema(&config.schema_name, table);
     if config.schema_evolve {
-        return Ok(inferred);
+        return Ok(fitted(inferred));
     }
     let mut state = shared.state.lock().await;
     let Some(pinned) = state.schema.clone() else {
         state.schema = Some(PinnedSchema::of(name, &inferred));
         shared.state_file.save(&state).map_err(Fit::Retry)?;
         tracing::info!(file = %name, columns = inferred.fields.len(), "schema pinned by the first file");
-        return Ok(inferred);
+        return Ok(fitted(inferred));
     };
     drop(state);
     let schema = pinned.schema(&config.schema_name).ok_or_else(|| {
@@ -627,7 +744,70 @@ async fn fit_schema(shared: &Shared, name: &str, table: &Table) -> Result<Schema
         ))
     })?;
     check_fits(table, &schema, &pinned.from_file).map_err(Fit::Reject)?;
-    Ok(schema)
+    Ok(fitted(schema))
+}
+
+/// Every field of `value.schema` read from the column of its name; every value
+/// must convert to the field's type, and a field that is not optional must
+/// have a column and no empty (null) value in a typed column.
+fn fit_declared(table: &Table, schema: &Schema, empty_is_null: bool) -> Result<Fitted, String> {
+    let columns: Vec<Option<usize>> = schema
+        .fields
+        .iter()
+        .map(|f| table.header.iter().position(|h| *h == f.name))
+        .collect();
+    for (f, c) in schema.fields.iter().zip(&columns) {
+        if c.is_none() && !f.optional {
+            return Err(format!(
+                "line 1: the header has no column {:?}, which value.schema declares not optional",
+                f.name
+            ));
+        }
+    }
+    let unused: Vec<&str> = table
+        .header
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !columns.contains(&Some(*i)))
+        .map(|(_, h)| h.as_str())
+        .collect();
+    if !unused.is_empty() {
+        tracing::info!(columns = ?unused, "columns value.schema does not declare are not sent");
+    }
+    for (i, row) in table.rows.iter().enumerate() {
+        for (f, c) in schema.fields.iter().zip(&columns) {
+            let Some(s) = c.and_then(|c| row.get(c)) else {
+                continue;
+            };
+            let value = if s.is_empty() && empty_is_null {
+                Some(Value::Null)
+            } else {
+                parse_declared(s, f.ty)
+            };
+            let problem = match value {
+                None => format!(
+                    "holds {:?}, which is not a {}",
+                    truncate(s, 40),
+                    f.ty.connect_type()
+                ),
+                Some(Value::Null) if !f.optional => {
+                    "is empty (null) where the field is not optional".to_string()
+                }
+                Some(_) => continue,
+            };
+            return Err(format!(
+                "data row {}: column {:?} {problem} as value.schema declares it",
+                i + 1,
+                f.name
+            ));
+        }
+    }
+    Ok(Fitted {
+        schema: schema.clone(),
+        columns,
+        declared: true,
+        empty_is_null,
+    })
 }
 
 /// Same columns in the same order, and every value parses as its column's type.
@@ -680,8 +860,9 @@ async fn produce(
     shared: &Shared,
     name: &str,
     table: &Table,
-    schema: &Schema,
+    fitted: &Fitted,
 ) -> Result<(), KafkaError> {
+    let schema = &fitted.schema;
     let config = &shared.config;
     let producer = match shared.producer.lock() {
         Ok(p) => p.clone(),
@@ -705,13 +886,16 @@ async fn produce(
         let mut pending = FuturesUnordered::new();
         for (i, row) in table.rows.iter().enumerate() {
             let n = i as u64 + 1;
-            let values: Vec<Value> = row
-                .iter()
-                .zip(&schema.fields)
-                // Inference over this very column, or the pinned schema's check,
-                // makes every value fit.
-                .map(|(s, f)| parse_value(s, f.ty).unwrap_or_else(|| Value::Text(s.clone())))
-                .collect();
+            // batch.size: at most that many records awaiting acknowledgement.
+            if let Some(max) = config.in_flight {
+                while pending.len() >= max {
+                    match pending.next().await {
+                        Some(d) => delivered(d)?,
+                        None => break,
+                    }
+                }
+            }
+            let values = fitted.values(row);
             let payload = encoder.encode(&values);
             let key = record_key(name, n);
             let row_text = n.to_string();
@@ -776,5 +960,132 @@ fn delivered(
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(e),
         Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etl_core::FieldType;
+
+    use super::*;
+
+    fn table(header: &[&str], rows: &[&[&str]]) -> Table {
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| r.iter().map(|s| s.to_string()).collect())
+                .collect(),
+        }
+    }
+
+    fn field(name: &str, ty: FieldType, optional: bool) -> Field {
+        Field {
+            name: name.into(),
+            ty,
+            optional,
+        }
+    }
+
+    #[test]
+    fn skip_lines_drops_whole_lines() {
+        assert_eq!(skip_lines(b"a\nb\nc\n", 0), b"a\nb\nc\n");
+        assert_eq!(skip_lines(b"a\nb\nc\n", 2), b"c\n");
+        assert_eq!(skip_lines(b"a\nb", 2), b"");
+        assert_eq!(skip_lines(b"a", 1), b"");
+    }
+
+    #[test]
+    fn python_booleans_fit_a_pinned_boolean_column() {
+        let pinned = Schema {
+            name: "review".into(),
+            fields: vec![field("is_streaming", FieldType::Boolean, true)],
+        };
+        let t = table(
+            &["is_streaming"],
+            &[&["false"], &["False"], &["TRUE"], &[""]],
+        );
+        check_fits(&t, &pinned, "first.csv").expect("Python's spelling fits");
+        let values: Vec<Vec<Value>> = t
+            .rows
+            .iter()
+            .map(|r| Fitted::in_order(pinned.clone(), false).values(r))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                vec![Value::Bool(false)],
+                vec![Value::Bool(false)],
+                vec![Value::Bool(true)],
+                vec![Value::Null],
+            ]
+        );
+        let bad = table(&["is_streaming"], &[&["false"], &["yes"]]);
+        let err = check_fits(&bad, &pinned, "first.csv").expect_err("not a boolean");
+        assert!(
+            err.contains("data row 2") && err.contains("\"yes\""),
+            "{err}"
+        );
+        // Inference agrees: a file of Python booleans is a boolean column.
+        assert_eq!(file_schema("review", &t).fields[0].ty, FieldType::Boolean);
+    }
+
+    #[test]
+    fn a_declared_schema_wins_over_inference() {
+        let declared = Schema {
+            name: "review".into(),
+            fields: vec![
+                field("n", FieldType::Int64, false),
+                field("flag", FieldType::Boolean, true),
+                field("absent", FieldType::String, true),
+                field("code", FieldType::String, true),
+            ],
+        };
+        // `code` would infer as an integer and `n` as text ("007" is not lossless).
+        let t = table(
+            &["code", "n", "extra", "flag"],
+            &[&["1", "007", "x", "False"], &["2", "8", "y", ""]],
+        );
+        let fitted = fit_declared(&t, &declared, false).expect("fits");
+        assert_eq!(
+            fitted.values(&t.rows[0]),
+            vec![
+                Value::Int(7),
+                Value::Bool(false),
+                Value::Null,
+                Value::Text("1".into())
+            ]
+        );
+        assert_eq!(fitted.values(&t.rows[1])[1], Value::Null);
+
+        let bad = table(&["n", "flag"], &[&["1", "true"], &["x", "true"]]);
+        let err = fit_declared(&bad, &declared, false).expect_err("not an int64");
+        assert!(
+            err.contains("data row 2") && err.contains("\"n\"") && err.contains("int64"),
+            "{err}"
+        );
+        let missing = table(&["flag"], &[&["true"]]);
+        let err = fit_declared(&missing, &declared, false).expect_err("n is required");
+        assert!(err.contains("no column \"n\""), "{err}");
+        let null = table(&["n"], &[&[""]]);
+        let err = fit_declared(&null, &declared, false).expect_err("n is not optional");
+        assert!(err.contains("not optional"), "{err}");
+    }
+
+    #[test]
+    fn null_field_indicator_both_makes_every_empty_field_null() {
+        let schema = Schema {
+            name: "review".into(),
+            fields: vec![field("body", FieldType::String, true)],
+        };
+        let row = vec![String::new()];
+        assert_eq!(
+            Fitted::in_order(schema.clone(), false).values(&row),
+            vec![Value::Text(String::new())]
+        );
+        assert_eq!(
+            Fitted::in_order(schema, true).values(&row),
+            vec![Value::Null]
+        );
     }
 }

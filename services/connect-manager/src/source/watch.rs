@@ -28,6 +28,7 @@ fn notice_of(ev: etl_proto::v1::FileReady) -> WatchEvent {
 
 pub(crate) async fn watch_gateway(
     url: String,
+    client: etl_service::ClientAuth,
     user: String,
     directory: String,
     tx: mpsc::Sender<WatchEvent>,
@@ -38,10 +39,9 @@ pub(crate) async fn watch_gateway(
     let mut failures = 0u32;
     loop {
         let subscribe = async {
-            let mut client = SftpGatewayClient::connect(url.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            client
+            let mut gateway =
+                SftpGatewayClient::new(client.connect(&url).await.map_err(|e| e.to_string())?);
+            gateway
                 .watch_files(WatchFilesRequest {
                     user: user.clone(),
                     directory: directory.clone(),

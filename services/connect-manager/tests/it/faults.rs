@@ -238,8 +238,9 @@ async fn rejected_because(stack: &Stack, name: &str) -> String {
 }
 
 /// The first file pins the topic's schema: a later file with other columns or a value
-/// of another type goes to error/ naming the column; a file with a header and no row
-/// is rejected, not finished; good files keep landing; the table keeps its types.
+/// of another type goes to error/ naming the column (Python's `False` in a boolean
+/// column is a boolean, not another type); a file with a header and no row is
+/// rejected, not finished; good files keep landing; the table keeps its types.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
     let stack = Stack::start().await;
@@ -256,13 +257,17 @@ async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
         r.push("5".into());
     }
     upload(&stack, "extra.tsv", &extra.tsv()).await;
-    // `False` where the schema has a boolean (Python's spelling).
-    let mut python = Chunk::tricky(5, "b");
-    let col = python
+    // `yes` where the schema has a boolean.
+    let mut wrong = Chunk::tricky(5, "b");
+    let col = wrong
         .header
         .iter()
         .position(|h| h == "is_streaming")
         .expect("is_streaming column");
+    wrong.rows[2][col] = "yes".into();
+    upload(&stack, "wrong.tsv", &wrong.tsv()).await;
+    // `False` (Python's spelling) fits the boolean column.
+    let mut python = Chunk::tricky(5, "p");
     python.rows[2][col] = "False".into();
     upload(&stack, "python.tsv", &python.tsv()).await;
     // A header and nothing else; an empty file.
@@ -270,15 +275,24 @@ async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
     upload(&stack, "empty.tsv", b"").await;
     let good = Chunk::tricky(7, "g");
     upload(&stack, "good.tsv", &good.tsv()).await;
-    stack.wait_for_rows(&pg, 27).await;
+    stack.wait_for_rows(&pg, 32).await;
 
     let text = rejected_because(&stack, "extra.tsv").await;
     assert!(text.contains("\"rating\""), "{text}");
-    let text = rejected_because(&stack, "python.tsv").await;
+    let text = rejected_because(&stack, "wrong.tsv").await;
     assert!(
-        text.contains("\"is_streaming\"") && text.contains("\"False\"") && text.contains("row 3"),
+        text.contains("\"is_streaming\"") && text.contains("\"yes\"") && text.contains("row 3"),
         "{text}"
     );
+    let python_row: bool = pg
+        .query_one(
+            "SELECT is_streaming FROM review WHERE _etl_file = 'python.tsv' AND _etl_row = 3",
+            &[],
+        )
+        .await
+        .expect("python.tsv row 3")
+        .get(0);
+    assert!(!python_row, "False lands as the boolean false");
     let text = rejected_because(&stack, "header-only.tsv").await;
     assert!(text.contains("no data row"), "{text}");
     let _ = rejected_because(&stack, "empty.tsv").await;
@@ -301,7 +315,7 @@ async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
     );
     eventually("status counts", WAIT, || async {
         let s = stack.status(SOURCE).await;
-        (s.files_failed == 4 && s.files_finished == 2).then_some(())
+        (s.files_failed == 4 && s.files_finished == 3).then_some(())
     })
     .await;
 }

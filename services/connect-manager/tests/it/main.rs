@@ -9,11 +9,19 @@
 //!   operations over gRPC.
 //! - `faults`: undecodable records (FAILED, dead letter queue), files that do not
 //!   fit the pinned schema or hold no data.
+//! - `kafka_connect`: Kafka Connect's options end to end (update mode, every
+//!   pk.mode, tombstones, topics.regex, retries that stop a task, FAIL on error),
+//!   two sinks on one topic, Python booleans, value.schema, and the original
+//!   project's connector JSON.
 //! - `binary`: the `connect-manager` executable.
+//! - `security`: the API token on REST and gRPC, no password in any response,
+//!   `${env:…}` / `${file:…}` references.
 
 mod binary;
 mod connect_api;
 mod faults;
 mod helpers;
+mod kafka_connect;
 mod pipeline;
 mod rest;
+mod security;

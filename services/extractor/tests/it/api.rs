@@ -116,8 +116,27 @@ async fn start_run_and_watch_it_to_the_end() {
         })
         .await
         .expect_err("missing file");
-    assert_eq!(missing.code(), tonic::Code::FailedPrecondition);
+    // Outside the input directories (the temporary directory, for tests).
+    assert_eq!(missing.code(), tonic::Code::PermissionDenied);
     assert!(missing.message().contains("/nonexistent/file.csv"));
+    let missing_inside = stack.dir.path().join("missing.csv");
+    let missing = client
+        .start_run(StartRunRequest {
+            sources: vec![SourceSpec {
+                name: "x".into(),
+                path: missing_inside.display().to_string(),
+                label_scheme: String::new(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect_err("missing file");
+    assert_eq!(missing.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        missing
+            .message()
+            .contains(&missing_inside.display().to_string())
+    );
 
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(10), running.wait())

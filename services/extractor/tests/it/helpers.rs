@@ -170,6 +170,8 @@ pub(crate) struct Stack {
     pub(crate) data_dir: PathBuf,
     pub(crate) dir: TempDir,
     shutdown: Shutdown,
+    /// The token the gateway and the verifier require (none by default).
+    security: etl_service::ApiSecurity,
 }
 
 impl Drop for Stack {
@@ -180,23 +182,27 @@ impl Drop for Stack {
 
 impl Stack {
     pub(crate) async fn start() -> Self {
+        Self::start_with(etl_service::ApiSecurity::default()).await
+    }
+
+    /// The gateway and the verifier requiring what `security` says (a token).
+    pub(crate) async fn start_with(security: etl_service::ApiSecurity) -> Self {
         telemetry();
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("sftp");
         let shutdown = Shutdown::new();
         let gateway_shutdown = shutdown.child();
-        let gateway = sftp_gateway::start(
-            sftp_gateway::Config::ephemeral(&data_dir),
-            gateway_shutdown.clone(),
-        )
-        .await
-        .expect("gateway starts");
+        let mut config = sftp_gateway::Config::ephemeral(&data_dir);
+        config.security = security.clone();
+        let gateway = sftp_gateway::start(config, gateway_shutdown.clone())
+            .await
+            .expect("gateway starts");
 
         let recorder = Recorder::default();
         *recorder.input_dir.lock().expect("lock") = Some(data_dir.join("etl").join("input"));
         let verifier_shutdown = shutdown.child();
         let (verifier_addr, verifier) =
-            serve_recorder("127.0.0.1:0", &recorder, &verifier_shutdown).await;
+            serve_recorder("127.0.0.1:0", &recorder, &security, &verifier_shutdown).await;
         Self {
             sftp_addr: gateway.sftp_addr,
             gateway_grpc_addr: gateway.grpc_addr,
@@ -209,6 +215,7 @@ impl Stack {
             data_dir,
             dir,
             shutdown,
+            security,
         }
     }
 
@@ -231,6 +238,7 @@ impl Stack {
     /// Starts the gateway again on the same addresses and data directory.
     pub(crate) async fn start_gateway_again(&mut self) {
         let mut config = sftp_gateway::Config::ephemeral(&self.data_dir);
+        config.security = self.security.clone();
         config.sftp_addr = self.sftp_addr.to_string();
         config.grpc_addr = self.gateway_grpc_addr.to_string();
         self.gateway_shutdown = self.shutdown.child();
@@ -256,6 +264,7 @@ impl Stack {
         let (addr, task) = serve_recorder(
             &self.verifier_addr.to_string(),
             &self.recorder,
+            &self.security,
             &self.verifier_shutdown,
         )
         .await;
@@ -275,7 +284,9 @@ impl Stack {
     }
 
     pub(crate) fn target(&self) -> UploadTarget {
-        self.endpoints().upload_target(true).expect("valid target")
+        self.endpoints()
+            .upload_target(true, etl_service::ClientAuth::none())
+            .expect("valid target")
     }
 
     /// `<data-dir>/etl/input`.
@@ -293,8 +304,10 @@ impl Stack {
 async fn serve_recorder(
     addr: &str,
     recorder: &Recorder,
+    security: &etl_service::ApiSecurity,
     shutdown: &Shutdown,
 ) -> (SocketAddr, JoinHandle<()>) {
+    let security = security.server().expect("the verifier's security");
     let listener = etl_service::bind("verifier", addr).await.expect("bind");
     let bound = listener.local_addr().expect("addr");
     let (mut routes, health) = etl_service::grpc::base_routes("etl.v1.SinkVerifier")
@@ -304,7 +317,7 @@ async fn serve_recorder(
     health.set(true).await;
     let shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        let _ = etl_service::serve_grpc(listener, routes.routes(), shutdown).await;
+        let _ = etl_service::serve_grpc(listener, routes.routes(), &security, shutdown).await;
     });
     (bound, task)
 }

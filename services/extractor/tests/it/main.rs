@@ -9,6 +9,8 @@
 //! - `binary`: the executable's subcommands and help.
 //! - `api`: gRPC `StartRun` + `WatchRun` through the extractor server.
 //! - `language`: the language filter's accuracy on generated reviews.
+//! - `security`: the API token on every call (and on the calls the extractor
+//!   makes), StartRun confined to the input directories.
 
 mod api;
 mod binary;
@@ -16,3 +18,4 @@ mod extract;
 mod helpers;
 mod language;
 mod recovery;
+mod security;

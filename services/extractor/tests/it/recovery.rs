@@ -253,7 +253,11 @@ async fn a_verifier_that_stays_away_fails_the_run_naming_file_and_server() {
     let mut endpoints = stack.endpoints();
     endpoints.upload_deadline_secs = 2;
     let mut opts = options(&stack, &input, Some("run-away"));
-    opts.upload = Some(endpoints.upload_target(true).expect("target"));
+    opts.upload = Some(
+        endpoints
+            .upload_target(true, etl_service::ClientAuth::none())
+            .expect("target"),
+    );
 
     let started = Instant::now();
     let err = extract(opts).await.expect_err("no verifier, no run");

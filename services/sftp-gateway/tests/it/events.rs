@@ -89,7 +89,7 @@ async fn completed_upload_is_announced_over_grpc_but_not_its_temporary() {
 async fn announced_trace_rides_the_file_ready() {
     let gw = Gateway::start().await;
     let mut grpc = gw.grpc().await;
-    let mut stream = watch(&gw, "", "").await;
+    let mut stream = watch(&gw, "etl", "").await;
     grpc.announce_upload(AnnounceUploadRequest {
         user: "etl".into(),
         path: "input/traced.csv".into(),
@@ -137,6 +137,8 @@ async fn bad_announcements_are_invalid_arguments() {
         ("etl", ""),
         ("../etl", "input/x.csv"),
         ("", "input/x.csv"),
+        ("nobody", "input/x.csv"),
+        ("etl", &format!("input/{}.csv", "x".repeat(5000))),
     ] {
         let status = grpc
             .announce_upload(AnnounceUploadRequest {
@@ -166,7 +168,8 @@ async fn watchers_filter_by_user_and_directory() {
     })
     .await;
     let mut alice_only = watch(&gw, "alice", "").await;
-    let mut inbox_only = watch(&gw, "", "inbox").await;
+    let mut inbox_only = watch(&gw, "alice", "inbox").await;
+    let mut etl_inbox = watch(&gw, "etl", "inbox").await;
     let mut everything = gw.subscribe();
 
     let etl = gw.client().await;
@@ -202,6 +205,7 @@ async fn watchers_filter_by_user_and_directory() {
         ("alice", "inbox/a.csv")
     );
     assert_quiet(&mut inbox_only).await;
+    assert_quiet(&mut etl_inbox).await;
     gw.stop().await;
 }
 
@@ -213,7 +217,7 @@ async fn health_is_serving_and_watch_streams_end_on_shutdown() {
         etl_service::probe_health(&addr).await.expect("probe"),
         "SERVING once listening"
     );
-    let mut stream = watch(&gw, "", "").await;
+    let mut stream = watch(&gw, "etl", "").await;
     gw.stop().await;
     let end = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
     assert!(
@@ -224,4 +228,114 @@ async fn health_is_serving_and_watch_streams_end_on_shutdown() {
         etl_service::probe_health(&addr).await.is_err(),
         "nothing answers after shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_needs_a_user() {
+    let gw = Gateway::start().await;
+    let status = gw
+        .grpc()
+        .await
+        .watch_files(WatchFilesRequest {
+            user: String::new(),
+            directory: "input".into(),
+            include_existing: true,
+        })
+        .await
+        .expect_err("no user");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("needs a user"), "{status:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_waiting_per_user_are_capped() {
+    let gw = Gateway::start().await;
+    let notifier = gw.running().notifier();
+    for i in 0..sftp_gateway::notify::MAX_ANNOUNCEMENTS_PER_USER {
+        assert!(notifier.announce("etl", &format!("input/{i}.csv"), TraceContext::default()));
+    }
+    let status = gw
+        .grpc()
+        .await
+        .announce_upload(AnnounceUploadRequest {
+            user: "etl".into(),
+            path: "input/one-too-many.csv".into(),
+            trace: None,
+        })
+        .await
+        .expect_err("over the cap");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Announcing a file already announced replaces it: still accepted.
+    assert!(notifier.announce("etl", "input/0.csv", TraceContext::default()));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_need_the_api_token_and_health_does_not() {
+    use etl_service::{ClientAuth, auth::Token};
+    const TOKEN: &str = "gateway-test-token-5150";
+    let gw = Gateway::start_with(|c, _| {
+        c.security = etl_service::ApiSecurity::with_token(TOKEN);
+    })
+    .await;
+    let url = format!("http://{}", gw.grpc_addr);
+    let anonymous = ClientAuth::none().connect(&url).await.expect("connects");
+    let mut anonymous = etl_proto::v1::sftp_gateway_client::SftpGatewayClient::new(anonymous);
+    let refused = anonymous
+        .watch_files(WatchFilesRequest {
+            user: "etl".into(),
+            directory: "input".into(),
+            include_existing: true,
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let announce = AnnounceUploadRequest {
+        user: "etl".into(),
+        path: "input/a.csv".into(),
+        trace: None,
+    };
+    let refused = anonymous
+        .announce_upload(announce.clone())
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    let auth = ClientAuth::token(Token::new(TOKEN, "test").expect("token"));
+    let mut client = etl_proto::v1::sftp_gateway_client::SftpGatewayClient::new(
+        auth.connect(&url).await.expect("connects"),
+    );
+    client
+        .announce_upload(announce)
+        .await
+        .expect("with the token");
+    let mut stream = client
+        .watch_files(WatchFilesRequest {
+            user: "etl".into(),
+            directory: "input".into(),
+            include_existing: false,
+        })
+        .await
+        .expect("with the token")
+        .into_inner();
+    gw.client()
+        .await
+        .write_atomic("input", "a.csv", b"x")
+        .await
+        .expect("upload");
+    let ev = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an event");
+    assert_eq!(ev.path, "input/a.csv");
+
+    // Health: open (the `healthcheck` subcommand has no token).
+    assert!(
+        etl_service::probe_health(&url)
+            .await
+            .expect("health answers")
+    );
+    gw.stop().await;
 }

@@ -208,3 +208,64 @@ async fn a_rejected_file_ends_its_run_as_failed_with_its_reason() -> TestResult 
     assert_eq!(h.report(run).await?, report);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_api_token_guards_the_verifier_and_goes_with_its_gateway_watch() -> TestResult {
+    use etl_proto::v1::{GetReportRequest, sink_verifier_client::SinkVerifierClient};
+    use etl_service::{ApiSecurity, ClientAuth, auth::Token};
+    const TOKEN: &str = "verifier-test-token-1d2e";
+    let security = ApiSecurity::with_token(TOKEN);
+
+    // The gateway requires the token, as the real one does when given one.
+    let (live, _) = broadcast::channel(16);
+    let gateway = FakeGateway {
+        existing: Vec::new(),
+        live,
+        requests: Arc::default(),
+    };
+    let stop = StopOnDrop(Shutdown::new());
+    let listener = etl_service::bind("gateway", "127.0.0.1:0").await?;
+    let gateway_addr = listener.local_addr()?;
+    let (mut routes, _health) = etl_service::grpc::base_routes("etl.v1.SftpGateway").await?;
+    routes.add_service(SftpGatewayServer::new(gateway.clone()));
+    let gateway_security = security.server()?;
+    let shutdown = stop.0.clone();
+    tokio::spawn(async move {
+        etl_service::serve_grpc(listener, routes.routes(), &gateway_security, shutdown).await
+    });
+
+    let url = crate::helpers::fresh_database().await?;
+    let mut config = sink_verifier::Config::new("127.0.0.1:0", &url);
+    config.gateway_url = Some(format!("http://{gateway_addr}"));
+    config.security = security;
+    let running = sink_verifier::start(config, stop.0.clone()).await?;
+    let verifier = format!("http://{}", running.grpc_addr);
+
+    // Its watch of the gateway got through (with the token), for the default user.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gateway.requests().is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the verifier's WatchFiles never reached the gateway".into());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(gateway.requests()[0].user, "etl");
+
+    let request = || GetReportRequest {
+        run_id: "run-none".into(),
+    };
+    let refused = SinkVerifierClient::new(ClientAuth::none().connect(&verifier).await?)
+        .get_report(request())
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let auth = ClientAuth::token(Token::new(TOKEN, "test")?);
+    let answered = SinkVerifierClient::new(auth.connect(&verifier).await?)
+        .get_report(request())
+        .await
+        .expect_err("an unknown run");
+    assert_eq!(answered.code(), tonic::Code::NotFound, "{answered:?}");
+    // Health needs no token (`sink-verifier healthcheck`).
+    etl_service::probe_health(&verifier).await?;
+    Ok(())
+}

@@ -721,14 +721,6 @@ async fn sink_offsets_change_only_when_stopped() {
     assert_eq!(stack.count(&pg).await, 10);
 }
 
-async fn upload(stack: &Stack, name: &str, data: &[u8]) {
-    let sftp = stack.sftp().await;
-    sftp.write_atomic("input", name, data)
-        .await
-        .expect("upload");
-    let _ = sftp.close().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_offsets_are_the_files_it_sent() {
     let stack = Stack::start().await;
@@ -738,7 +730,7 @@ async fn source_offsets_are_the_files_it_sent() {
         &[("cleanup.policy", "NONE"), ("file.poll.interval.ms", "200")],
     )
     .await;
-    upload(&stack, "kept.tsv", &Chunk::tricky(3, "k").tsv()).await;
+    stack.upload("kept.tsv", &Chunk::tricky(3, "k").tsv()).await;
     eventually("file sent", WAIT, || async {
         (status(&stack, &name).await["metrics"]["files_finished"] == 1).then_some(())
     })

@@ -222,14 +222,6 @@ async fn a_dead_letter_queue_needs_tolerance_all() {
     assert!(err.message().contains("errors.tolerance=all"), "{err:?}");
 }
 
-async fn upload(stack: &Stack, name: &str, data: &[u8]) {
-    let sftp = stack.sftp().await;
-    sftp.write_atomic("input", name, data)
-        .await
-        .expect("upload");
-    let _ = sftp.close().await;
-}
-
 async fn rejected_because(stack: &Stack, name: &str) -> String {
     let reason = format!("error/{name}.error.txt");
     stack.wait_for_file(&reason).await;
@@ -246,7 +238,7 @@ async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
     let stack = Stack::start().await;
     stack.create_connectors().await;
     let first = Chunk::tricky(20, "p");
-    upload(&stack, "first.tsv", &first.tsv()).await;
+    stack.upload("first.tsv", &first.tsv()).await;
     let pg = stack.pg().await;
     stack.wait_for_rows(&pg, 20).await;
 
@@ -256,7 +248,7 @@ async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
     for r in &mut extra.rows {
         r.push("5".into());
     }
-    upload(&stack, "extra.tsv", &extra.tsv()).await;
+    stack.upload("extra.tsv", &extra.tsv()).await;
     // `yes` where the schema has a boolean.
     let mut wrong = Chunk::tricky(5, "b");
     let col = wrong
@@ -265,16 +257,16 @@ async fn files_that_do_not_fit_go_to_error_and_good_ones_still_land() {
         .position(|h| h == "is_streaming")
         .expect("is_streaming column");
     wrong.rows[2][col] = "yes".into();
-    upload(&stack, "wrong.tsv", &wrong.tsv()).await;
+    stack.upload("wrong.tsv", &wrong.tsv()).await;
     // `False` (Python's spelling) fits the boolean column.
     let mut python = Chunk::tricky(5, "p");
     python.rows[2][col] = "False".into();
-    upload(&stack, "python.tsv", &python.tsv()).await;
+    stack.upload("python.tsv", &python.tsv()).await;
     // A header and nothing else; an empty file.
-    upload(&stack, "header-only.tsv", b"header\tbody\n").await;
-    upload(&stack, "empty.tsv", b"").await;
+    stack.upload("header-only.tsv", b"header\tbody\n").await;
+    stack.upload("empty.tsv", b"").await;
     let good = Chunk::tricky(7, "g");
-    upload(&stack, "good.tsv", &good.tsv()).await;
+    stack.upload("good.tsv", &good.tsv()).await;
     stack.wait_for_rows(&pg, 32).await;
 
     let text = rejected_because(&stack, "extra.tsv").await;
@@ -327,7 +319,7 @@ async fn odd_files_end_in_finished_or_error_and_good_data_flows() {
     let stack = Stack::start().await;
     stack.create_connectors().await;
     let first = Chunk::tricky(10, "f");
-    upload(&stack, "first.tsv", &first.tsv()).await;
+    stack.upload("first.tsv", &first.tsv()).await;
     let pg = stack.pg().await;
     stack.wait_for_rows(&pg, 10).await;
 
@@ -340,19 +332,19 @@ async fn odd_files_end_in_finished_or_error_and_good_data_flows() {
             .replace('\n', "\r\n")
             .into_bytes(),
     );
-    upload(&stack, "bom crlf.tsv", &data).await;
+    stack.upload("bom crlf.tsv", &data).await;
     // A name with spaces and non-ASCII letters.
     let named = Chunk::tricky(3, "n");
-    upload(&stack, "avis clients é ü.tsv", &named.tsv()).await;
+    stack.upload("avis clients é ü.tsv", &named.tsv()).await;
     // A 20 MB line: one row far larger than a Kafka record.
     let mut huge = Chunk::tricky(1, "h");
     huge.rows[0][1] = "x".repeat(20 * 1024 * 1024);
-    upload(&stack, "huge.tsv", &huge.tsv()).await;
+    stack.upload("huge.tsv", &huge.tsv()).await;
     // A binary file.
     let binary: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
-    upload(&stack, "binary.csv", &binary).await;
+    stack.upload("binary.csv", &binary).await;
     let good = Chunk::tricky(6, "last");
-    upload(&stack, "last.tsv", &good.tsv()).await;
+    stack.upload("last.tsv", &good.tsv()).await;
 
     stack.wait_for_rows(&pg, 10 + 4 + 3 + 6).await;
     for name in ["bom crlf.tsv", "avis clients é ü.tsv", "last.tsv"] {

@@ -260,6 +260,15 @@ impl Stack {
             .expect("sink created");
     }
 
+    /// Uploads `data` as `input/<name>` the way an uploader does (hidden name, rename).
+    pub(crate) async fn upload(&self, name: &str, data: &[u8]) {
+        let sftp = self.sftp().await;
+        sftp.write_atomic("input", name, data)
+            .await
+            .expect("upload");
+        let _ = sftp.close().await;
+    }
+
     pub(crate) async fn status(&self, name: &str) -> ConnectorStatus {
         self.grpc()
             .await

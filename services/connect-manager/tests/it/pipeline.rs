@@ -9,14 +9,6 @@ use crate::helpers::{Chunk, Stack, WAIT, eventually};
 const SOURCE: &str = "sftp-csv-source";
 const SINK: &str = "postgres-sink";
 
-async fn upload(stack: &Stack, name: &str, data: &[u8]) {
-    let sftp = stack.sftp().await;
-    sftp.write_atomic("input", name, data)
-        .await
-        .expect("upload");
-    let _ = sftp.close().await;
-}
-
 /// Every data column, in file order, as the canonical text of its value.
 async fn table_rows(pg: &tokio_postgres::Client, file: &str) -> Vec<Vec<String>> {
     let rows = pg
@@ -57,7 +49,7 @@ async fn file_lands_in_postgres_exactly_and_replay_changes_nothing() {
     let name = "run1__reviews__chunk_000000.csv";
     let chunk = Chunk::tricky(200, "a");
     // Uploaded before the connectors exist: the first poll finds it.
-    upload(&stack, name, &chunk.tsv()).await;
+    stack.upload(name, &chunk.tsv()).await;
     stack.create_connectors().await;
     let pg = stack.pg().await;
     stack.wait_for_rows(&pg, 200).await;
@@ -137,7 +129,7 @@ async fn file_lands_in_postgres_exactly_and_replay_changes_nothing() {
     );
 
     // Replay: the same name and content again.
-    upload(&stack, name, &chunk.tsv()).await;
+    stack.upload(name, &chunk.tsv()).await;
     eventually("the replayed file to be sent", WAIT, || async {
         (stack.status(SOURCE).await.files_finished == 2).then_some(())
     })
@@ -173,11 +165,13 @@ async fn bad_files_go_to_error_with_their_reason_and_good_ones_still_land() {
     let stack = Stack::start().await;
     stack.create_connectors().await;
     // Ragged: line 4 (row 3) has one field too few.
-    upload(&stack, "ragged.csv", b"a,b\n1,2\n3,4\n5\n6,7\n").await;
+    stack.upload("ragged.csv", b"a,b\n1,2\n3,4\n5\n6,7\n").await;
     // Invalid UTF-8 in line 3, field 2.
-    upload(&stack, "latin1.tsv", b"a\tb\nx\ty\nz\tcaf\xe9\n").await;
+    stack
+        .upload("latin1.tsv", b"a\tb\nx\ty\nz\tcaf\xe9\n")
+        .await;
     let good = Chunk::tricky(30, "g");
-    upload(&stack, "good.tsv", &good.tsv()).await;
+    stack.upload("good.tsv", &good.tsv()).await;
 
     let pg = stack.pg().await;
     stack.wait_for_rows(&pg, 30).await;
@@ -208,7 +202,7 @@ async fn restart_restores_connectors_and_does_not_replay_committed_records() {
     let mut stack = Stack::start().await;
     stack.create_connectors().await;
     let a = Chunk::tricky(50, "a");
-    upload(&stack, "a.tsv", &a.tsv()).await;
+    stack.upload("a.tsv", &a.tsv()).await;
     let pg = stack.pg().await;
     stack.wait_for_rows(&pg, 50).await;
     // The counter moves right after the commit that made the rows visible.
@@ -230,7 +224,7 @@ async fn restart_restores_connectors_and_does_not_replay_committed_records() {
     assert_eq!(names, vec![SINK.to_string(), SOURCE.to_string()]);
 
     let b = Chunk::tricky(20, "b");
-    upload(&stack, "b.tsv", &b.tsv()).await;
+    stack.upload("b.tsv", &b.tsv()).await;
     stack.wait_for_rows(&pg, 70).await;
     eventually("sink counted file b", WAIT, || async {
         (stack.status(SINK).await.records >= 20).then_some(())
@@ -274,7 +268,7 @@ async fn rows_join_the_trace_the_uploader_announced() {
         .await
         .expect("announce");
     let chunk = Chunk::tricky(10, "t");
-    upload(&stack, name, &chunk.tsv()).await;
+    stack.upload(name, &chunk.tsv()).await;
     let pg = stack.pg().await;
     stack.wait_for_rows(&pg, 10).await;
     let ids: Vec<Option<String>> = pg
@@ -311,7 +305,7 @@ async fn throughput_100k_rows() {
     .await;
     let pg = stack.pg().await;
     // From the moment the upload is complete (its FileReady).
-    upload(&stack, name, &data).await;
+    stack.upload(name, &data).await;
     let started = std::time::Instant::now();
     eventually("source done", Duration::from_secs(600), || async {
         (stack.status(SOURCE).await.files_finished == 1).then_some(())

@@ -311,6 +311,13 @@ async fn main_loop(
                     if wanted(config, &n.name) && !config.min_age.is_zero() {
                         // The poll checks the age; a notice alone cannot.
                         tracing::debug!(file = %n.name, "notice ignored: file.minimum.age.ms is set");
+                    } else if config.cleanup == Cleanup::None
+                        && shared.state.lock().await.sent.contains_key(&n.name)
+                    {
+                        // Sent already and left in place: a repeated notice (a
+                        // replay, a listing at resubscription) must not send it
+                        // again; the poll compares size and mtime to see a new version.
+                        tracing::debug!(file = %n.name, "notice for a file already sent; left to the poll");
                     } else if wanted(config, &n.name) {
                         enqueue(&mut queue, &in_flight, n.name, n.traceparent);
                     }

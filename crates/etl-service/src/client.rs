@@ -189,6 +189,22 @@ impl ClientAuth {
             })?;
         Ok(self.wrap(channel))
     }
+
+    /// Subscribes to sftp-gateway's `WatchFiles` at `addr`. The one way the
+    /// connectors and the verifier follow the gateway; each keeps its own
+    /// reconnect loop. The error is a message naming what failed.
+    pub async fn watch_files(
+        &self,
+        addr: &str,
+        request: etl_proto::v1::WatchFilesRequest,
+    ) -> Result<tonic::Streaming<etl_proto::v1::FileReady>, String> {
+        let channel = self.connect(addr).await.map_err(|e| e.to_string())?;
+        etl_proto::v1::sftp_gateway_client::SftpGatewayClient::new(channel)
+            .watch_files(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| s.message().to_string())
+    }
 }
 
 #[cfg(test)]

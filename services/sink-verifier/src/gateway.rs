@@ -10,9 +10,7 @@
 
 use std::sync::Arc;
 
-use etl_proto::v1::{
-    FileEventKind, FileReady, WatchFilesRequest, sftp_gateway_client::SftpGatewayClient,
-};
+use etl_proto::v1::{FileEventKind, FileReady, WatchFilesRequest};
 use etl_service::{Backoff, ClientAuth, Shutdown};
 
 use crate::registry::Registry;
@@ -47,19 +45,14 @@ pub(crate) async fn watch_rejections(
     let mut backoff = Backoff::default();
     let mut failures = 0u32;
     loop {
-        let subscribe = async {
-            let mut client =
-                SftpGatewayClient::new(auth.connect(&url).await.map_err(|e| e.to_string())?);
-            client
-                .watch_files(WatchFilesRequest {
-                    user: user.clone(),
-                    directory: ERROR_DIR.to_string(),
-                    include_existing: true,
-                })
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| s.message().to_string())
-        };
+        let subscribe = auth.watch_files(
+            &url,
+            WatchFilesRequest {
+                user: user.clone(),
+                directory: ERROR_DIR.to_string(),
+                include_existing: true,
+            },
+        );
         let subscribed = tokio::select! {
             r = subscribe => r,
             _ = shutdown.wait() => return,

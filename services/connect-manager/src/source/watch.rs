@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use etl_proto::v1::{WatchFilesRequest, sftp_gateway_client::SftpGatewayClient};
+use etl_proto::v1::WatchFilesRequest;
 use etl_service::{Backoff, Shutdown};
 use tokio::sync::mpsc;
 
@@ -38,20 +38,15 @@ pub(crate) async fn watch_gateway(
     let mut backoff = Backoff::default();
     let mut failures = 0u32;
     loop {
-        let subscribe = async {
-            let mut gateway =
-                SftpGatewayClient::new(client.connect(&url).await.map_err(|e| e.to_string())?);
-            gateway
-                .watch_files(WatchFilesRequest {
-                    user: user.clone(),
-                    directory: directory.clone(),
-                    // Files already waiting come first, with their trace context.
-                    include_existing: true,
-                })
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| s.message().to_string())
-        };
+        let subscribe = client.watch_files(
+            &url,
+            WatchFilesRequest {
+                user: user.clone(),
+                directory: directory.clone(),
+                // Files already waiting come first, with their trace context.
+                include_existing: true,
+            },
+        );
         let subscribed = tokio::select! {
             r = subscribe => r,
             _ = shutdown.wait() => return,

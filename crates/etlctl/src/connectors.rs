@@ -3,6 +3,10 @@
 //! The files (`deploy/connectors/*.json`) carry `${VAR:-default}` placeholders. A
 //! placeholder takes, in order: the process environment (a non-empty value), the
 //! running stack's value (its ports and URLs from `stack.json`), the file's default.
+//!
+//! A connector that reads the stack's own SFTP gateway is also given the gateway's host
+//! key fingerprint ([`HOST_KEY_OPTION`]) unless its file sets one, so it never trusts
+//! whatever answers on the port.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +21,14 @@ use etl_service::{AuthChannel, ClientAuth};
 
 use crate::cli::{ConnectorsApplyArgs, ConnectorsTarget, StackMode};
 use crate::stack::{Service, StackDir, StackInfo};
+
+/// The source connector option that pins the SFTP server's host key (`SHA256:…`).
+///
+/// connect-manager does not read it yet (its source connects with
+/// `etl_sftp::SftpClient::connect`, which accepts any key): until it does, it answers
+/// the option with an "ignored" warning. The name follows the connector's `sftp.*`
+/// options; the policy behind it is `etl_sftp::HostKeyPolicy::Fingerprint`.
+pub const HOST_KEY_OPTION: &str = "sftp.host.key.fingerprint";
 
 /// The value of placeholder `name`: `env` first, then the stack.
 pub fn lookup(
@@ -58,11 +70,41 @@ pub fn load(
         .map(|path| {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let file = connector_file::parse(&text, |name| lookup(name, process_env, stack))
+            let mut file = connector_file::parse(&text, |name| lookup(name, process_env, stack))
                 .with_context(|| format!("connector file {}", path.display()))?;
+            if let Some(stack) = stack {
+                pin_host_key(&mut file, stack);
+            }
             Ok((path, file))
         })
         .collect()
+}
+
+/// Adds the stack gateway's host key fingerprint to a connector that logs in to that
+/// gateway (its `sftp.host`/`sftp.port` are the stack's SFTP address) and pins no key of
+/// its own. A connector reading another server keeps whatever its file says.
+fn pin_host_key(file: &mut ConnectorFile, stack: &StackInfo) {
+    let Some(fingerprint) = &stack.sftp_host_key else {
+        return;
+    };
+    let (Some(host), Some(port)) = (file.config.get("sftp.host"), file.config.get("sftp.port"))
+    else {
+        return;
+    };
+    let ours = stack
+        .sftp_addr
+        .rsplit_once(':')
+        .is_some_and(|(stack_host, stack_port)| {
+            stack_host == host.trim() && stack_port == port.trim()
+        });
+    let pinned = file
+        .config
+        .get(HOST_KEY_OPTION)
+        .is_some_and(|v| !v.trim().is_empty());
+    if ours && !pinned {
+        file.config
+            .insert(HOST_KEY_OPTION.to_owned(), fingerprint.clone());
+    }
 }
 
 /// connect-manager's URL (`--url`, else the stack's), the stack, and what
@@ -214,25 +256,18 @@ pub async fn list(target: &ConnectorsTarget) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::{KafkaStorage, Ports, StackPlan};
+    use crate::stack::Ports;
 
     fn stack() -> StackInfo {
-        StackPlan {
-            dir: StackDir::new(Path::new("/x")).expect("dir"),
-            ports: Ports {
-                postgres: 15432,
-                sftp: 12222,
-                grpc_base: 40000,
-                ..Ports::default()
-            },
-            kafka_storage: KafkaStorage::Memory,
-            topic: "review-etl".to_owned(),
-            partitions: 3,
-            with_services: true,
-            bin_dir: PathBuf::from("/bin"),
-            tracing: crate::stack::Tracing::Embedded,
-        }
-        .stack_info(1, 2)
+        let mut plan = crate::stack::plan::test_plan("/x");
+        plan.ports = Ports {
+            postgres: 15432,
+            sftp: 12222,
+            grpc_base: 40000,
+            ..Ports::default()
+        };
+        plan.bin_dir = PathBuf::from("/bin");
+        plan.stack_info(1, 2)
     }
 
     #[test]
@@ -291,6 +326,68 @@ mod tests {
             );
         }
         assert_eq!(sink.config["tasks.max"], "1");
+    }
+
+    #[test]
+    fn a_connector_of_the_stacks_gateway_pins_its_host_key() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let source = |name: &str, host: &str, extra: &str| {
+            std::fs::write(
+                tmp.path().join(format!("{name}.json")),
+                format!(
+                    r#"{{"name":"{name}","config":{{"sftp.host":"{host}","sftp.port":"${{ETL_SFTP_PORT:-2222}}","sftp.username":"${{ETL_SFTP_USER:-etl}}","sftp.password":"${{ETL_SFTP_PASSWORD:-etl}}"{extra}}}}}"#
+                ),
+            )
+            .expect("write");
+        };
+        source("a-ours", "127.0.0.1", "");
+        source("b-elsewhere", "sftp.example", "");
+        source(
+            "c-own-pin",
+            "127.0.0.1",
+            r#","sftp.host.key.fingerprint":"SHA256:theirs""#,
+        );
+        std::fs::write(
+            tmp.path().join("d-sink.json"),
+            r#"{"name":"d-sink","config":{"topics":"t"}}"#,
+        )
+        .expect("write");
+        let mut stack = stack();
+        let env_free = std::env::var("ETL_SFTP_PORT").is_err()
+            && std::env::var("ETL_SFTP_USER").is_err()
+            && std::env::var("ETL_SFTP_PASSWORD").is_err();
+
+        // Before the gateway published its key there is nothing to pin.
+        let files = load(tmp.path(), Some(&stack)).expect("load");
+        assert!(
+            files
+                .iter()
+                .all(|(_, f)| !f.config.contains_key(HOST_KEY_OPTION) || f.name == "c-own-pin")
+        );
+
+        stack.sftp_host_key = Some("SHA256:ours".to_owned());
+        let files = load(tmp.path(), Some(&stack)).expect("load");
+        let config = |name: &str| {
+            files
+                .iter()
+                .find(|(_, f)| f.name == name)
+                .map(|(_, f)| f.config.clone())
+                .expect("loaded")
+        };
+        if env_free {
+            let ours = config("a-ours");
+            assert_eq!(ours[HOST_KEY_OPTION], "SHA256:ours");
+            // The connector's own account, its password a reference connect-manager
+            // resolves: the stored config never holds it.
+            assert_eq!(ours["sftp.username"], "connect");
+            assert_eq!(ours["sftp.password"], "${env:ETL_SFTP_PASSWORD}");
+        }
+        assert!(!config("b-elsewhere").contains_key(HOST_KEY_OPTION));
+        assert_eq!(config("c-own-pin")[HOST_KEY_OPTION], "SHA256:theirs");
+        assert!(!config("d-sink").contains_key(HOST_KEY_OPTION));
+        // Without a stack (--stack external) nothing is added.
+        let files = load(tmp.path(), None).expect("load");
+        assert!(!files[0].1.config.contains_key(HOST_KEY_OPTION));
     }
 
     #[test]

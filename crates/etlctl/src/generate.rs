@@ -1,6 +1,6 @@
 //! The demo's input: N synthetic Amazon-format reviews (`label,title,body`, no
-//! header) from the extractor library's generator, so the demo exercises exactly the
-//! input format the extractor reads. Written to a temporary name and renamed, so a
+//! header) from `etl-datagen`, the generator behind `extractor generate`, so the demo
+//! exercises exactly the input format the extractor reads. Written to a temporary name and renamed, so a
 //! half-written file is never taken for input.
 
 use std::fs::File;
@@ -43,14 +43,14 @@ pub fn generate_input(
     Ok(())
 }
 
-/// The one call into the extractor's generator.
+/// The one call into the generator.
 fn write_rows(
     rows: u64,
     seed: u64,
     labels: LabelScheme,
     writer: &mut impl Write,
 ) -> anyhow::Result<()> {
-    extractor::generate(rows, seed, labels, writer)?;
+    etl_datagen::generate(rows, seed, labels, writer)?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `etlctl`: the operator CLI of file-etl and the supervisor of its local stack.
 //!
 //! `etlctl up` starts `etlctl supervise` in the background; the supervisor runs a
-//! private Postgres cluster, a tansu broker and the four services as child processes,
+//! private Postgres cluster, a Kafka broker and the four services as child processes,
 //! writes where they listen to `.etl/stack.json`, runs the embedded trace collector
 //! (OTLP + Jaeger UI), restarts what crashes and stops it
 //! all on SIGTERM (`etlctl down`). Every other command reads `stack.json` to find the
@@ -10,13 +10,14 @@
 //!
 //! # Layout
 //! - [`cli`]: the commands and flags (clap, env twins).
-//! - [`stack`]: the stack directory, the [`stack::StackPlan`] (ports, endpoints, each
-//!   service's environment) and the `stack.json` model.
-//! - [`supervise`]: the supervisor: Postgres, tansu, services, restarts, ordered stop.
+//! - [`stack`]: the stack directory and its secrets, the [`stack::StackPlan`] (ports,
+//!   endpoints), each service's environment, and the `stack.json` model.
+//! - [`supervise`]: the supervisor: Postgres and the broker (started by `etl-stack`),
+//!   the services, restarts, ordered stop.
 //! - [`up`]: `up` (start the supervisor detached, wait for health) and `down`.
 //! - [`status`]: health probes and the status table.
 //! - [`connectors`]: connector files with placeholders → `CreateConnector`.
-//! - [`generate`]: the demo's input, from the extractor library's generator.
+//! - [`generate`]: the demo's input, from `etl-datagen` (the extractor's generator).
 //! - [`demo`]: the end-to-end run: StartRun, WatchRun, WatchReport.
 //! - [`report`]: the demo report: pass/fail decision, text and `report.json`.
 //! - [`endpoints`]: the services' URLs, local (`stack.json`) or external (flags).

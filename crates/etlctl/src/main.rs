@@ -72,11 +72,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Supervise(args) => {
             let plan = args.plan()?;
-            // Made before any service starts: each reads it (ETL_API_TOKEN_FILE).
-            plan.dir.ensure_api_token().map_err(|e| {
+            // Made before any service starts: each reads the token (ETL_API_TOKEN_FILE)
+            // and is given its SFTP password.
+            plan.dir.ensure_secrets().map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot write the API token {}: {e}",
-                    plan.dir.api_token_file().display()
+                    "cannot write the stack's secrets in {}: {e}",
+                    plan.dir.root().display()
                 )
             })?;
             supervise::run(plan).await?;

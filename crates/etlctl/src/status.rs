@@ -193,20 +193,15 @@ async fn url_health(url: &str) -> Health {
     }
 }
 
-/// `http://host:port/path` → `host:port` (port 80/443 by scheme when absent).
+/// `http://host:port/path` → `host:port` (port 80/443 by scheme when absent),
+/// with the workspace's one `host:port` parser ([`etl_core::net::HostPort`]).
 pub fn host_port(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    Some(if has_port {
-        authority.to_owned()
-    } else if scheme == "https" {
-        format!("{authority}:443")
-    } else {
-        format!("{authority}:80")
-    })
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    etl_core::net::HostPort::parse(authority, default_port)
+        .ok()
+        .map(|hp| hp.to_string())
 }
 
 /// The components of an external stack (`--stack external`): the four services at
@@ -370,5 +365,9 @@ mod tests {
             Some("127.0.0.1:4317")
         );
         assert_eq!(host_port("http://"), None);
+        assert_eq!(
+            host_port("http://[::1]:4317").as_deref(),
+            Some("[::1]:4317")
+        );
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Start: `supervisor.pid` first (so `down` can stop a stack that is still starting),
 //! then the embedded trace collector (OTLP/gRPC + Jaeger UI, in this process; not with
-//! `--no-tracing` or `--otlp-endpoint`), then Postgres (testkit, cluster in `<dir>/pg`, database `nlp_db`), tansu (testkit,
-//! memory or sqlite), the topic, `stack.json`, and the four services as child
-//! processes. Postgres and tansu carry testkit's watchdog, so they stop even if the
-//! supervisor is killed; the services stay in the supervisor's process group, so
-//! `down` can kill that group as a last resort.
+//! `--no-tracing` or `--otlp-endpoint`), then Postgres (etl-stack, cluster in
+//! `<dir>/pg`, database `nlp_db`), the broker (etl-stack: Apache Kafka, or tansu with
+//! memory or sqlite), the topic, the gateway's host key (`sftp-gateway host-key`, so the
+//! SFTP clients can pin it before the gateway first runs) and the SFTP users' shared
+//! tree, `stack.json`, and the four services as child processes. Postgres and the broker
+//! carry etl-stack's watchdog, so they stop even if the supervisor is killed; the
+//! services stay in the supervisor's process group, so `down` can kill that group as a
+//! last resort.
 //!
 //! Run: every component that dies — a service, Postgres, the broker — is restarted
 //! with exponential backoff (1 s doubling to 30 s, reset after a minute of uptime);
@@ -31,12 +34,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use etl_service::{Backoff, Shutdown};
-use testkit::{Broker, PgCluster, Storage};
+use etl_stack::{Broker, PgCluster, Storage};
 use tokio_util::sync::CancellationToken;
 
 use crate::process;
 use crate::stack::{
-    DATABASE, KafkaStorage, Service, ServiceState, StackDir, StackInfo, StackPlan, Tracing,
+    DATABASE, KafkaStorage, Service, ServiceState, StackDir, StackInfo, StackPlan, Tracing, env,
 };
 
 /// How long a service gets between SIGTERM and SIGKILL.
@@ -46,6 +49,8 @@ const STABLE_UPTIME: Duration = Duration::from_secs(60);
 /// A component that dies this many times in a row, each within [`STABLE_UPTIME`] of
 /// its start, is given up on.
 const MAX_QUICK_DEATHS: u32 = 8;
+/// How long `sftp-gateway host-key` may take (it loads or makes one key).
+const HOST_KEY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often Postgres and the broker are checked for being alive.
 const INFRA_POLL: Duration = Duration::from_millis(250);
 
@@ -106,7 +111,12 @@ async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<
         return stop_infra(Some(broker), Some(pg)).await;
     }
 
+    if plan.with_services {
+        prepare_sftp(&plan).await?;
+    }
+
     let mut info = plan.stack_info(std::process::id(), started_at);
+    info.sftp_host_key = dir.read_host_key_fingerprint();
     if let Some(log) = pg.log_path() {
         info.postgres.log = log.to_path_buf();
     }
@@ -353,6 +363,56 @@ async fn start_collector(plan: &StackPlan, stop: CancellationToken) -> anyhow::R
     Ok(())
 }
 
+/// Before any SFTP client starts: the gateway's host key and its fingerprint (by
+/// `sftp-gateway host-key`, which makes the key the gateway will serve if there is none
+/// yet), so the clients pin it from their first connection instead of trusting whatever
+/// answers first. The one file tree both SFTP users share is their root by name
+/// (`ETL_SFTP_ROOTS`), made by the gateway; the links earlier stacks made for it go. A
+/// missing gateway binary is left to the service's own supervision (it is looked for
+/// again).
+async fn prepare_sftp(plan: &StackPlan) -> anyhow::Result<()> {
+    for link in plan.dir.remove_old_sftp_root_links().with_context(|| {
+        format!(
+            "cannot remove the old SFTP root links in {}",
+            plan.dir.service_data(Service::SftpGateway).display()
+        )
+    })? {
+        tracing::info!(link = %link.display(), "removed an SFTP root link of an earlier stack (both users now have the root by name)");
+    }
+    let gateway = plan.binary(Service::SftpGateway);
+    if !gateway.is_file() {
+        return Ok(());
+    }
+    let data = plan.dir.service_data(Service::SftpGateway);
+    let run = tokio::process::Command::new(&gateway)
+        .arg("host-key")
+        .env(env::DATA_DIR, &data)
+        .env_remove(env::SFTP_HOST_KEY)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(HOST_KEY_TIMEOUT, run)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} host-key did not finish within {HOST_KEY_TIMEOUT:?}",
+                gateway.display()
+            )
+        })?
+        .with_context(|| format!("cannot run {} host-key", gateway.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} host-key failed ({}): {}",
+            gateway.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    tracing::info!(fingerprint = %printed, "sftp-gateway host key");
+    Ok(())
+}
+
 async fn start_postgres(plan: &StackPlan) -> anyhow::Result<PgCluster> {
     let builder = PgCluster::builder()
         .dir(plan.dir.pg())
@@ -362,7 +422,7 @@ async fn start_postgres(plan: &StackPlan) -> anyhow::Result<PgCluster> {
     tokio::task::spawn_blocking(move || builder.start())
         .await?
         .map_err(|e| match e {
-            testkit::Error::PortInUse { .. } => anyhow::anyhow!(
+            etl_stack::Error::PortInUse { .. } => anyhow::anyhow!(
                 "port {port} is busy (another Postgres?): pick another with --pg-port \
                  (ETL_PG_PORT)"
             ),
@@ -383,7 +443,7 @@ async fn start_broker(plan: &StackPlan) -> anyhow::Result<Broker> {
     tokio::task::spawn_blocking(move || builder.start())
         .await?
         .map_err(|e| match e {
-            testkit::Error::PortInUse { .. } => anyhow::anyhow!(
+            etl_stack::Error::PortInUse { .. } => anyhow::anyhow!(
                 "port {port} is busy (another Kafka?): pick another with --kafka-port \
                  (ETL_KAFKA_PORT)"
             ),
@@ -525,17 +585,18 @@ fn spawn_service(
         .open(log)
         .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
+    // Read at every start: the gateway republishes its key's fingerprint each time.
+    let secrets = plan.dir.read_secrets()?;
+    if service == Service::Extractor && secrets.sftp_host_key.is_none() {
+        tracing::warn!(%service, file = %plan.dir.host_key_fingerprint_file().display(),
+            "the gateway's host key fingerprint is not published yet; nothing to pin");
+    }
     let mut command = tokio::process::Command::new(&binary);
-    if plan.tracing == Tracing::Off {
-        // Nothing inherited from whoever ran `up` may switch exporting back on.
-        command
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_RESOURCE_ATTRIBUTES");
+    for name in plan.service_env_removed(service) {
+        command.env_remove(name);
     }
     command
-        .envs(plan.service_env(service))
+        .envs(plan.service_env(service, &secrets))
         .current_dir(plan.dir.root())
         .stdin(Stdio::null())
         .stdout(out)

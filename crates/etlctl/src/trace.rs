@@ -206,19 +206,21 @@ async fn from_postgres(
     config: &tokio_postgres::Config,
     file: &str,
 ) -> anyhow::Result<Option<String>> {
-    let hosts = format!("{:?}:{:?}", config.get_hosts(), config.get_ports());
+    let hosts = etl_pg::describe(config);
     let (client, connection) = tokio::time::timeout(
         Duration::from_secs(5),
-        config.connect(tokio_postgres::NoTls),
+        etl_pg::connect(config, "trace lookup"),
     )
     .await
     .map_err(|_| anyhow::anyhow!("Postgres at {hosts}: connect timed out"))?
     .with_context(|| format!("cannot connect to Postgres at {hosts}"))?;
-    let connection = tokio::spawn(connection);
     let row = client
         .query_opt(
-            "select _etl_trace_id from review where _etl_file = $1 \
-             and _etl_trace_id is not null limit 1",
+            &format!(
+                "select {trace} from review where {file_col} = $1 and {trace} is not null limit 1",
+                trace = etl_pg::lineage::TRACE_ID,
+                file_col = etl_pg::lineage::FILE,
+            ),
             &[&file],
         )
         .await

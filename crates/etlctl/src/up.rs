@@ -8,8 +8,8 @@
 //!
 //! `down` sends SIGTERM to the supervisor named by `supervisor.pid` and waits for it;
 //! the supervisor stops everything in order. If it does not finish in time, its
-//! process group (the services) is killed; Postgres and tansu are then stopped by
-//! their testkit watchdogs.
+//! process group (the services) is killed; Postgres and the broker are then stopped by
+//! their etl-stack watchdogs.
 
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -152,7 +152,7 @@ async fn wait_healthy(
             anyhow::bail!(
                 "the stack supervisor exited ({status}) before the stack was up; the end of {}:\n{}\nevery log is in {}",
                 dir.supervisor_log().display(),
-                log_tail(&dir.supervisor_log(), 20),
+                etl_stack::logs::log_tail(&dir.supervisor_log(), 20),
                 dir.logs().display()
             );
         }
@@ -197,20 +197,6 @@ async fn wait_healthy(
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn log_tail(path: &std::path::Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..]
-                .iter()
-                .map(|l| format!("    | {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-        Err(e) => format!("    (cannot read it: {e})"),
     }
 }
 
@@ -265,7 +251,11 @@ fn stopped_list(info: Option<&StackInfo>) -> Vec<String> {
         .filter(|s| s.pid.is_some())
         .map(|s| s.name.to_string())
         .collect();
-    stopped.push(format!("tansu ({})", info.kafka.bootstrap));
+    let broker = match info.kafka.storage {
+        crate::stack::KafkaStorage::Kafka => "kafka",
+        crate::stack::KafkaStorage::Memory | crate::stack::KafkaStorage::Sqlite => "tansu",
+    };
+    stopped.push(format!("{broker} ({})", info.kafka.bootstrap));
     stopped.push(format!("postgres (127.0.0.1:{})", info.postgres.port));
     stopped.push(format!("supervisor (pid {})", info.supervisor_pid));
     stopped

@@ -1,51 +1,29 @@
-//! Real servers for tests and for the local stack: a private Postgres cluster and a Kafka
-//! broker (Apache Kafka, or tansu), each started as a child process on 127.0.0.1.
+//! Test support: real servers shared by the tests of one binary, and the helpers tests
+//! use beside them.
 //!
-//! Two kinds of callers use the same starters:
-//! - integration tests take a throwaway server (temp dir, free port) or the binary-wide
-//!   [`shared_postgres`] / [`shared_broker`] (Apache Kafka) / [`shared_tansu`], and give each test its own database or topic
+//! The servers themselves (a private Postgres cluster, Apache Kafka or tansu) are started
+//! by `etl-stack`, which `etlctl up` uses too; this crate re-exports its starters and
+//! helpers under their old names, so a test needs one dependency, and adds what only
+//! tests want:
+//! - [`shared_postgres`] / [`shared_broker`] (Apache Kafka) / [`shared_tansu`]: one
+//!   lazily started server per test binary; each test takes its own database or topic
 //!   ([`PgCluster::create_unique_database`], [`Broker::create_unique_topic`]);
-//! - `etlctl up` keeps data in a directory and listens on fixed ports
-//!   ([`PgCluster::start_in`], [`Broker::start_on`] with [`Storage::Sqlite`]); starting
-//!   again on the same directory reuses its data.
-//!
-//! Starting is blocking (process management is), returns only once the server answers
-//! its own protocol (`pg_isready`, a Kafka metadata request), and fails with an
-//! [`Error`] naming the binary, the port and the log file, plus the log's last lines.
-//! Servers stop on drop, and a watchdog stops them when the process that started them
-//! dies without dropping them.
+//! - the per-test log directories ([`test_log_dir`]) the servers write to, which CI keeps.
 //!
 //! # Layout
-//! - [`postgres`]: [`PgCluster`] — `initdb` (once) and `postgres` from Debian's
-//!   postgresql-15, run as the `postgres` user when we are root; databases per test.
-//! - [`broker`]: [`Broker`] — Apache Kafka (KRaft, durable) or `tansu broker` with memory
-//!   or sqlite [`Storage`]; topics per test through the Kafka admin API.
-//! - [`shared`]: one lazily started cluster and broker per test binary.
-//! - `process` (private): child processes in their own process group, output appended to
-//!   a log file, stopped on drop, and the watchdog that stops them if we die.
-//! - [`logs`]: where that output goes — `target/testkit-logs/<binary>/<test>/`.
-//! - [`net`]: [`free_port`], [`wait_for_tcp`].
-//! - [`names`]: [`unique_name`] for databases and topics.
-//! - [`error`]: the crate's [`Error`].
+//! - [`shared`]: the shared servers and [`SharedError`].
+//! - re-exports from `etl_stack`: [`PgCluster`], [`Broker`], [`Storage`], [`free_port`],
+//!   [`wait_for_tcp`], [`unique_name`], [`test_log_dir`], [`Error`], … (see that crate).
 //!
 //! # What the machine needs
-//! `apt-get install postgresql-15` (binaries in `/usr/lib/postgresql/15/bin`, or set
-//! `PG_BIN`), a JDK 17+ with Apache Kafka's jars (`make kafka`, or set `KAFKA_LIBS`), and
-//! for tansu `cargo install tansu --locked --features dynostore,libsql` (or set `TANSU_BIN`).
+//! What `etl-stack` needs: Debian's `postgresql-15`, a JDK 17+ with Apache Kafka's jars
+//! (`make kafka`), and for tansu `cargo install tansu --locked --features dynostore,libsql`.
 
-pub mod broker;
-pub mod error;
-pub mod logs;
-pub mod names;
-pub mod net;
-pub mod postgres;
-mod process;
 pub mod shared;
 
-pub use broker::{Broker, BrokerBuilder, KAFKA_VERSION, Storage, kafka_libs};
-pub use error::{Error, Result};
-pub use logs::{binary_log_name, log_dir, log_root, test_log_dir};
-pub use names::unique_name;
-pub use net::{free_port, wait_for_tcp, wait_for_tcp_blocking};
-pub use postgres::{PgBuilder, PgCluster};
-pub use shared::{shared_broker, shared_postgres, shared_tansu};
+pub use etl_stack::{
+    Broker, BrokerBuilder, Error, KAFKA_VERSION, PgBuilder, PgCluster, Result, Storage,
+    binary_log_name, broker, free_port, kafka_libs, log_dir, log_root, logs, names, net, postgres,
+    test_log_dir, unique_name, wait_for_tcp, wait_for_tcp_blocking,
+};
+pub use shared::{SharedError, shared_broker, shared_postgres, shared_tansu};

@@ -91,6 +91,10 @@ impl Case {
                 let _ = demo.kill();
                 break;
             }
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a synchronous #[test]: no tokio runtime to block"
+            )]
             std::thread::sleep(Duration::from_millis(200));
         }
         let output = demo.wait_with_output().expect("demo output");
@@ -177,6 +181,10 @@ impl Case {
                 Instant::now() < deadline,
                 "fewer than {rows} rows landed within 120 s"
             );
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a synchronous #[test]: no tokio runtime to block"
+            )]
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -288,6 +296,10 @@ fn expected_rows() -> u64 {
 #[test]
 fn kill_connect_manager_early() {
     case(101, 0, "connect-manager", |c| {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous #[test]: no tokio runtime to block"
+        )]
         std::thread::sleep(Duration::from_secs(1));
         c.signal("connect-manager", "KILL");
     });
@@ -363,6 +375,10 @@ fn kill_the_extractor_then_rerun() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while case.restarts("extractor") == 0 {
         assert!(Instant::now() < deadline, "extractor not restarted");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous #[test]: no tokio runtime to block"
+        )]
         std::thread::sleep(Duration::from_millis(200));
     }
     let report = case.finish(case.spawn_demo());
@@ -417,6 +433,10 @@ fn rerun_adds_nothing_and_copies_are_content_duplicates() {
             Instant::now() < deadline,
             "no content duplicates reported for {copy}: {text}"
         );
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous #[test]: no tokio runtime to block"
+        )]
         std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -31,13 +31,13 @@ impl TestStack {
             .expect("chmod");
         TestStack {
             tmp,
-            pg_port: testkit::free_port(),
-            kafka_port: testkit::free_port(),
-            sftp_port: testkit::free_port(),
+            pg_port: etl_stack::free_port(),
+            kafka_port: etl_stack::free_port(),
+            sftp_port: etl_stack::free_port(),
             base_port: four_free_ports(),
-            rest_port: testkit::free_port(),
-            otlp_port: testkit::free_port(),
-            jaeger_port: testkit::free_port(),
+            rest_port: etl_stack::free_port(),
+            otlp_port: etl_stack::free_port(),
+            jaeger_port: etl_stack::free_port(),
         }
     }
 
@@ -122,7 +122,7 @@ pub(crate) fn args(items: &[&str]) -> Vec<String> {
 /// A port p with p..p+3 all free (the four gRPC ports).
 fn four_free_ports() -> u16 {
     loop {
-        let base = testkit::free_port();
+        let base = etl_stack::free_port();
         if base > u16::MAX - 4 {
             continue;
         }
@@ -185,12 +185,17 @@ pub(crate) fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -
     let deadline = Instant::now() + timeout;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "called from synchronous #[test]s only: no tokio runtime to block"
+        )]
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Fake service binaries: shell scripts that record their environment in their data
-/// directory and sleep. `stubborn` ones ignore SIGTERM.
+/// directory and sleep. `stubborn` ones ignore SIGTERM. `sftp-gateway host-key`, which
+/// the supervisor runs first, publishes a made-up fingerprint as the real one does.
 pub(crate) fn fake_services(dir: &Path, stubborn: &[&str]) {
     std::fs::create_dir_all(dir).expect("bin dir");
     for name in [
@@ -205,7 +210,7 @@ pub(crate) fn fake_services(dir: &Path, stubborn: &[&str]) {
             ""
         };
         let script = format!(
-            "#!/bin/sh\nmkdir -p \"$ETL_DATA_DIR\"\nenv > \"$ETL_DATA_DIR/env.txt\"\n{trap}exec sleep 600\n"
+            "#!/bin/sh\nmkdir -p \"$ETL_DATA_DIR\"\nif [ \"$1\" = host-key ]; then echo SHA256:fake | tee \"$ETL_DATA_DIR/ssh_host_key.sha256\"; exit 0; fi\nenv > \"$ETL_DATA_DIR/env.txt\"\n{trap}exec sleep 600\n"
         );
         let path = dir.join(name);
         std::fs::write(&path, script).expect("write fake");

@@ -155,7 +155,7 @@ fn up_explains_busy_ports_and_missing_binaries_before_starting_anything() {
     let dir = stack.dir().display().to_string();
     let nowhere = format!(
         "postgres://postgres@127.0.0.1:{}/nlp_db",
-        testkit::free_port()
+        etl_stack::free_port()
     );
     let output = run(&args(&[
         "trace",
@@ -394,9 +394,15 @@ fn demo_lands_every_row() {
                 .copied()
                 .filter(|s| !text.lines().any(|l| l.ends_with(&format!("  {s}"))))
                 .collect();
-            if missing.is_empty() || std::time::Instant::now() >= deadline {
+            // The sink's spans may come in a later batch than the source's.
+            let complete = missing.is_empty() && text.contains("INSERT review");
+            if complete || std::time::Instant::now() >= deadline {
                 break (text, missing);
             }
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a synchronous #[test]: no tokio runtime to block"
+            )]
             std::thread::sleep(Duration::from_secs(2));
         };
         assert!(text.starts_with(&format!("trace {trace_id}: ")), "{text}");
@@ -478,6 +484,10 @@ fn demo_lands_every_row() {
             ("ETL_PG_HOST", "127.0.0.1".to_owned()),
             ("ETL_PG_PORT", stack.pg_port.to_string()),
             ("ETL_API_TOKEN_FILE", token_file.display().to_string()),
+            // The stack's gateway knows only its own users: the connector's account,
+            // its password a reference connect-manager resolves.
+            ("ETL_SFTP_USER", "connect".to_owned()),
+            ("ETL_SFTP_PASSWORD", "${env:ETL_SFTP_PASSWORD}".to_owned()),
         ],
     );
     assert!(

@@ -318,7 +318,7 @@ async fn tansu_sqlite_resumes_a_group_inside_a_producer_batch() -> TestResult {
     Ok(())
 }
 
-/// tansu 0.6's memory engine drops the rest of the batch (see testkit's broker module
+/// tansu 0.6's memory engine drops the rest of the batch (see etl-stack's broker module
 /// doc): the reason `etlctl up` runs Apache Kafka by default and memory is for
 /// benchmarks only. If a tansu release fixes it, this fails: revisit that choice then.
 #[tokio::test]

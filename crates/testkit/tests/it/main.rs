@@ -1,5 +1,6 @@
-//! Integration tests: real servers, real clients. Server logs land in
-//! `target/testkit-logs/<test name>/`.
+//! Integration tests of etl-stack's server starters and of testkit's shared servers:
+//! real servers, real clients. Server logs land in
+//! `target/testkit-logs/<binary>/<test name>/`.
 
 mod broker;
 mod orphans;

@@ -26,6 +26,10 @@ fn orphan_helper() -> TestResult {
         tansu.port(),
         postgres.dir().display()
     );
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a child process of the test that only waits to be killed"
+    )]
     std::thread::sleep(Duration::from_secs(600));
     Ok(())
 }
@@ -72,6 +76,10 @@ fn killed_test_binary_leaves_no_servers_behind() -> TestResult {
             )
             .into());
         }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a child process of the test that only waits to be killed"
+        )]
         std::thread::sleep(Duration::from_millis(100));
     }
 }

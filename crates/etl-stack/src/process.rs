@@ -15,7 +15,6 @@
 //! terminal's foreground group, which would otherwise kill the watchdog before the
 //! server.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -107,7 +106,7 @@ impl ServerProcess {
         watchdog
             .arg("-c")
             .arg(WATCHDOG_SCRIPT)
-            .arg("testkit-watchdog")
+            .arg("etl-stack-watchdog")
             .arg(process.child.id().to_string())
             .arg(signal_name(stop_signal))
             .arg(grace_tenths.to_string())
@@ -119,7 +118,7 @@ impl ServerProcess {
         // If the watchdog cannot start, the server must not run unguarded: `process` is
         // dropped here, which stops it.
         process.watchdog = Some(watchdog.spawn().map_err(|source| Error::Spawn {
-            program: "sh (testkit watchdog)".to_owned(),
+            program: "sh (etl-stack watchdog)".to_owned(),
             source,
         })?);
         Ok(process)
@@ -174,6 +173,10 @@ impl ServerProcess {
                     tail: log_tail(&self.log),
                 });
             }
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "process supervision runs on its own threads, outside the runtime"
+            )]
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -192,6 +195,10 @@ impl ServerProcess {
                     match self.child.try_wait() {
                         Ok(Some(status)) => break status,
                         Ok(None) if Instant::now() < deadline => {
+                            #[expect(
+                                clippy::disallowed_methods,
+                                reason = "process supervision runs on its own threads, outside the runtime"
+                            )]
                             std::thread::sleep(Duration::from_millis(20));
                         }
                         _ => {
@@ -274,7 +281,7 @@ fn log_handles(log: &Path, command: &Command) -> Result<(File, File)> {
         .as_secs();
     writeln!(
         file,
-        "==== testkit (unix time {now}): {}",
+        "==== etl-stack (unix time {now}): {}",
         command_line(command)
     )
     .map_err(|e| Error::io("cannot write log file", log, e))?;
@@ -286,19 +293,7 @@ fn log_handles(log: &Path, command: &Command) -> Result<(File, File)> {
 
 /// The last lines of a log file, for error messages.
 pub(crate) fn log_tail(log: &Path) -> String {
-    const LINES: usize = 25;
-    match std::fs::read(log) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            let start = lines.len().saturating_sub(LINES);
-            lines[start..].iter().fold(String::new(), |mut out, line| {
-                let _ = writeln!(out, "    | {line}");
-                out
-            })
-        }
-        Err(e) => format!("    (cannot read the log: {e})"),
-    }
+    crate::logs::log_tail(log, 25)
 }
 
 /// `program arg arg…` for messages.
@@ -357,7 +352,7 @@ mod tests {
         assert!(!alive(watchdog));
         assert!(process.check_running().is_err());
         let text = std::fs::read_to_string(&log).expect("log");
-        assert!(text.contains("==== testkit"), "{text}");
+        assert!(text.contains("==== etl-stack"), "{text}");
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl PgBuilder {
             }
             None => {
                 let temp = tempfile::Builder::new()
-                    .prefix("testkit-pg-")
+                    .prefix("etl-stack-pg-")
                     .tempdir()
                     .map_err(|e| Error::io("cannot create temp dir in", std::env::temp_dir(), e))?;
                 (temp.path().to_path_buf(), Some(temp))
@@ -354,7 +354,7 @@ impl PgCluster {
             .map_err(|source| self.pg_error(&url, source))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!("testkit postgres connection ended: {e}");
+                tracing::debug!("postgres connection ended: {e}");
             }
         });
         Ok(client)
@@ -519,6 +519,35 @@ fn make_reachable(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reachability check needs no privileges: a uid other than the directory's
+    /// owner stands in for the `postgres` user, so this runs as root and as anyone else
+    /// (`testkit`'s integration tests start the real server as root).
+    #[test]
+    fn a_private_directory_is_unreachable_for_another_user() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let private = base.path().join("private");
+        std::fs::create_dir(&private).expect("mkdir");
+        std::fs::set_permissions(&private, Permissions::from_mode(0o700)).expect("chmod");
+        let owner = std::fs::metadata(&private).expect("stat");
+        let other = PgUser {
+            uid: owner.uid().wrapping_add(1),
+            gid: owner.gid().wrapping_add(1),
+        };
+        match other.check_can_reach(&private) {
+            Err(Error::NotTraversable { path, mode }) => {
+                assert_eq!(path, private);
+                assert_eq!(mode, 0o700);
+            }
+            other => panic!("expected NotTraversable, got {other:?}"),
+        }
+        let owner = PgUser {
+            uid: owner.uid(),
+            gid: owner.gid(),
+        };
+        // The owner may walk its own 0700 directory; the temp dir above it is ours too.
+        assert!(owner.check_can_reach(&private).is_ok());
+    }
 
     #[test]
     fn identifiers_are_quoted() {

@@ -244,11 +244,11 @@ impl BrokerBuilder {
 fn warm_group_coordinator(addr: SocketAddr) {
     let consumer: Result<BaseConsumer, _> = ClientConfig::new()
         .set("bootstrap.servers", addr.to_string())
-        .set("group.id", "testkit-warm-up")
+        .set("group.id", "etl-stack-warm-up")
         .create();
     let Ok(consumer) = consumer else { return };
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition("__testkit_warm_up", 0);
+    tpl.add_partition("__etl_stack_warm_up", 0);
     if let Err(e) = consumer.committed_offsets(tpl, Duration::from_secs(30)) {
         tracing::debug!(%addr, error = %e, "group coordinator warm-up failed");
     }

@@ -113,13 +113,6 @@ pub enum Error {
         action: String,
         message: String,
     },
-
-    /// A process-wide shared server failed to start earlier in this test binary.
-    #[error("the shared {server} failed to start: {message}")]
-    SharedStart {
-        server: &'static str,
-        message: String,
-    },
 }
 
 impl std::fmt::Debug for Error {

@@ -1,5 +1,9 @@
-//! Where child processes write their output: one directory per test under
-//! `target/testkit-logs/<binary>/<test>/`, which CI keeps as an artifact.
+//! Where a server's output goes when its starter is given no log directory: one
+//! directory per test under `target/testkit-logs/<binary>/<test>/`, which CI keeps as an
+//! artifact. (`etlctl up` always names its own: `.etl/logs/`.)
+//!
+//! The directory and its override keep their `testkit` names from before this crate was
+//! split out of testkit: CI's artifact path and developers' habits rely on them.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -94,7 +98,7 @@ pub(crate) fn executable_name() -> String {
     let name = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "testkit".to_owned());
+        .unwrap_or_else(|| "etl-stack".to_owned());
     without_cargo_hash(&name).to_owned()
 }
 
@@ -122,6 +126,24 @@ fn path_safe(name: &str) -> String {
     match safe.trim_matches('.') {
         "" => "unnamed".to_owned(),
         trimmed => trimmed.to_owned(),
+    }
+}
+
+/// The last `lines` lines of a log file, indented with `    | `, for an error
+/// message that must show why a process failed (lossy UTF-8: a log may hold
+/// anything).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..]
+                .iter()
+                .map(|l| format!("    | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Err(e) => format!("    (cannot read the log: {e})"),
     }
 }
 
@@ -155,8 +177,8 @@ mod tests {
     fn names_cannot_escape_the_root() {
         assert_eq!(path_safe("../x/y"), "_x_y");
         assert_eq!(path_safe(".."), "unnamed");
-        let nested = log_dir("testkit-unit/../x").expect("log dir");
-        assert_eq!(nested, log_root().join("testkit-unit/unnamed/x"));
-        let _ = std::fs::remove_dir_all(log_root().join("testkit-unit"));
+        let nested = log_dir("etl-stack-unit/../x").expect("log dir");
+        assert_eq!(nested, log_root().join("etl-stack-unit/unnamed/x"));
+        let _ = std::fs::remove_dir_all(log_root().join("etl-stack-unit"));
     }
 }

@@ -74,6 +74,10 @@ pub fn wait_for_tcp_blocking(addr: SocketAddr, timeout: Duration) -> Result<()> 
         if Instant::now() >= deadline {
             return Err(Error::TcpTimeout { addr, timeout });
         }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous readiness probe, called outside the runtime"
+        )]
         std::thread::sleep(Duration::from_millis(50));
     }
 }

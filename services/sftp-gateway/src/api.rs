@@ -1,6 +1,11 @@
 //! gRPC `etl.v1.SftpGateway`: `WatchFiles` streams [`FileReady`] events from
 //! the [`Notifier`] (after the files already there, when asked),
 //! `AnnounceUpload` records an uploader's trace context.
+//!
+//! Both name a user, and both act on that user's root: a watcher gets the
+//! events of every file in its user's root, whoever uploaded it, and an
+//! announcement holds for the path in the announcer's root, whichever of the
+//! root's users completes the upload.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -28,9 +33,22 @@ use crate::{
 
 pub(crate) struct GatewayApi {
     pub(crate) notifier: Notifier,
+    /// Each user's tree, by user name (users of one root share it).
     pub(crate) trees: Arc<HashMap<String, Arc<UserTree>>>,
     pub(crate) store: Arc<TraceStore>,
     pub(crate) shutdown: Shutdown,
+}
+
+impl GatewayApi {
+    /// The tree of `user`, who must exist: a name that is no user has no
+    /// root, so there is nothing to watch or announce in.
+    fn tree(&self, user: &str) -> Result<Arc<UserTree>, Status> {
+        check_user_name(user).map_err(Error::InvalidRequest)?;
+        self.trees
+            .get(user)
+            .cloned()
+            .ok_or_else(|| Error::InvalidRequest(format!("no SFTP user {user:?} here")).into())
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<FileReady, Status>> + Send>>;
@@ -38,12 +56,13 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<FileReady, Status>> + Send>>
 /// The longest path `AnnounceUpload` takes (Linux's PATH_MAX).
 pub(crate) const MAX_ANNOUNCED_PATH: usize = 4096;
 
-/// What makes two events the same notice of the same file content.
-type EventKey = (String, String, i32, String);
+/// What makes two events of one root the same notice of the same file
+/// content. Not the user: a listed file's event names the subscriber, the
+/// live event of the same upload its uploader.
+type EventKey = (String, i32, String);
 
 fn key(event: &FileReady) -> EventKey {
     (
-        event.user.clone(),
         event.path.clone(),
         event.kind,
         event
@@ -76,30 +95,27 @@ impl SftpGateway for GatewayApi {
         // user's uploads to whoever asked.
         if user.is_empty() {
             return Err(Error::InvalidRequest(
-                "WatchFiles needs a user: the SFTP user whose files to watch".into(),
+                "WatchFiles needs a user: the SFTP user whose root to watch".into(),
             )
             .into());
         }
-        check_user_name(&user).map_err(Error::InvalidRequest)?;
+        let tree = self.tree(&user)?;
         if normalize(&directory).map_or(true, |d| d != directory) {
             return Err(Error::InvalidRequest(format!(
                 "directory {directory:?} is not a directory inside the user's root"
             ))
             .into());
         }
-        tracing::info!(user = %user, directory = %directory, include_existing, "watcher subscribed");
+        let root = tree.name().to_string();
+        tracing::info!(user = %user, root = %root, directory = %directory, include_existing, "watcher subscribed");
         let shutdown = self.shutdown.clone();
         let (who, dir) = (user.clone(), directory.clone());
         let (recent, live) = self.notifier.subscribe_with_recent();
         let existing = if include_existing {
-            let (trees, store, notifier) = (
-                self.trees.clone(),
-                self.store.clone(),
-                self.notifier.clone(),
-            );
+            let (store, notifier) = (self.store.clone(), self.notifier.clone());
             let (u, d) = (user.clone(), directory.clone());
             tokio::task::spawn_blocking(move || {
-                existing::existing_events(&trees, &store, &notifier, &u, &d)
+                existing::existing_events(&tree, &store, &notifier, &u, &d)
             })
             .await
             .map_err(|e| Status::internal(format!("listing existing files failed: {e}")))?
@@ -109,7 +125,8 @@ impl SftpGateway for GatewayApi {
         let mut listed: HashSet<EventKey> = existing.iter().map(key).collect();
         let recent: Vec<FileReady> = recent
             .into_iter()
-            .filter(|e| notify::matches(e, &user, &directory))
+            .filter(|n| notify::matches(n, &root, &directory))
+            .map(|n| n.event)
             .collect();
         let backlog = if include_existing {
             // The listing supersedes the replay: a recent event either names a
@@ -128,7 +145,8 @@ impl SftpGateway for GatewayApi {
         let events = BroadcastStream::new(live)
             .filter_map(move |item| {
                 let out = match item {
-                    Ok(event) if notify::matches(&event, &user, &directory) => {
+                    Ok(notice) if notify::matches(&notice, &root, &directory) => {
+                        let event = notice.event;
                         // Listed already: send it once. Removed from the set,
                         // so a later upload of the same content still passes.
                         (listed.is_empty() || !listed.remove(&key(&event))).then_some(Ok(event))
@@ -154,10 +172,7 @@ impl SftpGateway for GatewayApi {
         request: Request<AnnounceUploadRequest>,
     ) -> Result<Response<AnnounceUploadResponse>, Status> {
         let AnnounceUploadRequest { user, path, trace } = request.into_inner();
-        check_user_name(&user).map_err(Error::InvalidRequest)?;
-        if !self.trees.contains_key(&user) {
-            return Err(Error::InvalidRequest(format!("no SFTP user {user:?} here")).into());
-        }
+        let tree = self.tree(&user)?;
         if path.len() > MAX_ANNOUNCED_PATH {
             return Err(Error::InvalidRequest(format!(
                 "path is {} bytes long; at most {MAX_ANNOUNCED_PATH}",
@@ -175,7 +190,7 @@ impl SftpGateway for GatewayApi {
             })?;
         if !self
             .notifier
-            .announce(&user, &rel, trace.unwrap_or_default())
+            .announce(&user, tree.name(), &rel, trace.unwrap_or_default())
         {
             return Err(Status::resource_exhausted(format!(
                 "user {user:?} has {} announced uploads waiting already; upload them (or wait for them to expire) first",

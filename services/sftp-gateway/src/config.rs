@@ -21,8 +21,9 @@ pub struct Config {
     #[arg(long, env = "ETL_GRPC_ADDR", default_value = "127.0.0.1:50052")]
     pub grpc_addr: String,
 
-    /// Directory holding one root per user (DATA_DIR/USER, with input/, finished/
-    /// and error/ created at start) and, by default, the host key.
+    /// Directory holding the users' roots (DATA_DIR/ROOT, with input/, finished/
+    /// and error/ created at start; ROOT is the user's name unless --root or the
+    /// users file names another) and, by default, the host key.
     #[arg(long, env = "ETL_DATA_DIR", default_value = "./data/sftp")]
     pub data_dir: PathBuf,
 
@@ -81,9 +82,10 @@ pub struct Config {
     )]
     pub watch_dirs: Vec<String>,
 
-    /// Users file: one `NAME:HASH[:PROFILE]` per line, HASH an argon2 PHC string
-    /// (`sftp-gateway hash-password` prints one), PROFILE as for --permissions.
-    /// Lines starting with '#' are comments. No password on the command line.
+    /// Users file: one `NAME:HASH[:PROFILE[:ROOT]]` per line, HASH an argon2 PHC
+    /// string (`sftp-gateway hash-password` prints one), PROFILE as for
+    /// --permissions (empty: full), ROOT as for --root. Lines starting with '#'
+    /// are comments. No password on the command line.
     #[arg(long, env = "ETL_SFTP_USERS_FILE", value_name = "PATH")]
     pub users_file: Option<PathBuf>,
 
@@ -100,6 +102,20 @@ pub struct Config {
         value_parser = parse_permission_spec
     )]
     pub permissions: Vec<PermissionSpec>,
+
+    /// The root of user NAME: the directory DATA_DIR/ROOT (one name: no '/', no
+    /// '..', not starting with '.'), instead of DATA_DIR/NAME. Users with the same
+    /// root share one tree: each sees the others' files, and a WatchFiles
+    /// subscriber gets the notices of every upload into its root, whoever made it.
+    /// The quota (--user-quota) is per root. Repeatable; env twin: comma-separated.
+    #[arg(
+        long = "root",
+        value_name = "NAME:ROOT",
+        env = "ETL_SFTP_ROOTS",
+        value_delimiter = ',',
+        value_parser = parse_root_spec
+    )]
+    pub roots: Vec<RootSpec>,
 
     /// Time a client has from connecting to logging in (as OpenSSH's
     /// LoginGraceTime), e.g. 30s, 2m.
@@ -176,8 +192,8 @@ pub struct Config {
     #[arg(long, env = "ETL_SFTP_MAX_FILE_SIZE", value_name = "BYTES", default_value = "1GiB", value_parser = parse_size)]
     pub max_file_size: u64,
 
-    /// Bytes each user's root may hold (all files, finished/ and error/
-    /// included); 0 = no quota.
+    /// Bytes each root may hold (all files, finished/ and error/ included),
+    /// shared by the users whose root it is (see --root); 0 = no quota.
     #[arg(long, env = "ETL_SFTP_USER_QUOTA", value_name = "BYTES", default_value = "10GiB", value_parser = parse_size)]
     pub user_quota: u64,
 
@@ -201,6 +217,7 @@ impl Default for Config {
             watch_dirs: vec!["input".into()],
             users_file: None,
             permissions: Vec::new(),
+            roots: Vec::new(),
             login_grace_time: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_startups: 10,
@@ -297,6 +314,7 @@ impl fmt::Debug for Config {
             .field("watch_dirs", &self.watch_dirs)
             .field("users_file", &self.users_file)
             .field("permissions", &self.permissions)
+            .field("roots", &self.roots)
             .field("login_grace_time", &self.login_grace_time)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_startups", &self.max_startups)
@@ -371,6 +389,28 @@ pub fn parse_permission_spec(s: &str) -> Result<PermissionSpec, String> {
     Ok(PermissionSpec {
         name: name.to_string(),
         profile: profile.parse()?,
+    })
+}
+
+/// `--root NAME:ROOT`: the directory, under the data directory, that is user
+/// NAME's root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootSpec {
+    pub name: String,
+    pub root: String,
+}
+
+/// Parses `NAME:ROOT`.
+pub fn parse_root_spec(s: &str) -> Result<RootSpec, String> {
+    let (name, root) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected NAME:ROOT, e.g. extractor:etl"))?;
+    let (name, root) = (name.trim(), root.trim());
+    check_user_name(name)?;
+    check_root_name(root)?;
+    Ok(RootSpec {
+        name: name.to_string(),
+        root: root.to_string(),
     })
 }
 
@@ -477,6 +517,27 @@ pub(crate) fn check_user_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Root names become one directory under the data directory, beside the
+/// gateway's own files: one plain path component (no `/`, no `..`), and not
+/// hidden, since the data directory's dot names (`.trace`, the trace context
+/// store) belong to the gateway and must never be a client's tree.
+pub(crate) fn check_root_name(root: &str) -> Result<(), String> {
+    let ok = !root.is_empty()
+        && root.len() <= 64
+        && !root.starts_with('.')
+        && !root.starts_with('-')
+        && root
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "root {root:?} must be one directory name under the data directory: 1-64 characters of A-Z a-z 0-9 . _ - (no '/', no '..'), not starting with '.' or '-'"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +619,27 @@ mod tests {
         );
         assert!(parse_permission_spec("up:admin").is_err());
         assert!(parse_permission_spec("../x:read").is_err());
+    }
+
+    #[test]
+    fn roots_parse_and_bad_names_are_refused() {
+        let spec = parse_root_spec("extractor: etl").expect("valid");
+        assert_eq!(
+            spec,
+            RootSpec {
+                name: "extractor".into(),
+                root: "etl".into()
+            }
+        );
+        for bad in [
+            "", "..", ".", ".trace", "a/b", "/etl", "../x", "-x", "a b", "é",
+        ] {
+            let err = check_root_name(bad).expect_err(bad);
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+            assert!(parse_root_spec(&format!("u:{bad}")).is_err(), "{bad:?}");
+        }
+        assert!(parse_root_spec("etl").is_err(), "no root");
+        assert!(parse_root_spec("../u:etl").is_err(), "bad user name");
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //! `include_existing` sends first, so a subscriber that was down (or starts
 //! after the uploads) misses nothing and still gets each file's stored trace
 //! context. In `error/` the events are REJECTED, with their reasons.
+//!
+//! A listing covers the subscriber's root, whoever put the files there. Who
+//! uploaded a file is not kept with it, so a listed event's `user` is the
+//! subscriber's; a recent live event of the same file, which names its
+//! uploader, is sent in its place when there is one (see `api`).
 
-use std::{collections::HashMap, sync::Arc, time::UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use etl_proto::v1::{FileEventKind, FileReady, TraceContext};
 
@@ -21,10 +26,10 @@ const MAX_FILES: usize = 100_000;
 const MAX_DEPTH: usize = 16;
 
 /// One event per regular, non-hidden file below `directory` (empty: each
-/// watched directory) of `user` (empty: every user), oldest first.
-/// Blocking.
+/// watched directory) of `tree`, the root of the subscribing `user`, oldest
+/// first. Blocking.
 pub(crate) fn existing_events(
-    trees: &HashMap<String, Arc<UserTree>>,
+    tree: &UserTree,
     store: &TraceStore,
     notifier: &Notifier,
     user: &str,
@@ -36,58 +41,50 @@ pub(crate) fn existing_events(
         vec![directory.to_string()]
     };
     let mut found = Vec::new();
-    for tree in trees
-        .iter()
-        .filter(|(name, _)| user.is_empty() || name.as_str() == user)
-        .map(|(_, tree)| tree)
-    {
-        for dir in &dirs {
-            let rejected = dir == ERROR_DIR || dir.starts_with(&format!("{ERROR_DIR}/"));
-            let Ok(resolved) = tree.resolve(dir) else {
-                continue;
-            };
-            let mut files = Vec::new();
-            walk(tree, &resolved.rel, 0, &mut files);
-            for (rel, size, mtime_ms) in files {
-                if found.len() >= MAX_FILES {
-                    tracing::warn!(
-                        user = tree.user(),
-                        directory = %dir,
-                        limit = MAX_FILES,
-                        "too many existing files to list; the rest come with the subscriber's scan"
-                    );
-                    break;
-                }
-                if rejected && !notifier.is_rejection(&rel) {
-                    continue;
-                }
-                let traceparent = tree
-                    .open_read(&rel)
-                    .ok()
-                    .and_then(|file| store.get(&file, tree.user(), &rel).ok().flatten());
-                let (kind, reason) = if rejected {
-                    (FileEventKind::Rejected, read_reason(tree, &rel))
-                } else {
-                    (FileEventKind::Uploaded, String::new())
-                };
-                found.push(FileReady {
-                    user: tree.user().to_string(),
-                    path: rel,
-                    size,
-                    completed_at_unix_ms: mtime_ms,
-                    trace: traceparent.map(|traceparent| TraceContext {
-                        traceparent,
-                        tracestate: String::new(),
-                    }),
-                    kind: kind as i32,
-                    reason,
-                });
+    for dir in &dirs {
+        let rejected = dir == ERROR_DIR || dir.starts_with(&format!("{ERROR_DIR}/"));
+        let Ok(resolved) = tree.resolve(dir) else {
+            continue;
+        };
+        let mut files = Vec::new();
+        walk(tree, &resolved.rel, 0, &mut files);
+        for (rel, size, mtime_ms) in files {
+            if found.len() >= MAX_FILES {
+                tracing::warn!(
+                    root = tree.name(),
+                    directory = %dir,
+                    limit = MAX_FILES,
+                    "too many existing files to list; the rest come with the subscriber's scan"
+                );
+                break;
             }
+            if rejected && !notifier.is_rejection(&rel) {
+                continue;
+            }
+            let traceparent = tree
+                .open_read(&rel)
+                .ok()
+                .and_then(|file| store.get(&file, tree.name(), &rel).ok().flatten());
+            let (kind, reason) = if rejected {
+                (FileEventKind::Rejected, read_reason(tree, &rel))
+            } else {
+                (FileEventKind::Uploaded, String::new())
+            };
+            found.push(FileReady {
+                user: user.to_string(),
+                path: rel,
+                size,
+                completed_at_unix_ms: mtime_ms,
+                trace: traceparent.map(|traceparent| TraceContext {
+                    traceparent,
+                    tracestate: String::new(),
+                }),
+                kind: kind as i32,
+                reason,
+            });
         }
     }
-    found.sort_by(|a, b| {
-        (a.completed_at_unix_ms, &a.user, &a.path).cmp(&(b.completed_at_unix_ms, &b.user, &b.path))
-    });
+    found.sort_by(|a, b| (a.completed_at_unix_ms, &a.path).cmp(&(b.completed_at_unix_ms, &b.path)));
     found
 }
 
@@ -129,8 +126,7 @@ mod tests {
     #[test]
     fn lists_oldest_first_with_context_and_reasons() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let tree = Arc::new(UserTree::create(dir.path(), "etl")?);
-        let trees = HashMap::from([("etl".to_string(), tree)]);
+        let tree = UserTree::create(dir.path(), "etl")?;
         let store = TraceStore::new(dir.path());
         let notifier = Notifier::new(&["input".to_string()]);
         let root = dir.path().join("etl");
@@ -146,7 +142,7 @@ mod tests {
         std::fs::write(root.join("error/x.csv"), "x")?;
         std::fs::write(root.join("error/x.csv.error.txt"), "line 2: bad\n")?;
 
-        let input = existing_events(&trees, &store, &notifier, "etl", "");
+        let input = existing_events(&tree, &store, &notifier, "connect", "");
         let paths: Vec<_> = input.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -158,14 +154,13 @@ mod tests {
             Some(tp)
         );
         assert!(input[1].trace.is_none());
+        assert_eq!(input[0].user, "connect", "the subscriber's");
 
-        let errors = existing_events(&trees, &store, &notifier, "", "error");
+        let errors = existing_events(&tree, &store, &notifier, "connect", "error");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].path, "error/x.csv");
         assert_eq!(errors[0].kind, FileEventKind::Rejected as i32);
         assert_eq!(errors[0].reason, "line 2: bad");
-
-        assert!(existing_events(&trees, &store, &notifier, "nobody", "").is_empty());
         Ok(())
     }
 }

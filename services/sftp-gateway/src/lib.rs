@@ -10,7 +10,9 @@
 //! # Layout, in the order data flows
 //! - [`config`]: flags and `ETL_*` env twins ([`Config`]).
 //! - `users`: who may log in (passwords, argon2 hashes from a users file,
-//!   OpenSSH authorized keys) and with which permission profile; `host_key`:
+//!   OpenSSH authorized keys), with which permission profile, and in which
+//!   root (the user's name unless `--root` or the users file names another;
+//!   users with the same root share one tree); `host_key`:
 //!   the server's identity, generated on first start, its fingerprint
 //!   published in the data directory for clients to pin.
 //! - `limits`: connection caps and failed-login penalties, checked at accept.
@@ -19,13 +21,15 @@
 //!   uploads on shutdown.
 //! - `sftp`: the SFTP v3 operations (open/read/write/close, stat, directories,
 //!   rename, …) with SFTP status codes for errors; permissions per profile.
-//! - `quota`: bytes per user root and the file size limit.
-//! - `tree`: each user's root (`<data-dir>/<user>` with `input/`, `finished/`,
+//! - `quota`: bytes per root (shared by its users) and the file size limit.
+//! - `tree`: each root (`<data-dir>/<root>` with `input/`, `finished/`,
 //!   `error/`) and the confinement of every path to it, symlinks never
 //!   followed (`openat2` beneath the root).
 //! - [`notify`]: completed uploads become [`FileReady`] events (broadcast) inside
 //!   an `sftp.receive` span that joins the uploader's announced trace; files
-//!   moved into `error/` become REJECTED events with their reason.
+//!   moved into `error/` become REJECTED events with their reason. Notices,
+//!   announcements and stored trace contexts are keyed by root and path, not
+//!   by user, so every user of a shared root hears of every file in it.
 //! - [`trace_store`]: each completed upload's `traceparent`, stored with the
 //!   file (extended attribute `user.etl.traceparent`) so it survives restarts
 //!   and renames; served over SFTP by the `traceparent@file-etl` extension.
@@ -54,16 +58,19 @@
 //! - After login: `--idle-timeout` (10 min without an SFTP request, no upload
 //!   open); per-user `--permissions` (`full`, the default and today's
 //!   behaviour; `upload`: writes and deletes only in the watched directories;
-//!   `read`); `--max-file-size` (1 GiB) and `--user-quota` (10 GiB), refused
-//!   with an SFTP FAILURE status whose message names the limit; paths opened
-//!   beneath the user's root with `openat2(RESOLVE_BENEATH |
-//!   RESOLVE_NO_SYMLINKS)`, so no symlink is ever followed.
+//!   `read`); `--max-file-size` (1 GiB) and `--user-quota` (10 GiB per root,
+//!   shared by the root's users), refused with an SFTP FAILURE status whose
+//!   message names the limit; paths opened beneath the user's root with
+//!   `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so no symlink is ever
+//!   followed. A root is a name checked at start (one path component, no
+//!   `/`, no `..`, not hidden): sharing a tree needs no link on disk.
 //! - Host key: its fingerprint is written to `<data-dir>/ssh_host_key.sha256`
 //!   at every start (and printed by `sftp-gateway host-key`), for clients to pin.
-//! - gRPC: the control-plane token (above). `WatchFiles` names one user (no
-//!   stream of every user's files); `AnnounceUpload` takes paths of at most
-//!   4096 bytes under an existing user, and at most 10,000 announcements wait
-//!   per user (RESOURCE_EXHAUSTED beyond).
+//! - gRPC: the control-plane token (above). `WatchFiles` names one existing
+//!   user and streams the files of that user's root only (no stream of every
+//!   root); `AnnounceUpload` takes paths of at most 4096 bytes under an
+//!   existing user, and at most 10,000 announcements wait per user
+//!   (RESOURCE_EXHAUSTED beyond), whatever root they are in.
 
 pub mod config;
 mod error;
@@ -80,7 +87,11 @@ pub mod trace_store;
 mod tree;
 mod users;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 pub use config::Config;
 pub use error::Error;
@@ -110,7 +121,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// FileReady events from now on, in process, without gRPC.
+    /// FileReady events from now on, of every root, in process, without gRPC.
     pub fn subscribe(&self) -> broadcast::Receiver<FileReady> {
         self.notifier.subscribe()
     }
@@ -159,25 +170,35 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         path: config.data_dir.clone(),
         source,
     })?;
+    // One tree per root, shared by every user of that root: one quota, one
+    // set of trace contexts, one stream of notices.
+    let mut roots: BTreeMap<&str, Arc<tree::UserTree>> = BTreeMap::new();
     let mut trees = HashMap::new();
-    for name in users.names() {
-        let tree = tree::UserTree::create_with_limits(
-            &config.data_dir,
-            name,
-            config.user_quota,
-            config.max_file_size,
-        )
-        .map_err(|source| Error::DataDir {
-            path: config.data_dir.join(name),
-            source,
-        })?;
-        tracing::debug!(
-            user = name,
-            bytes = tree.usage().used(),
-            "user root measured"
-        );
-        trees.insert(name.to_string(), Arc::new(tree));
+    for (user, root) in users.roots() {
+        let tree = match roots.get(root) {
+            Some(tree) => tree.clone(),
+            None => {
+                let tree = tree::UserTree::create_with_limits(
+                    &config.data_dir,
+                    root,
+                    config.user_quota,
+                    config.max_file_size,
+                )
+                .map_err(|source| Error::DataDir {
+                    path: config.data_dir.join(root),
+                    source,
+                })?;
+                tracing::debug!(root, bytes = tree.usage().used(), "root measured");
+                let tree = Arc::new(tree);
+                roots.insert(root, tree.clone());
+                tree
+            }
+        };
+        tracing::debug!(user, root, "user's root");
+        trees.insert(user.to_string(), tree);
     }
+    let root_count = roots.len();
+    drop(roots);
     let host_key = host_key::load_or_generate(&config.host_key_path())?;
     let host_key_fingerprint = host_key::publish(&config.data_dir, &host_key)?;
     let notifier = Notifier::new(&config.watch_dirs);
@@ -249,6 +270,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         %sftp_addr,
         %grpc_addr,
         users = user_count,
+        roots = root_count,
         data_dir = %config.data_dir.display(),
         host_key = %host_key_fingerprint,
         watched = ?config.watch_dirs,

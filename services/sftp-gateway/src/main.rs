@@ -5,9 +5,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use etl_service::Shutdown;
 
 /// The file-etl SFTP server: per-user roots with input/, finished/ and error/,
 /// and FileReady events over gRPC (etl.v1.SftpGateway) for completed uploads.
@@ -66,14 +64,15 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        None => match run(cli.config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "sftp-gateway failed");
-                eprintln!("sftp-gateway: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        None => {
+            etl_service::serve_main("sftp-gateway", |shutdown| async move {
+                sftp_gateway::start(cli.config, shutdown)
+                    .await?
+                    .wait()
+                    .await
+            })
+            .await
+        }
     }
 }
 
@@ -98,17 +97,4 @@ fn hash_password() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn run(config: sftp_gateway::Config) -> anyhow::Result<()> {
-    let _telemetry = etl_telemetry::init("sftp-gateway").context("failed to set up telemetry")?;
-    let shutdown = Shutdown::on_signals();
-    let running = sftp_gateway::start(config, shutdown)
-        .await
-        .context("failed to start sftp-gateway")?;
-    running
-        .wait()
-        .await
-        .context("sftp-gateway stopped with an error")?;
-    Ok(())
 }

@@ -1,7 +1,13 @@
-//! How many bytes each user's root holds, against its quota, and the size
-//! limit of one file. Measured once at start, then kept up to date by the
-//! SFTP handler as files grow, shrink and disappear; every session of a user
+//! How many bytes each root holds, against its quota, and the size limit of
+//! one file. Measured once at start, then kept up to date by the SFTP handler
+//! as files grow, shrink and disappear; every session of every user of a root
 //! shares one [`Usage`], so parallel uploads cannot overrun it together.
+//!
+//! The quota is per root, not per user: users who share a root share one
+//! directory, and what it holds is what the disk pays for, whoever wrote it.
+//! A per-user count would also be wrong the moment one user moves or deletes
+//! another's file (the source connector moving the uploader's files to
+//! `finished/`), so one user could never free another's share.
 //! Sizes are logical (`st_size`): a sparse file counts in full. Each write
 //! handle charges the growth it causes as it sees it, so two handles writing
 //! the same bytes of one file at once are charged twice until a restart
@@ -14,7 +20,7 @@ use std::{
 
 use russh_sftp::{protocol::StatusCode, server::StatusReply};
 
-/// The bytes of one user's root.
+/// The bytes of one root.
 #[derive(Debug)]
 pub(crate) struct Usage {
     used: AtomicU64,
@@ -41,7 +47,8 @@ impl Usage {
     /// Checks that a file may reach `new_len` bytes, and reserves the bytes
     /// that takes beyond `old_len`. Refusals are SFTP statuses that say which
     /// limit and how to raise it.
-    pub(crate) fn grow(&self, user: &str, old_len: u64, new_len: u64) -> Result<(), StatusReply> {
+    /// `root` names the root in the refusal.
+    pub(crate) fn grow(&self, root: &str, old_len: u64, new_len: u64) -> Result<(), StatusReply> {
         if self.max_file > 0 && new_len > self.max_file {
             return Err(StatusCode::Failure.with_message(format!(
                 "file too large: {new_len} bytes exceed the limit of {} bytes per file (--max-file-size)",
@@ -60,7 +67,7 @@ impl Usage {
             });
         reserved.map(|_| ()).map_err(|used| {
             StatusCode::Failure.with_message(format!(
-                "quota exceeded: user {user} stores {used} of {} bytes; {extra} more do not fit (remove files, or raise --user-quota)",
+                "quota exceeded: root {root} (shared by its users) stores {used} of {} bytes; {extra} more do not fit (remove files, or raise --user-quota)",
                 self.quota
             ))
         })

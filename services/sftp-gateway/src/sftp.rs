@@ -1,10 +1,12 @@
 //! The SFTP v3 file operations of one session, on top of the user's
-//! [`UserTree`]. Every path is normalized, checked against the user's
-//! [`Profile`] when it would change something, and reached beneath the root
-//! without following symlinks (see `tree`); file system work runs on blocking
-//! threads; errors become the status codes OpenSSH's client understands
-//! (`NoSuchFile`, `PermissionDenied`, `Failure`, …). Growth is charged to the
-//! user's quota and bounded by the file size limit (see `quota`).
+//! [`UserTree`] (its root, which other users may share). Every path is
+//! normalized, checked against the user's [`Profile`] when it would change
+//! something, and reached beneath the root without following symlinks (see
+//! `tree`); file system work runs on blocking threads; errors become the
+//! status codes OpenSSH's client understands (`NoSuchFile`,
+//! `PermissionDenied`, `Failure`, …). Growth is charged to the root's quota
+//! and bounded by the file size limit (see `quota`). Trace contexts and
+//! notices are keyed by the root; the login user names who did what.
 //!
 //! A handle opened for writing counts as an in-flight upload until it is
 //! closed; shutdown waits for those (see [`Uploads`]). Closing such a handle, or
@@ -102,6 +104,8 @@ enum OpenHandle {
 
 /// The russh-sftp server handler of one session.
 pub(crate) struct SftpHandler {
+    /// Who logged in.
+    user: String,
     tree: Arc<UserTree>,
     notifier: Notifier,
     store: Arc<TraceStore>,
@@ -114,6 +118,8 @@ pub(crate) struct SftpHandler {
 
 /// What one session works with, besides its user's tree.
 pub(crate) struct SessionContext {
+    /// The login user.
+    pub(crate) user: String,
     pub(crate) notifier: Notifier,
     pub(crate) store: Arc<TraceStore>,
     pub(crate) profile: Profile,
@@ -124,6 +130,7 @@ pub(crate) struct SessionContext {
 impl SftpHandler {
     pub(crate) fn new(tree: Arc<UserTree>, cx: SessionContext) -> Self {
         Self {
+            user: cx.user,
             tree,
             notifier: cx.notifier,
             store: cx.store,
@@ -136,7 +143,7 @@ impl SftpHandler {
     }
 
     fn user(&self) -> &str {
-        self.tree.user()
+        &self.user
     }
 
     fn insert(&mut self, handle: OpenHandle) -> Result<String, StatusReply> {
@@ -235,6 +242,7 @@ impl SftpHandler {
         let notifier = self.notifier.clone();
         let store = self.store.clone();
         let (rel, outcome) = blocking(move || {
+            let root = tree.name();
             let meta = tree.lstat(&from).map_err(|e| io_status(&e))?;
             // A file replaced by the rename frees its bytes.
             let replaced = tree
@@ -244,7 +252,7 @@ impl SftpHandler {
                 .map_or(0, |t| t.len());
             let rejection = meta.is_file() && notifier.is_rejection(&to);
             let receipt = if meta.is_file() && !rejection {
-                receive_moved(&notifier, &store, &tree, &from, &to, meta.len())
+                receive_moved(&notifier, &store, &tree, &user, &from, &to, meta.len())
             } else {
                 None
             };
@@ -257,7 +265,7 @@ impl SftpHandler {
                 return Err(io_status(&e));
             }
             tree.usage().shrink(replaced);
-            store.moved(&user, &from, &to);
+            store.moved(root, &from, &to);
             let outcome = match receipt {
                 Some(receipt) => Moved::Upload(receipt),
                 None if rejection => Moved::Rejection {
@@ -265,7 +273,7 @@ impl SftpHandler {
                     reason: read_reason(&tree, &to),
                     traceparent: tree
                         .open_read(&to)
-                        .and_then(|file| store.get(&file, &user, &to))
+                        .and_then(|file| store.get(&file, root, &to))
                         .unwrap_or_default(),
                 },
                 None => Moved::Other,
@@ -280,9 +288,14 @@ impl SftpHandler {
                 size,
                 reason,
                 traceparent,
-            } => self
-                .notifier
-                .rejected(self.user(), &rel, size, reason, traceparent),
+            } => self.notifier.rejected(
+                self.user(),
+                self.tree.name(),
+                &rel,
+                size,
+                reason,
+                traceparent,
+            ),
             Moved::Other => {}
         }
         Ok(ok(id))
@@ -305,13 +318,14 @@ fn same_inode(a: &Metadata, b: &Metadata) -> bool {
     a.dev() == b.dev() && a.ino() == b.ino()
 }
 
-/// A file about to be renamed to `to`: if that is watched, starts its
-/// receipt and stores the receipt's trace context on the file (it keeps a
+/// A file that `user` is about to rename to `to`: if that is watched, starts
+/// its receipt and stores the receipt's trace context on the file (it keeps a
 /// context it already had as parent, see [`Notifier::receive`]).
 fn receive_moved(
     notifier: &Notifier,
     store: &TraceStore,
     tree: &UserTree,
+    user: &str,
     from: &str,
     to: &str,
     size: u64,
@@ -319,7 +333,7 @@ fn receive_moved(
     if !notifier.is_watched(to) {
         return None;
     }
-    let user = tree.user();
+    let root = tree.name();
     let file = match tree.open_read(from) {
         Ok(file) => Some(file),
         Err(e) => {
@@ -329,10 +343,10 @@ fn receive_moved(
     };
     let inherited = file
         .as_ref()
-        .and_then(|f| store.get(f, user, from).ok().flatten());
-    let receipt = notifier.receive(user, to, size, inherited.as_deref())?;
+        .and_then(|f| store.get(f, root, from).ok().flatten());
+    let receipt = notifier.receive(user, root, to, size, inherited.as_deref())?;
     if let Some(file) = &file
-        && let Err(e) = store.set(file, user, from, &receipt.trace.traceparent)
+        && let Err(e) = store.set(file, root, from, &receipt.trace.traceparent)
     {
         tracing::warn!(user, path = to, error = %e, "cannot store the trace context with the file");
     }
@@ -473,20 +487,21 @@ impl russh_sftp::server::Handler for SftpHandler {
                     let notifier = self.notifier.clone();
                     let store = self.store.clone();
                     let tree = self.tree.clone();
+                    let user = self.user.clone();
                     let receipt = blocking(move || {
-                        let user = tree.user();
+                        let (user, root) = (user.as_str(), tree.name());
                         let size = file.metadata().map_err(|e| io_status(&e))?.len();
                         // Charged for more than is there (another handle cut it): give back.
                         tree.usage().shrink(len.saturating_sub(size));
                         if !dirty {
                             return Ok(None);
                         }
-                        let receipt = notifier.receive(user, &rel, size, None);
+                        let receipt = notifier.receive(user, root, &rel, size, None);
                         // New content: the context it stores is this upload's
                         // (or none, outside watched directories).
                         let stored = match &receipt {
-                            Some(r) => store.set(&file, user, &rel, &r.trace.traceparent),
-                            None => store.clear(&file, user, &rel),
+                            Some(r) => store.set(&file, root, &rel, &r.trace.traceparent),
+                            None => store.clear(&file, root, &rel),
                         };
                         if let Err(e) = stored {
                             tracing::warn!(user, path = %rel, error = %e, "cannot store the trace context with the file");
@@ -544,7 +559,7 @@ impl russh_sftp::server::Handler for SftpHandler {
             .checked_add(data.len() as u64)
             .ok_or_else(|| StatusCode::BadMessage.with_message("offset out of range"))?;
         let before = open.len;
-        if let Err(refused) = self.tree.usage().grow(self.user(), before, end) {
+        if let Err(refused) = self.tree.usage().grow(self.tree.name(), before, end) {
             tracing::warn!(user = self.user(), path = %open.rel, size = end, reason = ?refused.error_message, "write refused");
             return Err(refused);
         }
@@ -694,7 +709,7 @@ impl russh_sftp::server::Handler for SftpHandler {
             if meta.is_file() {
                 tree.usage().shrink(meta.len());
             }
-            store.removed(tree.user(), &rel);
+            store.removed(tree.name(), &rel);
             Ok(ok(id))
         })
         .await
@@ -722,7 +737,7 @@ impl russh_sftp::server::Handler for SftpHandler {
                 );
             }
             tree.remove_dir(&rel).map_err(|e| io_status(&e))?;
-            store.removed(tree.user(), &rel);
+            store.removed(tree.name(), &rel);
             Ok(ok(id))
         })
         .await
@@ -781,7 +796,7 @@ impl russh_sftp::server::Handler for SftpHandler {
                 self.on_path(path, false, move |tree, rel| {
                     let file = tree.open_read(&rel).map_err(|e| io_status(&e))?;
                     let traceparent = store
-                        .get(&file, tree.user(), &rel)
+                        .get(&file, tree.name(), &rel)
                         .map_err(|e| io_status(&e))?;
                     Ok(Packet::ExtendedReply(ExtendedReply {
                         id,
@@ -799,7 +814,7 @@ impl russh_sftp::server::Handler for SftpHandler {
 /// Sets the length of `file` to `size`, charging or crediting the quota.
 fn resize(tree: &UserTree, file: &std::fs::File, size: u64) -> Result<(), StatusReply> {
     let old = file.metadata().map_err(|e| io_status(&e))?.len();
-    tree.usage().grow(tree.user(), old, size)?;
+    tree.usage().grow(tree.name(), old, size)?;
     if let Err(e) = file.set_len(size) {
         tree.usage().shrink(size.saturating_sub(old));
         return Err(io_status(&e));

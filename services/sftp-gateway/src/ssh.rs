@@ -54,6 +54,7 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every connection shares.
 pub(crate) struct Shared {
     pub(crate) users: Users,
+    /// Each user's tree, by user name (users of one root share it).
     pub(crate) trees: Arc<HashMap<String, Arc<UserTree>>>,
     pub(crate) notifier: Notifier,
     pub(crate) store: Arc<TraceStore>,
@@ -330,7 +331,8 @@ fn no_more_methods() -> Auth {
 
 impl SshHandler {
     fn accept(&mut self, user: &str, method: &'static str) -> Auth {
-        tracing::info!(user, method, peer = %self.peer, "login accepted");
+        let root = self.shared.trees.get(user).map(|t| t.name());
+        tracing::info!(user, root, method, peer = %self.peer, "login accepted");
         self.user = Some(user.to_string());
         self.slot.logged_in();
         self.live.logged_in.store(true, Ordering::Relaxed);
@@ -432,19 +434,19 @@ impl russh::server::Handler for SshHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let tree = self
+        let login = self
             .user
             .as_ref()
-            .and_then(|u| self.shared.trees.get(u))
-            .cloned();
+            .and_then(|u| Some((u.clone(), self.shared.trees.get(u)?.clone())));
         let channel = self.channels.remove(&channel_id);
-        match (name, tree, channel) {
-            ("sftp", Some(tree), Some(channel)) => {
+        match (name, login, channel) {
+            ("sftp", Some((user, tree)), Some(channel)) => {
                 session.channel_success(channel_id)?;
                 let cx = SessionContext {
+                    profile: self.shared.users.profile(&user),
+                    user,
                     notifier: self.shared.notifier.clone(),
                     store: self.shared.store.clone(),
-                    profile: self.shared.users.profile(tree.user()),
                     shutdown: self.shared.shutdown.clone(),
                     uploads: self.uploads.clone(),
                 };

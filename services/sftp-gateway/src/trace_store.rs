@@ -9,12 +9,13 @@
 //!
 //! Some file systems refuse user attributes (`ENOTSUP`: some network and FUSE
 //! mounts, old tmpfs). There the value goes to a gateway-private sidecar
-//! instead: `<data-dir>/.trace/<user>/<path>`, outside every user's root (user
-//! names never start with a dot, so no user can reach it). Sidecars follow
-//! the renames and removals done through the gateway, which is all a client
-//! can do; a file moved on the host outside the gateway loses its context and
-//! its reader starts a new trace, as with any third-party SFTP server. A
-//! warning says once that the fallback is in use.
+//! instead: `<data-dir>/.trace/<root>/<path>`, outside every root (root names
+//! never start with a dot, so no user can reach it). Keyed by root, not by
+//! user: every user of a shared root sees the same context for the same file.
+//! Sidecars follow the renames and removals done through the gateway, which
+//! is all a client can do; a file moved on the host outside the gateway loses
+//! its context and its reader starts a new trace, as with any third-party
+//! SFTP server. A warning says once that the fallback is in use.
 
 use std::{
     fs::File,
@@ -67,9 +68,9 @@ impl TraceStore {
         }
     }
 
-    /// The `traceparent` stored for `file` (at `rel` of `user`), if any.
+    /// The `traceparent` stored for `file` (at `rel` in root `root`), if any.
     /// Blocking.
-    pub(crate) fn get(&self, file: &File, user: &str, rel: &str) -> io::Result<Option<String>> {
+    pub(crate) fn get(&self, file: &File, root: &str, rel: &str) -> io::Result<Option<String>> {
         if !self.sidecar_only {
             let mut buf = [0u8; MAX_LEN];
             match fgetxattr(file, XATTR_NAME, &mut buf[..]) {
@@ -81,7 +82,7 @@ impl TraceStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        match std::fs::read(self.sidecar(user, rel)) {
+        match std::fs::read(self.sidecar(root, rel)) {
             Ok(data) => Ok(valid(&data)),
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(e),
@@ -92,12 +93,12 @@ impl TraceStore {
     pub(crate) fn set(
         &self,
         file: &File,
-        user: &str,
+        root: &str,
         rel: &str,
         traceparent: &str,
     ) -> io::Result<()> {
         if traceparent.is_empty() || traceparent.len() > MAX_LEN {
-            return self.clear(file, user, rel);
+            return self.clear(file, root, rel);
         }
         if !self.sidecar_only {
             match fsetxattr(
@@ -112,7 +113,7 @@ impl TraceStore {
             }
         }
         self.sidecars_in_use.store(true, Ordering::Relaxed);
-        let path = self.sidecar(user, rel);
+        let path = self.sidecar(root, rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -126,7 +127,7 @@ impl TraceStore {
     }
 
     /// Forgets the value of `file` (its content is being replaced). Blocking.
-    pub(crate) fn clear(&self, file: &File, user: &str, rel: &str) -> io::Result<()> {
+    pub(crate) fn clear(&self, file: &File, root: &str, rel: &str) -> io::Result<()> {
         if !self.sidecar_only {
             match fremovexattr(file, XATTR_NAME) {
                 Ok(()) | Err(Errno::NODATA) => {}
@@ -134,17 +135,17 @@ impl TraceStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.removed(user, rel);
+        self.removed(root, rel);
         Ok(())
     }
 
     /// `from` was renamed to `to` (a file or a whole directory): carries
     /// sidecars along. Attributes need nothing. Blocking; best effort.
-    pub(crate) fn moved(&self, user: &str, from: &str, to: &str) {
+    pub(crate) fn moved(&self, root: &str, from: &str, to: &str) {
         if !self.sidecars_in_use.load(Ordering::Relaxed) {
             return;
         }
-        let (from, to) = (self.sidecar(user, from), self.sidecar(user, to));
+        let (from, to) = (self.sidecar(root, from), self.sidecar(root, to));
         // Whatever the target held is gone now (replaced by the rename).
         let _ = remove_any(&to);
         if let Some(parent) = to.parent() {
@@ -154,21 +155,21 @@ impl TraceStore {
             Ok(()) => {}
             Err(e) if is_absent(&e) => {}
             Err(e) => {
-                tracing::warn!(user, from = %from.display(), to = %to.display(), error = %e, "cannot move a trace context sidecar");
+                tracing::warn!(root, from = %from.display(), to = %to.display(), error = %e, "cannot move a trace context sidecar");
             }
         }
     }
 
     /// `rel` was removed: drops its sidecar. Blocking; best effort.
-    pub(crate) fn removed(&self, user: &str, rel: &str) {
+    pub(crate) fn removed(&self, root: &str, rel: &str) {
         if self.sidecars_in_use.load(Ordering::Relaxed) {
-            let _ = remove_any(&self.sidecar(user, rel));
+            let _ = remove_any(&self.sidecar(root, rel));
         }
     }
 
-    fn sidecar(&self, user: &str, rel: &str) -> PathBuf {
+    fn sidecar(&self, root: &str, rel: &str) -> PathBuf {
         // `rel` is normalized (no `..`, no leading `/`): it stays below.
-        self.sidecars.join(user).join(rel)
+        self.sidecars.join(root).join(rel)
     }
 
     fn warn_fallback(&self) {

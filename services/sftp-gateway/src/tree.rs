@@ -1,5 +1,7 @@
-//! Each user's file tree and the one rule that guards it: every path a client
-//! sends is resolved inside that user's root or refused.
+//! Each root's file tree and the one rule that guards it: every path a client
+//! sends is resolved inside its user's root or refused. A root is a directory
+//! of the data directory; users configured with the same root share one
+//! [`UserTree`] (and its quota).
 //!
 //! The client sees its root as `/` (as under OpenSSH's `ChrootDirectory`);
 //! relative paths start there too, since the root is the login directory. A
@@ -58,31 +60,32 @@ pub(crate) struct Resolved {
     pub(crate) rel: String,
 }
 
-/// One user's root.
+/// One root, shared by every user configured with it.
 #[derive(Debug)]
 pub(crate) struct UserTree {
-    user: String,
+    /// The root's directory name under the data directory.
+    name: String,
     root_fd: OwnedFd,
     usage: Usage,
 }
 
 impl UserTree {
-    /// Creates `<data_dir>/<user>` and its [`LAYOUT`] directories if missing,
+    /// Creates `<data_dir>/<name>` and its [`LAYOUT`] directories if missing,
     /// and opens the root; no quota, no file size limit.
     #[cfg(test)]
-    pub(crate) fn create(data_dir: &Path, user: &str) -> io::Result<Self> {
-        Self::create_with_limits(data_dir, user, 0, 0)
+    pub(crate) fn create(data_dir: &Path, name: &str) -> io::Result<Self> {
+        Self::create_with_limits(data_dir, name, 0, 0)
     }
 
     /// [`UserTree::create`] with a quota and a file size limit (0: none),
     /// measuring what the root holds already.
     pub(crate) fn create_with_limits(
         data_dir: &Path,
-        user: &str,
+        name: &str,
         quota: u64,
         max_file: u64,
     ) -> io::Result<Self> {
-        let root = data_dir.join(user);
+        let root = data_dir.join(name);
         for dir in LAYOUT {
             std::fs::create_dir_all(root.join(dir))?;
         }
@@ -94,7 +97,7 @@ impl UserTree {
         )?;
         let usage = Usage::measure(&root, quota, max_file);
         Ok(Self {
-            user: user.to_string(),
+            name: name.to_string(),
             root_fd,
             usage,
         })
@@ -105,8 +108,10 @@ impl UserTree {
         &self.usage
     }
 
-    pub(crate) fn user(&self) -> &str {
-        &self.user
+    /// The root's name: what trace contexts, announcements and notices are
+    /// keyed by, so every user of the root shares them.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Resolves `path` lexically. Whether it exists, and that no symlink is
@@ -421,5 +426,75 @@ mod tests {
         assert!(tree.remove_dir("").is_err());
         tree.remove_dir("input/sub")?;
         Ok(())
+    }
+
+    mod prop {
+        use proptest::prelude::*;
+
+        use super::super::{PathError, normalize};
+
+        /// Paths built from the parts that matter: names, `.`, `..`, empty
+        /// parts (doubled slashes), and odd bytes.
+        fn path() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(
+                    prop_oneof![
+                        Just("..".to_string()),
+                        Just(".".to_string()),
+                        Just(String::new()),
+                        "[a-z.\\\\ é\u{0}]{1,6}",
+                    ],
+                    0..10
+                )
+                .prop_map(|parts| parts.join("/")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Never panics; what it returns is relative, has no `.`, `..` or
+            /// empty part, and normalizes to itself.
+            #[test]
+            fn normalized_paths_stay_below_the_root(p in path()) {
+                match normalize(&p) {
+                    Ok(n) => {
+                        // No prefix of the path climbed above the root.
+                        let mut depth = 0i64;
+                        for part in p.split('/') {
+                            match part {
+                                "" | "." => {}
+                                ".." => depth -= 1,
+                                _ => depth += 1,
+                            }
+                            prop_assert!(depth >= 0, "{p:?} climbs out but gave {n:?}");
+                        }
+                        prop_assert!(!n.starts_with('/'), "{n:?}");
+                        if !n.is_empty() {
+                            prop_assert!(n.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{n:?}");
+                        }
+                        prop_assert_eq!(normalize(&n).ok(), Some(n.clone()));
+                        // The same path given as absolute, or with `./`, is the same place.
+                        prop_assert_eq!(normalize(&format!("/{p}")).ok(), Some(n.clone()));
+                        prop_assert_eq!(normalize(&format!("./{p}")).ok(), Some(n));
+                    }
+                    Err(PathError::Escape) => {
+                        // Climbing above the root is refused however it is spelt.
+                        let absolute = format!("/{p}");
+                        prop_assert!(normalize(&absolute).is_err());
+                    }
+                    Err(_) => prop_assert!(p.contains('\0')),
+                }
+            }
+
+            /// `a/..` cancels out wherever it appears.
+            #[test]
+            fn a_name_then_dotdot_cancels(p in path(), q in path(), name in "[a-z]{1,5}") {
+                let joined = format!("{p}/{name}/../{q}");
+                let direct = format!("{p}/{q}");
+                prop_assert_eq!(normalize(&joined).ok(), normalize(&direct).ok());
+            }
+        }
     }
 }

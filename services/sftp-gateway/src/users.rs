@@ -1,6 +1,9 @@
-//! Who may log in and what they may do: password users (from the flags, the
-//! environment, or a users file of argon2 hashes) and public-key users, built
-//! once at start. Only this module sees passwords; it never logs them.
+//! Who may log in, what they may do and where: password users (from the
+//! flags, the environment, or a users file of argon2 hashes) and public-key
+//! users, each with a permission profile and a root (a directory under the data
+//! directory, the user's name unless configured; users with the same root share
+//! one tree), built once at start. Only this module sees passwords; it never
+//! logs them.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -9,10 +12,11 @@ use argon2::{
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
 use russh::keys::{PublicKey, ssh_key::AuthorizedKeys};
+use subtle::ConstantTimeEq as _;
 
 use crate::{
     Config, Error,
-    config::{Profile, check_user_name},
+    config::{Profile, check_root_name, check_user_name},
 };
 
 enum Password {
@@ -26,6 +30,8 @@ struct User {
     password: Option<Password>,
     keys: Vec<PublicKey>,
     profile: Profile,
+    /// The directory under the data directory; `None`: the user's name.
+    root: Option<String>,
 }
 
 impl Default for User {
@@ -34,6 +40,7 @@ impl Default for User {
             password: None,
             keys: Vec::new(),
             profile: Profile::Full,
+            root: None,
         }
     }
 }
@@ -94,14 +101,28 @@ impl Users {
                 )));
             }
         }
+        for spec in &config.roots {
+            // Checked again: a Config built in code skips the flag's parser.
+            check_root_name(&spec.root).map_err(|e| Error::Config(format!("--root {e}")))?;
+            if let Some(user) = users.by_name.get_mut(&spec.name) {
+                user.root = Some(spec.root.clone());
+            } else {
+                return Err(Error::Config(format!(
+                    "--root names user {:?}, who does not exist (add it with --user, --users-file or --authorized-key)",
+                    spec.name
+                )));
+            }
+        }
         Ok(users)
     }
 
-    /// Reads `NAME:HASH[:PROFILE]` lines. Errors name the line, never the hash.
+    /// Reads `NAME:HASH[:PROFILE[:ROOT]]` lines (an argon2 PHC string holds no
+    /// `:`, so the fields cannot be mistaken). Errors name the line, never the
+    /// hash.
     fn read_users_file(&mut self, path: &Path) -> Result<(), Error> {
         let bad = |line: usize, reason: String| {
             Error::Config(format!(
-                "users file {}, line {line}: {reason} (expected NAME:ARGON2-HASH[:full|upload|read]; `sftp-gateway hash-password` prints a hash)",
+                "users file {}, line {line}: {reason} (expected NAME:ARGON2-HASH[:full|upload|read[:ROOT]]; `sftp-gateway hash-password` prints a hash)",
                 path.display()
             ))
         };
@@ -112,7 +133,7 @@ impl Users {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let mut parts = line.splitn(3, ':');
+            let mut parts = line.splitn(4, ':');
             let name = parts.next().unwrap_or_default().trim();
             let hash = parts.next().unwrap_or_default().trim();
             check_user_name(name).map_err(|e| bad(n + 1, e))?;
@@ -120,10 +141,25 @@ impl Users {
                 .ok()
                 .filter(|h| h.algorithm.as_str().starts_with("argon2"))
                 .ok_or_else(|| bad(n + 1, "not an argon2 PHC hash ($argon2id$...)".into()))?;
+            // An empty profile keeps the default, so a root can be given alone.
+            let profile = match parts.next().map(str::trim) {
+                None | Some("") => None,
+                Some(profile) => Some(profile.parse().map_err(|e| bad(n + 1, e))?),
+            };
+            let root = match parts.next().map(str::trim) {
+                None => None,
+                Some(root) => {
+                    check_root_name(root).map_err(|e| bad(n + 1, e))?;
+                    Some(root.to_string())
+                }
+            };
             let user = self.by_name.entry(name.to_string()).or_default();
             user.password = Some(Password::Hash(hash.to_string()));
-            if let Some(profile) = parts.next() {
-                user.profile = profile.parse().map_err(|e| bad(n + 1, e))?;
+            if let Some(profile) = profile {
+                user.profile = profile;
+            }
+            if root.is_some() {
+                user.root = root;
             }
         }
         Ok(())
@@ -134,6 +170,14 @@ impl Users {
         self.by_name.get(user).map_or(Profile::Read, |u| u.profile)
     }
 
+    /// Every user with the name of its root, by user name.
+    pub(crate) fn roots(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_name
+            .iter()
+            .map(|(name, user)| (name.as_str(), user.root.as_deref().unwrap_or(name)))
+    }
+
+    #[cfg(test)]
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
@@ -175,13 +219,20 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
         .map_err(|e| Error::Config(format!("cannot hash the password: {e}")))
 }
 
-/// Compares without an early exit, so the time taken does not tell how many
-/// leading bytes of a guessed password were right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` equals `expected`, in a time that depends only on
+/// `expected`'s length: not on how many leading bytes of a guess were right
+/// (`subtle`'s comparison has no early exit), nor on the guess's length
+/// (`subtle` returns at once on a length mismatch, so the guess is first cut or
+/// padded to `expected`'s length and the lengths compared apart).
+fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
+    let padded: Vec<u8> = given
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(0))
+        .take(expected.len())
+        .collect();
+    let same_len = (expected.len() as u64).ct_eq(&(given.len() as u64));
+    (same_len & expected.ct_eq(&padded[..])).into()
 }
 
 #[cfg(test)]
@@ -204,6 +255,24 @@ mod tests {
         assert!(!users.check_password("alice", "wonde"));
         assert!(!users.check_password("bob", "etl"));
         assert_eq!(users.names().collect::<Vec<_>>(), vec!["alice", "etl"]);
+    }
+
+    #[test]
+    fn plain_passwords_compare_whole() {
+        assert!(constant_time_eq(b"wonder", b"wonder"));
+        assert!(constant_time_eq(b"", b""));
+        for wrong in [
+            &b"wonde"[..],
+            b"wonderx",
+            b"wonder\0",
+            b"Wonder",
+            b"",
+            b"xonder",
+        ] {
+            assert!(!constant_time_eq(b"wonder", wrong), "{wrong:?}");
+        }
+        // A guess padded with what the padding adds is still not the password.
+        assert!(!constant_time_eq(b"ab\0", b"ab"));
     }
 
     #[test]
@@ -266,6 +335,75 @@ mod tests {
             err.contains("line 1") && !err.contains("plaintext-password"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn roots_from_the_users_file_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users");
+        let hash = hash_password("s3cret").expect("hash");
+        std::fs::write(
+            &path,
+            format!("up:{hash}:upload:shared\nreader:{hash}::shared\nalone:{hash}:read\n"),
+        )
+        .expect("write");
+        let mut config = Config {
+            users_file: Some(path.clone()),
+            ..Config::default()
+        };
+        config.roots.push(crate::config::RootSpec {
+            name: "etl".into(),
+            root: "shared".into(),
+        });
+        let users = Users::from_config(&config).expect("users");
+        let roots: Vec<_> = users.roots().collect();
+        assert_eq!(
+            roots,
+            [
+                ("alone", "alone"),
+                ("etl", "shared"),
+                ("reader", "shared"),
+                ("up", "shared")
+            ]
+        );
+        assert_eq!(users.profile("up"), Profile::Upload);
+        assert_eq!(
+            users.profile("reader"),
+            Profile::Full,
+            "empty profile: default"
+        );
+        assert_eq!(users.profile("alone"), Profile::Read);
+
+        for bad in ["../x", "a/b", ".trace", ""] {
+            std::fs::write(&path, format!("ok:{hash}\nup:{hash}:upload:{bad}\n")).expect("write");
+            let err = Users::from_config(&config)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("line 2") && err.contains(&format!("root {bad:?}")),
+                "{bad:?}: {err}"
+            );
+        }
+
+        let config = Config {
+            roots: vec![crate::config::RootSpec {
+                name: "nobody".into(),
+                root: "x".into(),
+            }],
+            ..Config::default()
+        };
+        let err = Users::from_config(&config).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("nobody")));
+        let config = Config {
+            roots: vec![crate::config::RootSpec {
+                name: "etl".into(),
+                root: "..".into(),
+            }],
+            ..Config::default()
+        };
+        let err = Users::from_config(&config).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("--root") && e.contains("\"..\"")));
     }
 
     #[test]

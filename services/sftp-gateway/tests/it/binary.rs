@@ -35,6 +35,8 @@ fn help_explains_every_flag() {
         "ETL_SFTP_HOST_KEY",
         "--users-file",
         "--permissions",
+        "--root",
+        "ETL_SFTP_ROOTS",
         "--login-grace-time",
         "--idle-timeout",
         "--max-startups",

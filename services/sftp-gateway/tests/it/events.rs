@@ -245,6 +245,19 @@ async fn watching_needs_a_user() {
         .expect_err("no user");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("needs a user"), "{status:?}");
+    // A name that is no user has no root to watch.
+    let status = gw
+        .grpc()
+        .await
+        .watch_files(WatchFilesRequest {
+            user: "nobody".into(),
+            directory: "input".into(),
+            include_existing: true,
+        })
+        .await
+        .expect_err("no such user");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("nobody"), "{status:?}");
     gw.stop().await;
 }
 
@@ -253,7 +266,12 @@ async fn announcements_waiting_per_user_are_capped() {
     let gw = Gateway::start().await;
     let notifier = gw.running().notifier();
     for i in 0..sftp_gateway::notify::MAX_ANNOUNCEMENTS_PER_USER {
-        assert!(notifier.announce("etl", &format!("input/{i}.csv"), TraceContext::default()));
+        assert!(notifier.announce(
+            "etl",
+            "etl",
+            &format!("input/{i}.csv"),
+            TraceContext::default()
+        ));
     }
     let status = gw
         .grpc()
@@ -267,7 +285,7 @@ async fn announcements_waiting_per_user_are_capped() {
         .expect_err("over the cap");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     // Announcing a file already announced replaces it: still accepted.
-    assert!(notifier.announce("etl", "input/0.csv", TraceContext::default()));
+    assert!(notifier.announce("etl", "etl", "input/0.csv", TraceContext::default()));
     gw.stop().await;
 }
 

@@ -429,6 +429,10 @@ fn wait_for_banner(port: u16, limit: Duration) -> bool {
                 return true;
             }
         }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "Sshd::start runs on spawn_blocking, outside the runtime"
+        )]
         std::thread::sleep(Duration::from_millis(50));
     }
     false

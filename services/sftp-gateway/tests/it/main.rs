@@ -10,6 +10,8 @@
 //!   quota, permissions, argon2 users file, symlinks swapped in under a client.
 //! - `trace`: the trace context kept with each file (restarts, renames, the
 //!   `traceparent@file-etl` extension), REJECTED events, `include_existing`.
+//! - `shared_roots`: users sharing one root: notices, announcements, trace
+//!   contexts and the quota follow the tree, not the login; bad root names.
 //! - `binary`: the `sftp-gateway` executable (help, healthcheck, SIGTERM).
 
 mod binary;
@@ -21,4 +23,5 @@ mod events;
 mod helpers;
 mod openssh_client;
 mod security;
+mod shared_roots;
 mod trace;

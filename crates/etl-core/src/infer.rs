@@ -1,6 +1,8 @@
 //! Lossless type inference: a column gets a non-text type only when every value in
 //! it turns back into exactly the same text. `007`, `+5`, `1.50` and `1e3` stay
-//! text; `true`/`false` are booleans; `2024-01-02T03:04:05Z` is a timestamp.
+//! text; `true`/`false` are booleans; `2024-01-02T03:04:05Z` is a timestamp
+//! (down to milliseconds, the precision of Kafka Connect's Timestamp:
+//! `…05.123456Z` stays text).
 //!
 //! Why lossless: the pipeline promises rows arrive *unaltered*, and the verifier
 //! proves it by digesting values read back from Postgres. A lossy inference (say,
@@ -48,9 +50,11 @@ fn as_timestamp(s: &str) -> Option<DateTime<Utc>> {
         return None;
     }
     let t = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
-    // Postgres keeps microseconds; finer values would not come back the same.
-    let micros_exact = t.timestamp_subsec_nanos() % 1000 == 0;
-    (micros_exact && format_timestamp(&t) == s).then_some(t)
+    // The record carries Kafka Connect's Timestamp (epoch milliseconds): a
+    // finer value would reach Postgres truncated, so it stays text. (Found by
+    // the property test `inferred_values_survive_the_envelope_unaltered`.)
+    let millis_exact = t.timestamp_subsec_nanos() % 1_000_000 == 0;
+    (millis_exact && format_timestamp(&t) == s).then_some(t)
 }
 
 /// Tracks which types every value seen so far fits; the column's type is the most

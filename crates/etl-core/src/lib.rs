@@ -16,6 +16,11 @@
 //! - [`config_provider`]: Kafka Connect's `${env:VAR}` and `${file:/path:key}`
 //!   references in connector configs, resolved with the reads the caller gives.
 //! - [`envelope`]: the Kafka Connect JsonConverter envelope (`schema` + `payload`).
+//!
+//! Two small helpers every binary needs the same way:
+//! - [`net`]: `host:port` addresses (`[::1]:2222`, a default port).
+//! - [`time`]: the clock in Unix milliseconds, the unit of every `*_unix_ms` field
+//!   (the one read of the clock here; it is still no I/O worth a test server).
 
 pub mod config_provider;
 pub mod connector_file;
@@ -23,9 +28,11 @@ pub mod digest;
 pub mod envelope;
 pub mod infer;
 pub mod naming;
+pub mod net;
 pub mod review;
 pub mod schema;
 pub mod table;
+pub mod time;
 pub mod value;
 
 pub use schema::{Field, FieldType, Schema};

@@ -21,15 +21,12 @@ use std::{
 
 use bytes::Bytes;
 use etl_core::{Field, FieldType, Schema, Value};
+use etl_pg::{TableName, lineage, quote_ident};
 use futures::SinkExt;
 use tokio_postgres::{Client, Transaction};
 
 use crate::sink::config::{InsertMode, PkMode};
 
-/// The lineage columns every sink table has, after the data columns.
-pub(crate) const LINEAGE: [&str; 4] = ["_etl_file", "_etl_row", "_etl_trace_id", "_etl_loaded_at"];
-/// The channel the verifier listens on; the payload is the file name.
-pub(crate) const NOTIFY_CHANNEL: &str = "etl_rows";
 const STAGE: &str = "_etl_stage";
 /// Bytes of COPY data per message sent to the server.
 const COPY_CHUNK: usize = 1 << 20;
@@ -105,11 +102,6 @@ impl WriteError {
     }
 }
 
-/// `"name"`, with embedded quotes doubled: any text is a safe identifier.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// The columns `pk.mode=kafka` adds, with their types.
 fn kafka_fields(pk: &PkMode) -> Vec<Field> {
     let PkMode::Kafka(names) = pk else {
@@ -145,12 +137,11 @@ pub(crate) fn create_table_sql(table: &str, fields: &[&Field], pk: &PkMode) -> S
             format!("{} {}{not_null}", quote_ident(&f.name), f.ty.pg_type())
         })
         .collect();
-    cols.extend([
-        "\"_etl_file\" text NOT NULL".to_string(),
-        "\"_etl_row\" bigint NOT NULL".to_string(),
-        "\"_etl_trace_id\" text".to_string(),
-        "\"_etl_loaded_at\" timestamptz NOT NULL DEFAULT now()".to_string(),
-    ]);
+    cols.extend(
+        lineage::DEFINITIONS
+            .iter()
+            .map(|(name, def)| format!("{} {def}", quote_ident(name))),
+    );
     if !key.is_empty() {
         let key: Vec<String> = key.iter().map(|c| quote_ident(c)).collect();
         cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
@@ -261,7 +252,7 @@ pub(crate) fn batch_fields(rows: &[SinkRow]) -> Vec<Field> {
         }
         last = Some(&r.schema);
         for f in &r.schema.fields {
-            if LINEAGE.contains(&f.name.as_str()) {
+            if lineage::is_lineage(&f.name) {
                 continue;
             }
             match out.iter_mut().find(|o| o.name == f.name) {
@@ -311,23 +302,18 @@ impl TableCache {
     }
 }
 
+/// The columns of `table` (in the current schema: the sink's table names are
+/// never schema-qualified) with the types we map.
 async fn load_columns(
     tx: &Transaction<'_>,
     table: &str,
 ) -> Result<HashMap<String, Option<FieldType>>, tokio_postgres::Error> {
-    let rows = tx
-        .query(
-            "SELECT column_name::text, data_type::text FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1",
-            &[&table],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let name: String = r.get(0);
-            let ty: String = r.get(1);
-            (name, FieldType::from_pg_type(&ty))
+    let columns = etl_pg::table_columns(tx, &TableName::unqualified(table)).await?;
+    Ok(columns
+        .into_iter()
+        .map(|(name, ty)| {
+            let ty = FieldType::from_pg_type(&ty);
+            (name, ty)
         })
         .collect())
 }
@@ -429,15 +415,16 @@ pub(crate) fn insert_sql(table: &str, fields: &[Field], mode: InsertMode, pk: &P
     let key: Vec<String> = pk.columns().into_iter().map(quote_ident).collect();
     let written = written_columns(fields, pk);
     let mut all: Vec<String> = written.iter().map(|c| quote_ident(c)).collect();
-    all.extend(["\"_etl_file\"", "\"_etl_row\"", "\"_etl_trace_id\""].map(String::from));
+    all.extend(lineage::SENT.map(quote_ident));
     let cols = all.join(", ");
     let t = quote_ident(table);
+    let trace = quote_ident(lineage::TRACE_ID);
     // What tells a new version of a row from a replay: every column but the key,
     // the trace id and the load time.
     let compared: Vec<String> = written
         .iter()
         .map(String::as_str)
-        .chain(["_etl_file", "_etl_row"])
+        .chain(lineage::KEY)
         .map(quote_ident)
         .filter(|c| !key.contains(c))
         .collect();
@@ -447,8 +434,8 @@ pub(crate) fn insert_sql(table: &str, fields: &[Field], mode: InsertMode, pk: &P
             .iter()
             .map(|c| format!("{c} = {new}.{c}"))
             .chain([
-                format!("\"_etl_trace_id\" = {new}.\"_etl_trace_id\""),
-                "\"_etl_loaded_at\" = now()".to_string(),
+                format!("{trace} = {new}.{trace}"),
+                format!("{} = now()", quote_ident(lineage::LOADED_AT)),
             ])
             .collect::<Vec<_>>()
             .join(", ")
@@ -490,8 +477,10 @@ pub(crate) fn insert_sql(table: &str, fields: &[Field], mode: InsertMode, pk: &P
 pub(crate) fn delete_sql(table: &str) -> String {
     format!(
         "DELETE FROM {} AS t USING unnest($1::text[], $2::bigint[]) AS d(f, r) \
-         WHERE t.\"_etl_file\" = d.f AND t.\"_etl_row\" = d.r",
-        quote_ident(table)
+         WHERE t.{} = d.f AND t.{} = d.r",
+        quote_ident(table),
+        quote_ident(lineage::FILE),
+        quote_ident(lineage::ROW)
     )
 }
 
@@ -582,8 +571,7 @@ pub(crate) async fn write_batch(
     let mut notified = HashSet::new();
     for f in files {
         if notified.insert(f) {
-            tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &f])
-                .await?;
+            etl_pg::notify::notify(&tx, f).await?;
         }
     }
     tx.commit().await?;
@@ -602,7 +590,7 @@ async fn stage_and_write(
         .iter()
         .map(|c| quote_ident(c))
         .collect();
-    stage_cols.extend(["\"_etl_file\"", "\"_etl_row\"", "\"_etl_trace_id\""].map(String::from));
+    stage_cols.extend(lineage::SENT.map(quote_ident));
     let stage_cols = stage_cols.join(", ");
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {stage_cols} FROM {} WITH NO DATA",
@@ -657,12 +645,6 @@ mod tests {
             schema: schema.clone(),
             values,
         }
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("review"), "\"review\"");
-        assert_eq!(quote_ident("a\"b; drop"), "\"a\"\"b; drop\"");
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })?;
     let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
 
-    let server_name = watch::describe_database(&db);
+    let server_name = etl_pg::describe(&db);
     let store = Arc::new(store::Store::new(db.clone(), &server_name));
     let registry = Arc::new(registry::Registry::new(store));
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();

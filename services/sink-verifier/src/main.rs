@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sink_verifier::Config;
 
@@ -38,23 +37,14 @@ async fn main() -> ExitCode {
             let addr = addr.unwrap_or(cli.config.grpc_addr);
             etl_service::healthcheck_command(&addr).await
         }
-        None => match run(cli.config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "sink-verifier failed");
-                eprintln!("sink-verifier: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        None => {
+            etl_service::serve_main("sink-verifier", |shutdown| async move {
+                sink_verifier::start(cli.config, shutdown)
+                    .await?
+                    .wait()
+                    .await
+            })
+            .await
+        }
     }
-}
-
-async fn run(config: Config) -> anyhow::Result<()> {
-    let _telemetry = etl_telemetry::init("sink-verifier").context("failed to set up telemetry")?;
-    let shutdown = etl_service::Shutdown::on_signals();
-    let running = sink_verifier::start(config, shutdown)
-        .await
-        .context("failed to start sink-verifier")?;
-    running.wait().await.context("sink-verifier failed")?;
-    Ok(())
 }

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 
 use etl_proto::v1::FileManifest;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
-use tokio_postgres::{Client, NoTls, Transaction, error::SqlState};
+use tokio_postgres::{Client, Transaction, error::SqlState};
 
 use crate::{
     Error,
@@ -214,16 +214,9 @@ impl Store {
     }
 
     async fn connect(&self) -> Result<Client, Error> {
-        let (mut client, connection) = self
-            .db
-            .connect(NoTls)
+        let (mut client, _driver) = etl_pg::connect(&self.db, "verifier state")
             .await
             .map_err(self.pg("connecting (verifier state)"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "state connection ended");
-            }
-        });
         let tx = client
             .transaction()
             .await

@@ -10,6 +10,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use etl_core::{Value, digest::row_digest};
+use etl_pg::{
+    TableName,
+    lineage::{FILE as FILE_COLUMN, LOADED_AT as LOADED_AT_COLUMN, ROW as ROW_COLUMN},
+    quote_ident,
+};
 use opentelemetry::{
     Context,
     trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
@@ -18,11 +23,6 @@ use tokio_postgres::{Client, Row, error::SqlState, types::Type};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{Error, manifest::Manifest};
-
-/// Lineage columns the sink writes next to the file's own columns.
-const FILE_COLUMN: &str = "_etl_file";
-const ROW_COLUMN: &str = "_etl_row";
-const LOADED_AT_COLUMN: &str = "_etl_loaded_at";
 
 /// The outcome of checking one file once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,41 +135,6 @@ pub(crate) fn assess(manifest: &Manifest, rows: impl IntoIterator<Item = LandedR
     check.altered = altered_rows.iter().filter(|&&a| a).count() as u64;
     check.first_altered_row = altered_rows.iter().position(|&a| a).map(|i| i as u64 + 1);
     check
-}
-
-/// A table name, optionally schema-qualified (`schema.table`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct TableName {
-    schema: Option<String>,
-    name: String,
-}
-
-impl TableName {
-    fn parse(s: &str) -> Self {
-        match s.split_once('.') {
-            Some((schema, name)) => Self {
-                schema: Some(schema.to_string()),
-                name: name.to_string(),
-            },
-            None => Self {
-                schema: None,
-                name: s.to_string(),
-            },
-        }
-    }
-
-    fn quoted(&self) -> String {
-        match &self.schema {
-            Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&self.name)),
-            None => quote_ident(&self.name),
-        }
-    }
-}
-
-/// A Postgres quoted identifier: column names come from file headers and may be
-/// anything, including reserved words and quotes.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The select expression of a column: types we decode natively as themselves,
@@ -301,19 +266,8 @@ impl Verifier {
     }
 
     async fn load_columns(&mut self, client: &Client) -> Result<(), Error> {
-        let rows = client
-            .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema::text = coalesce($1::text, current_schema()::text) \
-                   AND table_name::text = $2::text",
-                &[&self.table.schema, &self.table.name],
-            )
+        let columns = etl_pg::table_columns(client, &self.table)
             .await
-            .map_err(|e| self.pg_error("reading the table's columns", e))?;
-        let columns = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<HashMap<String, String>, tokio_postgres::Error>>()
             .map_err(|e| self.pg_error("reading the table's columns", e))?;
         self.columns = Some(columns);
         Ok(())
@@ -710,15 +664,9 @@ mod tests {
     }
 
     #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("body"), "\"body\"");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(TableName::parse("review").quoted(), "\"review\"");
-        assert_eq!(
-            TableName::parse("etl.review").quoted(),
-            "\"etl\".\"review\""
-        );
+    fn columns_we_cannot_decode_are_read_as_text() {
         assert_eq!(select_expr("n", "bigint"), "\"n\"");
+        assert_eq!(select_expr("we\"ird", "text"), "\"we\"\"ird\"");
         assert_eq!(select_expr("n", "numeric"), "\"n\"::text");
     }
 

@@ -21,13 +21,14 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
+use etl_core::time::now_unix_ms;
+use etl_pg::notify::CHANNEL;
 use etl_service::{Health, Shutdown};
-use futures::future::poll_fn;
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
-use tokio_postgres::{AsyncMessage, Client, NoTls, config::Host};
+use tokio_postgres::Client;
 
 use crate::{
     Error, duplicates,
@@ -36,9 +37,6 @@ use crate::{
     report::latency_ms,
     verify::{FileCheck, Verifier, trace_outcome},
 };
-
-/// The channel the sink notifies on.
-pub(crate) const CHANNEL: &str = "etl_rows";
 
 /// How long a file nobody holds must be quiet (no further NOTIFY) before its
 /// rows are read: a large file arrives in many batches, each with a NOTIFY.
@@ -86,12 +84,6 @@ impl Notified {
     }
 }
 
-pub(crate) fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// When a verified file's rows committed: the commit timestamp Postgres
 /// recorded, else when its latest NOTIFY arrived, else (neither known, e.g. the
 /// rows landed while this verifier was down and commit timestamps are off) the
@@ -101,26 +93,6 @@ pub(crate) fn committed_at(check: &FileCheck, notified_at: Option<i64>) -> Optio
         .last_commit_unix_ms
         .or(notified_at)
         .or(check.last_loaded_at_unix_ms)
-}
-
-/// A database URL for logs and errors: user, hosts, ports and database, never
-/// the password.
-pub(crate) fn describe_database(config: &tokio_postgres::Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
-        .map(|(h, p)| match h {
-            Host::Tcp(h) => format!("{h}:{p}"),
-            Host::Unix(path) => format!("{}:{p}", path.display()),
-        })
-        .collect();
-    format!(
-        "postgres://{}@{}/{}",
-        config.get_user().unwrap_or(""),
-        hosts.join(","),
-        config.get_dbname().unwrap_or("")
-    )
 }
 
 /// The background task that keeps the verifier connected and checking.
@@ -150,7 +122,7 @@ enum Ended {
 
 impl Watcher {
     pub(crate) async fn run(mut self) {
-        let server = describe_database(&self.db);
+        let server = etl_pg::describe(&self.db);
         let mut verifier = Verifier::new(&self.table, &server);
         let notified = Arc::new(Notified::default());
         loop {
@@ -394,43 +366,20 @@ async fn connect(
             source,
         }
     };
-    let (client, connection) = db
-        .connect(NoTls)
+    let (client, conn) = etl_pg::connect(db, "checks")
         .await
         .map_err(pg_error("connecting (checks)"))?;
-    let conn = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "check connection ended");
-        }
-    });
-    let (listen, mut connection) = db
-        .connect(NoTls)
-        .await
-        .map_err(pg_error("connecting (LISTEN)"))?;
-    // Notifications arrive only to whoever polls the connection itself, so the
-    // listening connection is driven here rather than by `connection.await`.
-    let listen_conn = tokio::spawn(async move {
-        loop {
-            match poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if n.channel() == CHANNEL {
-                        notified.note(n.payload(), now_unix_ms());
-                        let _ = wake_tx.send(Wake::File(n.payload().to_string()));
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "listen connection ended");
-                    return;
-                }
-                None => return,
-            }
-        }
-    });
-    listen
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
-        .await
-        .map_err(pg_error("LISTEN etl_rows"))?;
+    // Postgres delivers a NOTIFY at its transaction's commit: its arrival time
+    // is the rows' commit time (see the crate docs on latency).
+    let (listen, listen_conn) = etl_pg::notify::listen(db, move |file| {
+        notified.note(file, now_unix_ms());
+        let _ = wake_tx.send(Wake::File(file.to_string()));
+    })
+    .await
+    .map_err(|e| {
+        let what = e.step();
+        pg_error(&what)(e.into_source())
+    })?;
     // The schema, then every unfinished run (all of them after a restart).
     registry.sync().await?;
     Ok(Session {
@@ -474,22 +423,5 @@ mod tests {
         assert_eq!(n.latest("b.csv"), Some(1_000 + NOTIFIED_TTL_MS));
         n.forget("b.csv");
         assert_eq!(n.latest("b.csv"), None);
-    }
-
-    #[test]
-    fn database_description_hides_the_password() {
-        let cfg: tokio_postgres::Config = "postgres://etl:s3cret@db.example:5433/nlp_db"
-            .parse()
-            .expect("valid url");
-        let d = describe_database(&cfg);
-        assert_eq!(d, "postgres://etl@db.example:5433/nlp_db");
-        assert!(!d.contains("s3cret"));
-        let cfg: tokio_postgres::Config = "host=localhost user=postgres password=pw dbname=x"
-            .parse()
-            .expect("valid key-value");
-        assert_eq!(
-            describe_database(&cfg),
-            "postgres://postgres@localhost:5432/x"
-        );
     }
 }

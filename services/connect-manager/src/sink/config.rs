@@ -1,9 +1,12 @@
 //! The sink's config: Confluent `JdbcSinkConnector` option names, validated at
 //! create time. `connection.url` takes the JDBC form
-//! (`jdbc:postgresql://host:port/db?user=…`) or a libpq URL (`postgres://…`).
+//! (`jdbc:postgresql://host:port/db?user=…`) or a libpq URL (`postgres://…`);
+//! both are read by `tokio_postgres::Config`, this module only turns the JDBC
+//! form into the libpq one.
 
 use std::{fmt, time::Duration};
 
+use etl_pg::lineage;
 use regex::Regex;
 
 use crate::{Error, options::Options, source::config::check_topic};
@@ -43,7 +46,7 @@ impl PkMode {
     pub(crate) fn columns(&self) -> Vec<&str> {
         match self {
             PkMode::None => Vec::new(),
-            PkMode::RecordKey => vec!["_etl_file", "_etl_row"],
+            PkMode::RecordKey => lineage::KEY.to_vec(),
             PkMode::Kafka(cols) => cols.iter().map(String::as_str).collect(),
             PkMode::RecordValue(fields) => fields.iter().map(String::as_str).collect(),
         }
@@ -79,15 +82,11 @@ pub(crate) struct RetryPolicy {
     pub(crate) fixed: Option<Duration>,
 }
 
-/// Where the sink connects. `Debug` never shows the password.
+/// Where the sink connects: `connection.url` read by `tokio_postgres::Config`,
+/// then `connection.user` and `connection.password`. `Debug` and `Display`
+/// never show the password.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct PgTarget {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) dbname: String,
-    pub(crate) user: String,
-    pub(crate) password: String,
-}
+pub(crate) struct PgTarget(tokio_postgres::Config);
 
 impl fmt::Debug for PgTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,32 +97,13 @@ impl fmt::Debug for PgTarget {
 impl fmt::Display for PgTarget {
     /// `postgres://user@host:port/db`, for logs and errors.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        write!(
-            f,
-            "postgres://{}@{host}:{}/{}",
-            self.user, self.port, self.dbname
-        )
+        f.write_str(&etl_pg::describe(&self.0))
     }
 }
 
 impl PgTarget {
     pub(crate) fn pg_config(&self) -> tokio_postgres::Config {
-        let mut c = tokio_postgres::Config::new();
-        c.host(&self.host)
-            .port(self.port)
-            .dbname(&self.dbname)
-            .user(&self.user)
-            .application_name("connect-manager")
-            .connect_timeout(std::time::Duration::from_secs(10));
-        if !self.password.is_empty() {
-            c.password(&self.password);
-        }
-        c
+        self.0.clone()
     }
 }
 
@@ -225,11 +205,11 @@ impl SinkConfig {
             ))
         })?;
         if let Some(user) = o.get("connection.user") {
-            target.user = user.to_string();
+            target.0.user(user);
         }
         let password = o.raw("connection.password");
         if !password.is_empty() {
-            target.password = password.to_string();
+            target.0.password(password);
         }
         let table_format = o.string("table.name.format", "${topic}");
         let quoting = match o
@@ -399,7 +379,7 @@ fn pk_mode(o: &Options<'_>, quoting: Quoting) -> Result<PkMode, Error> {
             PkMode::None
         }
         "record_key" => {
-            if !fields.is_empty() && fields != ["_etl_file", "_etl_row"] {
+            if !fields.is_empty() && fields != lineage::KEY {
                 return Err(o.error(format!(
                     "pk.fields {fields:?} cannot be used with pk.mode=record_key: the record key is the text {{file}}:{{row}}, which gives the key columns _etl_file, _etl_row (leave pk.fields empty)"
                 )));
@@ -436,7 +416,7 @@ fn pk_mode(o: &Options<'_>, quoting: Quoting) -> Result<PkMode, Error> {
     };
     let mut seen = std::collections::BTreeSet::new();
     for c in pk.columns() {
-        if pk != PkMode::RecordKey && crate::postgres::LINEAGE.contains(&c) {
+        if pk != PkMode::RecordKey && lineage::is_lineage(c) {
             return Err(o.error(format!(
                 "pk.fields names {c:?}, a lineage column the sink fills itself"
             )));
@@ -448,113 +428,172 @@ fn pk_mode(o: &Options<'_>, quoting: Quoting) -> Result<PkMode, Error> {
     Ok(pk)
 }
 
-/// Parses a JDBC (`jdbc:postgresql://host:port/db?user=u&password=p`,
-/// `jdbc:postgresql:db`) or libpq (`postgres[ql]://user:pass@host:port/db`) URL.
-/// Missing parts default to localhost, 5432, user `postgres`, database = user.
-pub(crate) fn parse_connection_url(url: &str) -> Result<PgTarget, String> {
+/// Why `connection.url` cannot be used. Holds no part of the URL: a password
+/// may be anywhere in it (`user:pass@`, `?password=`, or misplaced).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UrlError {
+    #[error("unknown scheme")]
+    Scheme,
+    #[error("a '%' not followed by two hex digits (write a literal '%' as %25)")]
+    PercentEscape,
+    #[error("more than one '@' before the host (write an '@' in a user or password as %40)")]
+    SeveralAt,
+    #[error("several hosts are not supported")]
+    SeveralHosts,
+    /// What `tokio_postgres` said: an option's name, never its value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The libpq parameters `tokio_postgres` applies. A URL's other parameters are
+/// the JDBC driver's own (`currentSchema`, `ssl`, `reWriteBatchedInserts`,
+/// `stringtype`, …): Kafka Connect hands them to that driver, this sink has no
+/// use for them and leaves them out, as it always has (`currentSchema`,
+/// `options` and TLS are refused separately, with reasons, by the option
+/// review).
+const LIBPQ_PARAMS: [&str; 19] = [
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// Reads `connection.url`: a JDBC URL (`jdbc:postgresql://host:port/db?user=u&password=p`,
+/// `jdbc:postgresql:db`) or a libpq URL (`postgres[ql]://user:pass@host:port/db`).
+/// `tokio_postgres::Config` parses it (percent-decoding, IPv6 brackets, ports);
+/// what is done here is only what JDBC differs in: the `jdbc:` prefix, the
+/// host-less `jdbc:postgresql:db` form, JDBC-only parameters and `sslmode`
+/// values libpq spells differently. Missing parts default as JDBC does:
+/// localhost, 5432, user `postgres`, database = user.
+pub(crate) fn parse_connection_url(url: &str) -> Result<PgTarget, UrlError> {
     let url = url.trim();
-    let rest = if let Some(r) = url.strip_prefix("jdbc:postgresql:") {
-        r
-    } else if let Some(r) = url
-        .strip_prefix("postgresql:")
-        .or_else(|| url.strip_prefix("postgres:"))
-    {
-        r
+    // libpq refuses a bad escape; tokio_postgres would keep it as text, and
+    // connect with a password or database that is not the one meant.
+    check_percent_escapes(url)?;
+    let libpq = match url.strip_prefix("jdbc:") {
+        Some(jdbc) => {
+            let rest = jdbc.strip_prefix("postgresql:").ok_or(UrlError::Scheme)?;
+            match rest.strip_prefix("//") {
+                Some(_) => format!("postgresql:{rest}"),
+                // jdbc:postgresql:db, jdbc:postgresql:/ (JDBC: host localhost)
+                None => format!("postgresql://localhost/{}", rest.trim_start_matches('/')),
+            }
+        }
+        None if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            url.to_string()
+        }
+        None => return Err(UrlError::Scheme),
+    };
+    let (scheme, rest) = libpq.split_once("://").ok_or(UrlError::Scheme)?;
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if authority.matches('@').count() > 1 {
+        // tokio_postgres would split at the first '@' and take the rest of the
+        // password for a host name, which then shows in every log line.
+        return Err(UrlError::SeveralAt);
+    }
+    // tokio_postgres looks for the user's '@' in the whole URL, where libpq
+    // stops at the first '/': an '@' in the database or a parameter (JDBC
+    // allows `?password=a@b`) would make the start of the URL a user name.
+    // Encoded, it is what it was meant to be.
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let path = path.replace('@', "%40");
+    let params = libpq_params(query);
+    let libpq = if params.is_empty() {
+        format!("{scheme}://{authority}{path}")
     } else {
-        return Err("unknown scheme".into());
+        format!("{scheme}://{authority}{path}?{}", params.join("&"))
     };
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, q)) => (r, q),
-        None => (rest, ""),
-    };
-    let (authority, path) = match rest.strip_prefix("//") {
-        Some(after) => match after.split_once('/') {
-            Some((a, p)) => (a, p),
-            None => (after, ""),
-        },
-        // jdbc:postgresql:db
-        None => ("", rest),
-    };
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    if hostport.contains(',') {
-        return Err("several hosts are not supported".into());
+    let mut config: tokio_postgres::Config =
+        libpq.parse().map_err(|e: tokio_postgres::Error| {
+            // "invalid connection string: invalid value for option `port`"
+            UrlError::Invalid(match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            })
+        })?;
+    match config.get_hosts().len() {
+        0 => {
+            config.host("localhost");
+        }
+        1 => {}
+        _ => return Err(UrlError::SeveralHosts),
     }
-    let (host, port) = split_host_port(hostport)?;
-    let mut target = PgTarget {
-        host: if host.is_empty() {
-            "localhost".into()
-        } else {
-            host
-        },
-        port,
-        dbname: percent_decode(path.trim_end_matches('/'))?,
-        user: String::new(),
-        password: String::new(),
-    };
-    if let Some(info) = userinfo {
-        let (u, p) = info.split_once(':').unwrap_or((info, ""));
-        target.user = percent_decode(u)?;
-        target.password = percent_decode(p)?;
+    if config.get_user().is_none() {
+        config.user("postgres");
     }
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "user" => target.user = percent_decode(v)?,
-            "password" => target.password = percent_decode(v)?,
-            "dbname" => target.dbname = percent_decode(v)?,
-            // sslmode, currentSchema, ApplicationName, …: not used.
+    if config.get_dbname().is_none() {
+        let user = config.get_user().unwrap_or("postgres").to_string();
+        config.dbname(user);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("connect-manager");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok(PgTarget(config))
+}
+
+/// The query's libpq parameters as `key=value` (still percent-encoded, for
+/// tokio_postgres to decode; an '@' encoded too), others left out. `sslmode` is mapped to the
+/// values tokio_postgres knows, never to a weaker one: `allow` (plain first)
+/// is `prefer`; `verify-ca`/`verify-full` are `require`, which fails at
+/// connect (connections have no TLS) instead of running unverified. JDBC's
+/// `ssl=true` means TLS too.
+fn libpq_params(query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut ssl_asked = false;
+    let mut sslmode_given = false;
+    for pair in query.split('&') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        match key {
+            "ssl" => ssl_asked |= value.eq_ignore_ascii_case("true"),
+            "sslmode" => {
+                sslmode_given = true;
+                let mode = match value.to_ascii_lowercase().as_str() {
+                    "allow" => "prefer".to_string(),
+                    "verify-ca" | "verify-full" => "require".to_string(),
+                    other => other.to_string(),
+                };
+                out.push(format!("sslmode={mode}"));
+            }
+            _ if LIBPQ_PARAMS.contains(&key) => out.push(pair.replace('@', "%40")),
             _ => {}
         }
     }
-    if target.user.is_empty() {
-        target.user = "postgres".into();
+    if ssl_asked && !sslmode_given {
+        out.push("sslmode=require".to_string());
     }
-    if target.dbname.is_empty() {
-        target.dbname = target.user.clone();
-    }
-    Ok(target)
+    out
 }
 
-fn split_host_port(s: &str) -> Result<(String, u16), String> {
-    let parse_port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("port {p:?} is not a number 1-65535"))
-    };
-    if let Some(r) = s.strip_prefix('[') {
-        let (h, after) = r.split_once(']').ok_or("missing ']'")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => parse_port(p)?,
-            None => 5432,
-        };
-        return Ok((h.to_string(), port));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_string(), parse_port(p)?)),
-        None => Ok((s.to_string(), 5432)),
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+/// Every '%' starts `%XX` with two hex digits, as libpq requires.
+fn check_percent_escapes(url: &str) -> Result<(), UrlError> {
+    let bytes = url.as_bytes();
+    for (i, _) in url.match_indices('%') {
+        let hex = bytes.get(i + 1..i + 3).ok_or(UrlError::PercentEscape)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(UrlError::PercentEscape);
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -563,55 +602,162 @@ mod tests {
 
     use super::*;
 
-    fn target(host: &str, port: u16, db: &str, user: &str, pw: &str) -> PgTarget {
-        PgTarget {
-            host: host.into(),
-            port,
-            dbname: db.into(),
-            user: user.into(),
-            password: pw.into(),
-        }
+    /// Host, port, database, user and password of a target.
+    fn parts(t: &PgTarget) -> (String, u16, String, String, String) {
+        let c = t.pg_config();
+        let host = match c.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(h)] => h.clone(),
+            other => format!("{other:?}"),
+        };
+        (
+            host,
+            c.get_ports().first().copied().unwrap_or(5432),
+            c.get_dbname().unwrap_or_default().to_string(),
+            c.get_user().unwrap_or_default().to_string(),
+            String::from_utf8_lossy(c.get_password().unwrap_or_default()).into_owned(),
+        )
+    }
+
+    fn url(s: &str) -> Result<(String, u16, String, String, String), UrlError> {
+        parse_connection_url(s).map(|t| parts(&t))
+    }
+
+    fn expect(
+        host: &str,
+        port: u16,
+        db: &str,
+        user: &str,
+        pw: &str,
+    ) -> Result<(String, u16, String, String, String), UrlError> {
+        Ok((host.into(), port, db.into(), user.into(), pw.into()))
     }
 
     #[test]
     fn jdbc_and_libpq_urls() {
         assert_eq!(
-            parse_connection_url(
+            url(
                 "jdbc:postgresql://db.example:5433/nlp_db?user=etl&password=s%40cret&sslmode=disable"
             ),
-            Ok(target("db.example", 5433, "nlp_db", "etl", "s@cret"))
+            expect("db.example", 5433, "nlp_db", "etl", "s@cret")
         );
         assert_eq!(
-            parse_connection_url("jdbc:postgresql://127.0.0.1/nlp_db"),
-            Ok(target("127.0.0.1", 5432, "nlp_db", "postgres", ""))
+            url("jdbc:postgresql://127.0.0.1/nlp_db"),
+            expect("127.0.0.1", 5432, "nlp_db", "postgres", "")
         );
         assert_eq!(
-            parse_connection_url("jdbc:postgresql:nlp_db"),
-            Ok(target("localhost", 5432, "nlp_db", "postgres", ""))
+            url("jdbc:postgresql:nlp_db"),
+            expect("localhost", 5432, "nlp_db", "postgres", "")
         );
         assert_eq!(
-            parse_connection_url("postgres://u:p%3Aw@[::1]:6000/d"),
-            Ok(target("::1", 6000, "d", "u", "p:w"))
+            url("jdbc:postgresql:/?user=me"),
+            expect("localhost", 5432, "me", "me", "")
         );
         assert_eq!(
-            parse_connection_url("postgresql://me@h"),
-            Ok(target("h", 5432, "me", "me", ""))
+            url("postgres://u:p%3Aw@[::1]:6000/d"),
+            expect("::1", 6000, "d", "u", "p:w")
+        );
+        assert_eq!(url("postgresql://me@h"), expect("h", 5432, "me", "me", ""));
+        assert_eq!(
+            url(" postgresql:///d?host=h&port=7 "),
+            expect("h", 7, "d", "postgres", "")
+        );
+        // An '@' after the host is data, as libpq reads it.
+        assert_eq!(
+            url("jdbc:postgresql://h/d@b?user=u&password=a@b"),
+            expect("h", 5432, "d@b", "u", "a@b")
         );
         for bad in [
             "mysql://h/db",
+            "jdbc:mysql://h/db",
+            "postgres:db",
             "jdbc:postgresql://h:port/db",
             "jdbc:postgresql://a,b/db",
             "postgres://h/%zz",
+            "postgres://h/db%2",
+            "postgres://h/db?sslmode=sometimes",
         ] {
-            assert!(parse_connection_url(bad).is_err(), "{bad}");
+            assert!(url(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
+    fn jdbc_parameters_are_left_out_and_sslmode_never_weakened() {
+        let t = parse_connection_url(
+            "jdbc:postgresql://h/db?currentSchema=etl&ssl=false&reWriteBatchedInserts=true\
+             &ApplicationName=x&stringtype=unspecified&user=u&connect_timeout=3",
+        )
+        .expect("JDBC-only parameters are ignored");
+        let c = t.pg_config();
+        assert_eq!(c.get_user(), Some("u"));
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(c.get_application_name(), Some("connect-manager"));
+        assert_eq!(c.get_options(), None);
+        let mode = |u: &str| parse_connection_url(u).map(|t| t.pg_config().get_ssl_mode());
+        use tokio_postgres::config::SslMode;
+        assert_eq!(mode("postgres://h/d"), Ok(SslMode::Prefer));
+        assert_eq!(mode("postgres://h/d?sslmode=disable"), Ok(SslMode::Disable));
+        assert_eq!(mode("postgres://h/d?sslmode=allow"), Ok(SslMode::Prefer));
+        assert_eq!(
+            mode("jdbc:postgresql://h/d?sslmode=verify-full"),
+            Ok(SslMode::Require)
+        );
+        assert_eq!(mode("jdbc:postgresql://h/d?ssl=true"), Ok(SslMode::Require));
+        assert_eq!(
+            mode("jdbc:postgresql://h/d?ssl=true&sslmode=disable"),
+            Ok(SslMode::Disable)
+        );
+        let d = parse_connection_url("postgres://h/d")
+            .expect("valid")
+            .pg_config();
+        assert_eq!(d.get_connect_timeout(), Some(&Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn url_errors_never_show_the_password() {
+        const PW: &str = "Pw-9xQ";
+        for bad in [
+            format!("postgres://etl:{PW}%zz@db/x"),
+            format!("postgres://etl:{PW}@db:port/x"),
+            format!("postgres://etl:{PW}@a,b/x"),
+            format!("postgres://etl:{PW}@b@db/x"),
+            format!("postgres://etl:{PW}@[::1/x"),
+            format!("jdbc:postgresql://db:x/n?user=etl&password={PW}"),
+            format!("jdbc:postgresql://db/n?password={PW}&sslmode=nope"),
+            format!("jdbc:postgresql://db/n?password={PW}%"),
+            format!("jdbc:postgresql://db/n?port={PW}&password={PW}"),
+            format!("jdbc:postgresql://db/n?user=etl&password=a&{PW}"),
+            format!("postgres://db/n?password={PW}@x"),
+            format!("postgres://etl:a/{PW}@c@db/n"),
+            format!("postgres://etl:{PW}/x@db/n"),
+            format!("mysql://etl:{PW}@db/x"),
+            PW.to_string(),
+        ] {
+            let shown = match parse_connection_url(&bad) {
+                Err(e) => format!("{e} {e:?}"),
+                // Accepted (the stray part is left out): its description must
+                // not show it either.
+                Ok(t) => format!("{t} {t:?}"),
+            };
+            assert!(!shown.contains(PW), "{bad}: {shown}");
+            assert!(!shown.contains("9xQ"), "{bad}: {shown}");
+        }
+        // And through the option parser, whose message names the option.
+        let err = parse(&[
+            ("topics", "t"),
+            ("connection.url", &format!("postgres://etl:{PW}%zz@db/x")),
+        ])
+        .expect_err("bad escape")
+        .to_string();
+        assert!(err.contains("connection.url") && !err.contains(PW), "{err}");
+    }
+
+    #[test]
     fn display_hides_the_password() {
-        let t = target("h", 1, "d", "u", "secret");
+        let t = parse_connection_url("postgres://u:secret@h:1/d").expect("valid");
         assert_eq!(t.to_string(), "postgres://u@h:1/d");
         assert!(!format!("{t:?}").contains("secret"));
+        let t = parse_connection_url("postgres://u:secret@[::1]:1/d").expect("valid");
+        assert_eq!(t.to_string(), "postgres://u@[::1]:1/d");
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<SinkConfig, Error> {
@@ -636,7 +782,10 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(c.topics, vec!["a", "b"]);
-        assert_eq!(c.target, target("h", 5432, "db", "etl", "pw"));
+        assert_eq!(
+            parts(&c.target),
+            ("h".into(), 5432, "db".into(), "etl".into(), "pw".into())
+        );
         assert_eq!(c.table_for("a"), "t_a");
         assert_eq!(c.insert_mode, InsertMode::Insert);
         assert_eq!(c.batch_size, 500);

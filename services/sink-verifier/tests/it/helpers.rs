@@ -1,7 +1,7 @@
 //! A verifier in front of a fresh database, and the sink's side of the contract:
 //! the `review` table and transactional inserts with `pg_notify('etl_rows', file)`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use etl_core::digest::{file_checksum, row_digest};
 use etl_proto::v1::{
@@ -151,9 +151,7 @@ pub(crate) async fn wait_serving(addr: std::net::SocketAddr) -> Result<(), Error
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    etl_core::time::now_unix_ms()
 }
 
 /// Rows of a review chunk, as written in the file.

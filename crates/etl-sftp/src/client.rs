@@ -110,25 +110,32 @@ impl SftpClient {
         let server = cfg.server();
         // Load the key before dialing: a missing key file is a local mistake and
         // should say so, not look like a server problem.
+        let explain = |e: russh::keys::Error, passphrase: Option<&str>| match e {
+            russh::keys::Error::KeyIsEncrypted => {
+                "the key is encrypted and no passphrase was given".to_string()
+            }
+            other if passphrase.is_some() => format!("{other} (is the passphrase right?)"),
+            other => other.to_string(),
+        };
         let load = |path: &PathBuf, passphrase: Option<&str>| {
             russh::keys::load_secret_key(path, passphrase)
                 .map(Arc::new)
                 .map_err(|e| SftpError::KeyFile {
                     path: path.clone(),
-                    reason: match e {
-                        russh::keys::Error::KeyIsEncrypted => {
-                            "the key is encrypted and no passphrase was given".into()
-                        }
-                        other if passphrase.is_some() => {
-                            format!("{other} (is the passphrase right?)")
-                        }
-                        other => other.to_string(),
-                    },
+                    reason: explain(e, passphrase),
                 })
         };
         let key = match &cfg.auth {
             SftpAuth::KeyFile(path) => Some(load(path, None)?),
             SftpAuth::Key { path, passphrase } => Some(load(path, passphrase.as_deref())?),
+            SftpAuth::KeyPem { pem, passphrase } => Some(
+                russh::keys::decode_secret_key(pem, passphrase.as_deref())
+                    .map(Arc::new)
+                    .map_err(|e| SftpError::KeyFile {
+                        path: PathBuf::from("(the private key given as text)"),
+                        reason: explain(e, passphrase.as_deref()),
+                    })?,
+            ),
             SftpAuth::Password(_) => None,
         };
 
@@ -175,7 +182,7 @@ impl SftpClient {
                 ssh.authenticate_password(cfg.user.as_str(), password.as_str())
                     .await,
             ),
-            (SftpAuth::KeyFile(_) | SftpAuth::Key { .. }, Some(key)) => {
+            (SftpAuth::KeyFile(_) | SftpAuth::Key { .. } | SftpAuth::KeyPem { .. }, Some(key)) => {
                 // RSA keys sign with a hash the server must accept; other key
                 // types have exactly one signature algorithm.
                 let hash = if key.algorithm().is_rsa() {
@@ -192,9 +199,9 @@ impl SftpClient {
                     .await,
                 )
             }
-            (SftpAuth::KeyFile(path) | SftpAuth::Key { path, .. }, None) => {
+            (SftpAuth::KeyFile(_) | SftpAuth::Key { .. } | SftpAuth::KeyPem { .. }, None) => {
                 return Err(SftpError::KeyFile {
-                    path: path.clone(),
+                    path: PathBuf::from("(the private key)"),
                     reason: "key not loaded".into(),
                 });
             }

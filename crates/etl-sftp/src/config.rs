@@ -3,6 +3,8 @@
 
 use std::{fmt, path::PathBuf};
 
+use etl_core::net::HostPort;
+
 use crate::SftpError;
 
 /// How to log in.
@@ -14,6 +16,12 @@ pub enum SftpAuth {
     /// An OpenSSH private key file, encrypted with `passphrase` when given.
     Key {
         path: PathBuf,
+        passphrase: Option<String>,
+    },
+    /// An OpenSSH or PEM private key given as text (a connector's
+    /// `tls.private.key`), encrypted with `passphrase` when given.
+    KeyPem {
+        pem: String,
         passphrase: Option<String>,
     },
 }
@@ -36,6 +44,11 @@ impl fmt::Debug for SftpAuth {
             Self::Key { path, passphrase } => f
                 .debug_struct("Key")
                 .field("path", path)
+                .field("passphrase", &passphrase.as_ref().map(|_| "***"))
+                .finish(),
+            Self::KeyPem { passphrase, .. } => f
+                .debug_struct("KeyPem")
+                .field("pem", &"***")
                 .field("passphrase", &passphrase.as_ref().map(|_| "***"))
                 .finish(),
         }
@@ -66,51 +79,28 @@ impl SftpConfig {
 
     /// `host:port`, as shown in error messages and logs.
     pub fn server(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+        HostPort {
+            host: self.host.clone(),
+            port: self.port,
         }
+        .to_string()
     }
 }
 
+/// `--sftp-addr` (optionally `sftp://` or `ssh://` first) as host and port,
+/// with [`etl_core::net::HostPort`]: the workspace's one `host:port` parser.
 pub(crate) fn split_addr(addr: &str) -> Result<(String, u16), SftpError> {
-    let bad = |reason: &str| SftpError::Address {
-        addr: addr.to_string(),
-        reason: reason.to_string(),
-    };
-    let addr = addr.trim();
-    let addr = addr
+    let trimmed = addr.trim();
+    let bare = trimmed
         .strip_prefix("sftp://")
-        .or_else(|| addr.strip_prefix("ssh://"))
-        .unwrap_or(addr);
-    if addr.is_empty() {
-        return Err(bad("empty address"));
-    }
-    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err(bad("unexpected text after ']'")),
-        }
-    } else {
-        match addr.rsplit_once(':') {
-            Some((host, _)) if host.contains(':') => (addr, None), // bare IPv6
-            Some((host, port)) => (host, Some(port)),
-            None => (addr, None),
-        }
-    };
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| bad("port is not a number 0-65535"))?,
-        None => 22,
-    };
-    if host.is_empty() {
-        return Err(bad("empty host"));
-    }
-    Ok((host.to_string(), port))
+        .or_else(|| trimmed.strip_prefix("ssh://"))
+        .unwrap_or(trimmed);
+    HostPort::parse(bare, 22)
+        .map(|a| (a.host, a.port))
+        .map_err(|e| SftpError::Address {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -3,9 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use etl_service::Shutdown;
 
 /// Runs file-etl connectors: an SFTP CSV/TSV source producing to Kafka and a
 /// JDBC-style sink writing to Postgres. gRPC etl.v1.ConnectManager and a
@@ -38,27 +36,14 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Healthcheck { addr }) => etl_service::healthcheck_command(&addr).await,
-        None => match run(cli.config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "connect-manager failed");
-                eprintln!("connect-manager: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        None => {
+            etl_service::serve_main("connect-manager", |shutdown| async move {
+                connect_manager::start(cli.config, shutdown)
+                    .await?
+                    .wait()
+                    .await
+            })
+            .await
+        }
     }
-}
-
-async fn run(config: connect_manager::Config) -> anyhow::Result<()> {
-    let _telemetry =
-        etl_telemetry::init("connect-manager").context("failed to set up telemetry")?;
-    let shutdown = Shutdown::on_signals();
-    let running = connect_manager::start(config, shutdown)
-        .await
-        .context("failed to start connect-manager")?;
-    running
-        .wait()
-        .await
-        .context("connect-manager stopped with an error")?;
-    Ok(())
 }

@@ -1236,6 +1236,10 @@ fn wait_group_empty(brokers: &str, group: &str) -> Result<(), Error> {
                 GROUP_EMPTY_TIMEOUT.as_secs()
             )));
         }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "runs inside spawn_blocking (see `blocking`)"
+        )]
         std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -191,7 +191,14 @@ pub(crate) async fn watch_dependencies(
             health.set(ok).await;
             serving = Some(ok);
         }
-        if !shutdown.sleep(Duration::from_secs(3)).await {
+        // Quick while waiting (a stack starting up waits on this probe), slow
+        // once serving (each check is a login to the SFTP server).
+        let pause = if ok {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_millis(200)
+        };
+        if !shutdown.sleep(pause).await {
             health.set(false).await;
             return;
         }
@@ -201,11 +208,13 @@ pub(crate) async fn watch_dependencies(
 async fn check_dependencies(config: &Config, client: &ClientAuth) -> (bool, String) {
     let sftp = async {
         let cfg = config.endpoints.sftp_config()?;
-        let client = tokio::time::timeout(Duration::from_secs(10), SftpClient::connect(&cfg))
-            .await
-            .map_err(|_| {
-                Error::Config(format!("SFTP server {} does not answer", cfg.server()))
-            })??;
+        let host_keys = config.endpoints.host_keys()?;
+        let client = tokio::time::timeout(
+            Duration::from_secs(10),
+            SftpClient::connect_with(&cfg, &host_keys),
+        )
+        .await
+        .map_err(|_| Error::Config(format!("SFTP server {} does not answer", cfg.server())))??;
         let _ = client.close().await;
         Ok::<_, Error>(())
     };

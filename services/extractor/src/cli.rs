@@ -139,8 +139,8 @@ impl Cli {
     /// code; errors are logged and printed to stderr with their context.
     pub async fn run(self) -> ExitCode {
         let result = match self.command {
-            None => serve(self.config).await,
-            Some(Command::Serve(config)) => serve(config).await,
+            None => return serve(self.config).await,
+            Some(Command::Serve(config)) => return serve(config).await,
             Some(Command::Run(args)) => run(args).await,
             Some(Command::Generate(args)) => write_generated(&args),
             Some(Command::Healthcheck { addr }) => {
@@ -158,16 +158,11 @@ impl Cli {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let _telemetry = etl_telemetry::init("extractor").context("failed to set up telemetry")?;
-    let shutdown = Shutdown::on_signals();
-    let running = crate::start(config, shutdown)
-        .await
-        .context("failed to start the extractor")?;
-    running
-        .wait()
-        .await
-        .context("the extractor stopped with an error")
+async fn serve(config: Config) -> ExitCode {
+    etl_service::serve_main("extractor", |shutdown| async move {
+        crate::start(config, shutdown).await?.wait().await
+    })
+    .await
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use etl_service::ClientAuth;
-use etl_sftp::{SftpAuth, SftpConfig};
+use etl_sftp::{HostKeyPolicy, SftpAuth, SftpConfig};
 
 use crate::{
     Error,
@@ -39,6 +39,23 @@ pub struct Endpoints {
         hide_default_value = true
     )]
     pub sftp_password: String,
+
+    /// Trust only the SFTP server whose host key has this SHA-256 fingerprint
+    /// (`SHA256:…`, as `ssh-keygen -lf` and `sftp-gateway host-key` print it).
+    /// Without it or --sftp-known-hosts, the first key seen in a run is
+    /// trusted for the rest of that run (logged with its fingerprint).
+    #[arg(long, env = "ETL_SFTP_HOST_KEY_FINGERPRINT", value_name = "SHA256:…")]
+    pub sftp_host_key_fingerprint: Option<String>,
+
+    /// OpenSSH known_hosts file listing the SFTP server's host key; a server
+    /// missing from it, or with another key, is refused.
+    #[arg(long, env = "ETL_SFTP_KNOWN_HOSTS", value_name = "FILE")]
+    pub sftp_known_hosts: Option<PathBuf>,
+
+    /// With --sftp-known-hosts: a server missing from the file is trusted and
+    /// added to it (a changed key is still refused).
+    #[arg(long, env = "ETL_SFTP_TRUST_ON_FIRST_USE")]
+    pub sftp_trust_on_first_use: bool,
 
     /// gRPC URL of the sink-verifier, which is told each uploaded file's row digests
     /// (RegisterFile) and when a run is complete (CompleteRun). Empty: no registration.
@@ -78,6 +95,9 @@ impl Default for Endpoints {
             sftp_addr: "127.0.0.1:2222".into(),
             sftp_user: "etl".into(),
             sftp_password: "etl".into(),
+            sftp_host_key_fingerprint: None,
+            sftp_known_hosts: None,
+            sftp_trust_on_first_use: false,
             verifier_url: "http://127.0.0.1:50054".into(),
             gateway_url: "http://127.0.0.1:50052".into(),
             upload_deadline_secs: DEFAULT_DEADLINE.as_secs(),
@@ -91,6 +111,9 @@ impl fmt::Debug for Endpoints {
             .field("sftp_addr", &self.sftp_addr)
             .field("sftp_user", &self.sftp_user)
             .field("sftp_password", &"***")
+            .field("sftp_host_key_fingerprint", &self.sftp_host_key_fingerprint)
+            .field("sftp_known_hosts", &self.sftp_known_hosts)
+            .field("sftp_trust_on_first_use", &self.sftp_trust_on_first_use)
             .field("verifier_url", &self.verifier_url)
             .field("gateway_url", &self.gateway_url)
             .field("upload_deadline_secs", &self.upload_deadline_secs)
@@ -112,11 +135,21 @@ impl Endpoints {
         )?)
     }
 
+    /// Which SFTP host keys to trust, from the three host key flags.
+    pub fn host_keys(&self) -> Result<HostKeyPolicy, Error> {
+        Ok(HostKeyPolicy::from_settings(
+            self.sftp_host_key_fingerprint.as_deref(),
+            self.sftp_known_hosts.as_deref(),
+            self.sftp_trust_on_first_use,
+        )?)
+    }
+
     /// The upload target; `register` = false leaves the verifier out. `auth`:
     /// what the calls to the gateway and the verifier carry (token, CA).
     pub fn upload_target(&self, register: bool, auth: ClientAuth) -> Result<UploadTarget, Error> {
         Ok(UploadTarget {
             sftp: self.sftp_config()?,
+            host_keys: self.host_keys()?,
             auth,
             gateway_url: non_empty(&self.gateway_url),
             verifier_url: if register {

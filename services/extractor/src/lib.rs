@@ -16,15 +16,16 @@
 //!   rename that publishes the file (registered before published, so the
 //!   verifier knows every file a connector can see); `CompleteRun`. Files
 //!   already published by an earlier attempt are skipped, stale temporaries of
-//!   the run removed; lost connections and an unavailable verifier are retried.
-//! - `retry`: backoff with jitter until a per-file deadline.
+//!   the run removed; lost connections and an unavailable verifier are retried
+//!   (`etl_service::Retry`: backoff with jitter until a per-file deadline).
 //! - [`run`]: one run end to end ([`run::extract`]): a reader thread, transform
 //!   workers and concurrent uploads joined by bounded channels; chunk numbers
 //!   follow reading order and the run id derives from the inputs' content and
 //!   the options, so reruns resume without duplicates or gaps.
 //! - [`progress`]: live counters, the end-of-run [`Summary`](progress::Summary), progress bar.
 //! - [`generate`]: deterministic synthetic reviews (mostly English, some
-//!   German/French/Spanish, awkward characters) for demos, tests and benches.
+//!   German/French/Spanish, awkward characters) for demos, tests and benches;
+//!   `etl-datagen`'s generator, re-exported (etlctl uses that crate directly).
 //! - `api`: gRPC `etl.v1.Extractor` (`StartRun`, `WatchRun`) and the health loop.
 //!   `StartRun` reads only files below `--input-dir` (ETL_INPUT_DIRS, default
 //!   `./input`; symlinks resolved first), and refuses any other path with one
@@ -46,7 +47,6 @@ pub mod config;
 mod error;
 pub mod generate;
 pub mod progress;
-mod retry;
 pub mod run;
 pub mod source;
 pub mod transform;

@@ -88,128 +88,31 @@ pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
 /// The Amazon review CSV (`label,title,body`, no header), RFC 4180 quoting.
 ///
-/// The parser is a small state machine over the bytes rather than the `csv`
-/// crate, because it must report *physical* line numbers, and empty lines,
-/// which `csv` skips silently (and then counts towards the next record).
-/// It reads like `csv`: a quote inside an unquoted field is literal, text
-/// after a closing quote is appended, `\r\n` and `\n` both end a line.
+/// Parsed by `csv-core` (the engine of the `csv` crate), driven here because
+/// `csv`'s reader cannot say where a record starts: it skips empty lines
+/// silently and stamps the next record with the first skipped line. The
+/// driver takes the empty lines off before each record (reporting each with
+/// its line) and sets the line counter, so every record and bad line carries
+/// its physical line. It reads exactly like `csv`: a quote inside an unquoted
+/// field is literal, text after a closing quote is appended, `\r\n` and `\n`
+/// both end a line.
+///
+/// Measured with `cargo bench -p extractor --bench source` (20,000 generated
+/// rows, 4.8 MB): 6.3 ms here, 6.7 ms for `csv` reading the same bytes into
+/// `ByteRecord`s without any of these reports, and 21.5 ms for the
+/// hand-written byte state machine this replaced.
 pub struct AmazonCsv<R: Read> {
     reader: BufReader<R>,
     path: String,
-    machine: Machine,
+    core: csv_core::Reader,
+    /// The physical line the next record or empty line starts on (1-based).
+    line: u64,
+    /// Field bytes and field ends of the record being read (csv-core's output).
+    fields: Vec<u8>,
+    ends: Vec<usize>,
     bytes: u64,
     first: bool,
     done: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    FieldStart,
-    Unquoted,
-    Quoted,
-    /// A quote inside a quoted field: the closing one, or the first of `""`.
-    QuoteInQuoted,
-}
-
-/// A complete record (or empty line) starting on `line`.
-enum Event {
-    Record(u64),
-    Empty(u64),
-}
-
-struct Machine {
-    state: State,
-    /// The physical line being read (1-based).
-    line: u64,
-    in_record: bool,
-    record_line: u64,
-    record_bytes: usize,
-    saw_quote: bool,
-    fields: Vec<Vec<u8>>,
-    field: Vec<u8>,
-}
-
-impl Machine {
-    fn new() -> Self {
-        Self {
-            state: State::FieldStart,
-            line: 1,
-            in_record: false,
-            record_line: 1,
-            record_bytes: 0,
-            saw_quote: false,
-            fields: Vec::with_capacity(3),
-            field: Vec::new(),
-        }
-    }
-
-    #[inline]
-    fn step(&mut self, b: u8) -> Option<Event> {
-        if !self.in_record {
-            self.in_record = true;
-            self.record_line = self.line;
-            self.record_bytes = 0;
-            self.saw_quote = false;
-        }
-        self.record_bytes += 1;
-        let event = match (self.state, b) {
-            (State::Quoted, b'"') => {
-                self.state = State::QuoteInQuoted;
-                None
-            }
-            (State::Quoted, _) => {
-                self.field.push(b);
-                None
-            }
-            (State::QuoteInQuoted, b'"') => {
-                self.field.push(b'"');
-                self.state = State::Quoted;
-                None
-            }
-            (State::FieldStart, b'"') => {
-                self.saw_quote = true;
-                self.state = State::Quoted;
-                None
-            }
-            (_, b',') => {
-                self.end_field();
-                self.state = State::FieldStart;
-                None
-            }
-            (_, b'\n') => Some(self.end_record()),
-            (_, _) => {
-                self.field.push(b);
-                self.state = State::Unquoted;
-                None
-            }
-        };
-        if b == b'\n' {
-            self.line += 1;
-        }
-        event
-    }
-
-    fn end_field(&mut self) {
-        self.fields.push(std::mem::take(&mut self.field));
-    }
-
-    /// Ends the record at a line end (or the end of input).
-    fn end_record(&mut self) -> Event {
-        // `\r\n` line ends: the `\r` is not data (inside quotes it is, and
-        // that case never gets here).
-        if self.field.last() == Some(&b'\r') {
-            self.field.pop();
-        }
-        self.end_field();
-        self.state = State::FieldStart;
-        self.in_record = false;
-        if self.fields.len() == 1 && self.fields[0].is_empty() && !self.saw_quote {
-            self.fields.clear();
-            Event::Empty(self.record_line)
-        } else {
-            Event::Record(self.record_line)
-        }
-    }
 }
 
 impl AmazonCsv<File> {
@@ -228,36 +131,124 @@ impl<R: Read> AmazonCsv<R> {
         Self {
             reader: BufReader::with_capacity(256 * 1024, reader),
             path: path.to_string(),
-            machine: Machine::new(),
+            // Only `\n` ends a record; a `\r` before it is taken off the last field.
+            core: csv_core::ReaderBuilder::new()
+                .terminator(csv_core::Terminator::Any(b'\n'))
+                .build(),
+            line: 1,
+            fields: vec![0; 4096],
+            ends: vec![0; 8],
             bytes: 0,
             first: true,
             done: false,
         }
     }
 
-    fn item(&mut self, event: Event) -> Item {
-        let line = match event {
-            Event::Empty(line) => {
-                return Item::Bad(BadRow {
-                    line,
-                    kind: BadKind::EmptyLine,
-                    reason: "empty line".into(),
-                });
-            }
-            Event::Record(line) => line,
+    fn input_error(path: &str, error: std::io::Error) -> Error {
+        Error::Input {
+            path: path.into(),
+            error,
+        }
+    }
+
+    /// Takes an empty line (`\n` or `\r\n`) off the front of the input, if
+    /// one is there, and says which line it was.
+    fn empty_line(&mut self) -> Result<Option<u64>, Error> {
+        let buf = self
+            .reader
+            .fill_buf()
+            .map_err(|e| Self::input_error(&self.path, e))?;
+        let len = match buf {
+            [b'\n', ..] => 1,
+            [b'\r', b'\n', ..] => 2,
+            _ => return Ok(None),
         };
-        let raw = std::mem::take(&mut self.machine.fields);
+        self.reader.consume(len);
+        self.bytes += len as u64;
+        let line = self.line;
+        self.line += 1;
+        Ok(Some(line))
+    }
+
+    /// Reads one record into `fields`/`ends`; `None` at the end of input.
+    /// Returns its field count and how many input bytes it took.
+    fn read_record(&mut self) -> Result<Option<(usize, usize)>, Error> {
+        use csv_core::ReadRecordResult as R;
+        self.core.set_line(self.line);
+        let (mut out, mut nends, mut taken) = (0, 0, 0);
+        loop {
+            let buf = self
+                .reader
+                .fill_buf()
+                .map_err(|e| Self::input_error(&self.path, e))?;
+            let (result, nin, nout, nend) =
+                self.core
+                    .read_record(buf, &mut self.fields[out..], &mut self.ends[nends..]);
+            self.reader.consume(nin);
+            self.bytes += nin as u64;
+            taken += nin;
+            out += nout;
+            nends += nend;
+            match result {
+                R::InputEmpty => {}
+                R::OutputFull => {
+                    let len = self.fields.len();
+                    self.fields.resize(len * 2, 0);
+                }
+                R::OutputEndsFull => {
+                    let len = self.ends.len();
+                    self.ends.resize(len * 2, 0);
+                }
+                R::Record => {
+                    self.line = self.core.line();
+                    return Ok(Some((nends, taken)));
+                }
+                R::End => return Ok(None),
+            }
+            if taken > MAX_RECORD_BYTES {
+                return Err(Self::input_error(
+                    &self.path,
+                    std::io::Error::other(format!(
+                        "the record starting on line {} is longer than {} MiB: is a quote missing its closing quote?",
+                        self.line,
+                        MAX_RECORD_BYTES / (1024 * 1024)
+                    )),
+                ));
+            }
+        }
+    }
+
+    /// The item for the record just read: `count` fields in `fields`/`ends`,
+    /// starting on `line`, `taken` bytes long.
+    fn item(&mut self, line: u64, count: usize, taken: usize) -> Item {
+        let mut last_end = if count > 0 { self.ends[count - 1] } else { 0 };
+        // `\r\n` line ends: the `\r` is not data.
+        if last_end > 0 && self.fields[last_end - 1] == b'\r' {
+            last_end -= 1;
+            self.ends[count - 1] = last_end;
+        }
+        // A `\r\n` that arrived split across two reads reaches csv-core as
+        // a record of one empty field: it is an empty line all the same.
+        if count == 1 && last_end == 0 && taken <= 2 {
+            return Item::Bad(BadRow {
+                line,
+                kind: BadKind::EmptyLine,
+                reason: "empty line".into(),
+            });
+        }
         let bad = |kind, reason: String| Item::Bad(BadRow { line, kind, reason });
-        if raw.len() != 3 {
+        if count != 3 {
             return bad(
                 BadKind::WrongColumnCount,
-                format!("expected 3 fields (label,title,body), found {}", raw.len()),
+                format!("expected 3 fields (label,title,body), found {count}"),
             );
         }
         let mut fields = [String::new(), String::new(), String::new()];
-        for (i, (bytes, out)) in raw.into_iter().zip(fields.iter_mut()).enumerate() {
-            match String::from_utf8(bytes) {
-                Ok(s) => *out = s,
+        let mut start = 0;
+        for (i, out) in fields.iter_mut().enumerate() {
+            let end = self.ends[i];
+            match std::str::from_utf8(&self.fields[start..end]) {
+                Ok(s) => *out = s.to_string(),
                 Err(e) => {
                     return bad(
                         BadKind::InvalidUtf8,
@@ -265,11 +256,12 @@ impl<R: Read> AmazonCsv<R> {
                             "field {} ({}) is not valid UTF-8 at byte {}",
                             i + 1,
                             ["label", "title", "body"][i],
-                            e.utf8_error().valid_up_to()
+                            e.valid_up_to()
                         ),
                     );
                 }
             }
+            start = end;
         }
         let [mut label, title, body] = fields;
         if std::mem::take(&mut self.first) && label.starts_with('\u{feff}') {
@@ -287,46 +279,22 @@ impl<R: Read> AmazonCsv<R> {
 
 impl<R: Read + Send> Source for AmazonCsv<R> {
     fn next_item(&mut self) -> Result<Option<Item>, Error> {
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            let buf = self.reader.fill_buf().map_err(|error| Error::Input {
-                path: self.path.clone().into(),
-                error,
-            })?;
-            if buf.is_empty() {
+        if self.done {
+            return Ok(None);
+        }
+        if let Some(line) = self.empty_line()? {
+            return Ok(Some(Item::Bad(BadRow {
+                line,
+                kind: BadKind::EmptyLine,
+                reason: "empty line".into(),
+            })));
+        }
+        let line = self.line;
+        match self.read_record()? {
+            Some((count, taken)) => Ok(Some(self.item(line, count, taken))),
+            None => {
                 self.done = true;
-                if self.machine.in_record {
-                    // The last line has no line end.
-                    let event = self.machine.end_record();
-                    return Ok(Some(self.item(event)));
-                }
-                return Ok(None);
-            }
-            let mut used = 0;
-            let mut event = None;
-            for &b in buf {
-                used += 1;
-                if let Some(e) = self.machine.step(b) {
-                    event = Some(e);
-                    break;
-                }
-            }
-            self.reader.consume(used);
-            self.bytes += used as u64;
-            if let Some(event) = event {
-                return Ok(Some(self.item(event)));
-            }
-            if self.machine.record_bytes > MAX_RECORD_BYTES {
-                return Err(Error::Input {
-                    path: self.path.clone().into(),
-                    error: std::io::Error::other(format!(
-                        "the record starting on line {} is longer than {} MiB: is a quote missing its closing quote?",
-                        self.machine.record_line,
-                        MAX_RECORD_BYTES / (1024 * 1024)
-                    )),
-                });
+                Ok(None)
             }
         }
     }
@@ -476,5 +444,44 @@ mod tests {
         let mut src = AmazonCsv::from_reader(&data[..], "t");
         while src.next_item().expect("reads").is_some() {}
         assert_eq!(src.bytes_read(), data.len() as u64);
+    }
+
+    /// Hands out one byte per read, so that every line end and quote falls
+    /// on a buffer boundary somewhere.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(out)) => {
+                    *out = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_the_same_whatever_the_buffer_boundaries() {
+        for data in [
+            &b"\n1,a,b\n\n\n2,c,d\n\n"[..],
+            b"1,a,b\r\n\r\n2,c,d",
+            b"2,5\" screen,\"quoted\"tail\n1,\"\",\"a\r\nb\"\r\n\"\"\n\r",
+            b"1,a,b\n1,only two\n2,\"multi\nline\",x,extra\n2,c,d\n",
+            b"1,a,b\n2,ok,caf\xe9\n2,c,d\n",
+        ] {
+            let mut src = AmazonCsv {
+                reader: BufReader::with_capacity(1, Trickle(data)),
+                ..AmazonCsv::from_reader(Trickle(data), "t")
+            };
+            let mut got = Vec::new();
+            while let Some(item) = src.next_item().expect("reads") {
+                got.push(item);
+            }
+            assert_eq!(got, items(data), "{:?}", String::from_utf8_lossy(data));
+            assert_eq!(src.bytes_read(), data.len() as u64);
+        }
     }
 }

@@ -32,7 +32,7 @@
 use std::{
     future::Future,
     sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use etl_core::naming::{is_hidden, parse_chunk_file_name, temp_name};
@@ -40,17 +40,13 @@ use etl_proto::v1::{
     AnnounceUploadRequest, CompleteRunRequest, RegisterFileRequest, TraceContext,
     sftp_gateway_client::SftpGatewayClient, sink_verifier_client::SinkVerifierClient,
 };
-use etl_service::{AuthChannel, ClientAuth, Shutdown};
-use etl_sftp::{SftpClient, SftpConfig, SftpError};
+use etl_service::{AuthChannel, ClientAuth, Retry, Shutdown, is_transient};
+use etl_sftp::{HostKeyPolicy, SftpClient, SftpConfig, SftpError};
 use tokio::sync::Mutex;
 use tonic::Code;
 use tracing::{Instrument, Span};
 
-use crate::{
-    Error,
-    chunk::ChunkFile,
-    retry::{Retry, is_transient},
-};
+use crate::{Error, chunk::ChunkFile};
 
 /// Where new files go, relative to the SFTP user's root.
 pub const INPUT_DIR: &str = "input";
@@ -63,6 +59,9 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 #[derive(Clone, Debug)]
 pub struct UploadTarget {
     pub sftp: SftpConfig,
+    /// Which host keys to trust. Whatever it says, every session of a run
+    /// must meet the key of the run's first session.
+    pub host_keys: HostKeyPolicy,
     /// What the gRPC calls to the gateway and the verifier carry (token, CA).
     pub auth: ClientAuth,
     /// gRPC URL of the sftp-gateway for `AnnounceUpload`; `None` = no announcements.
@@ -99,6 +98,7 @@ struct Session {
 /// An SFTP session (reopened when it breaks) plus the gRPC clients of one run.
 pub struct Uploader {
     sftp_config: SftpConfig,
+    host_keys: HostKeyPolicy,
     server: String,
     session: Mutex<Session>,
     gateway: Option<SftpGatewayClient<Traced>>,
@@ -149,13 +149,6 @@ fn channel(auth: &ClientAuth, url: &str, what: &str) -> Result<Traced, Error> {
     ))
 }
 
-pub(crate) fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 /// `dir/name` on the server.
 fn remote(dir: &str, name: &str) -> String {
     format!("{dir}/{name}")
@@ -183,6 +176,7 @@ impl Uploader {
         };
         let uploader = Self {
             sftp_config: target.sftp.clone(),
+            host_keys: target.host_keys.clone(),
             server: target.sftp.server(),
             session: Mutex::default(),
             announce: AtomicBool::new(gateway.is_some()),
@@ -229,7 +223,7 @@ impl Uploader {
         }
         let opened = match &s.host_key {
             Some(key) => SftpClient::connect_pinned(&self.sftp_config, key).await,
-            None => SftpClient::connect(&self.sftp_config).await,
+            None => SftpClient::connect_with(&self.sftp_config, &self.host_keys).await,
         };
         let client = opened.map_err(|e| {
             let transient = e.is_connection();
@@ -339,7 +333,11 @@ impl Uploader {
             retry_in_ms = pause.as_millis() as u64,
             "failed; retrying"
         );
-        retry.wait(pause, &self.stop).await
+        if retry.wait(pause, &self.stop).await {
+            Ok(())
+        } else {
+            Err(Error::Cancelled)
+        }
     }
 
     /// Runs `attempt` until it succeeds, retrying failures that may pass.
@@ -399,7 +397,7 @@ impl Uploader {
                     let at = entry
                         .modified_unix
                         .map(|s| s as i64 * 1000)
-                        .unwrap_or_else(now_unix_ms);
+                        .unwrap_or_else(etl_core::time::now_unix_ms);
                     return Ok(Some(at));
                 }
                 Err(e) if e.is_not_found() => {}
@@ -490,8 +488,13 @@ impl Uploader {
 
         if !upload.registered {
             upload.step = Step::Verifier;
-            self.register(chunk, now_unix_ms(), traceparent, chunk_span)
-                .await?;
+            self.register(
+                chunk,
+                etl_core::time::now_unix_ms(),
+                traceparent,
+                chunk_span,
+            )
+            .await?;
             upload.registered = true;
             upload.step = Step::Sftp;
         }

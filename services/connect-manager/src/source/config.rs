@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use etl_core::{Field, FieldType, Schema};
-use etl_sftp::{SftpAuth, SftpConfig};
+use etl_sftp::{HostKeyPolicy, SftpAuth, SftpConfig};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -37,6 +37,8 @@ pub(crate) enum OnError {
 pub(crate) struct SourceConfig {
     pub(crate) topic: String,
     pub(crate) sftp: SftpConfig,
+    /// Which SFTP host keys to trust.
+    pub(crate) host_keys: HostKeyPolicy,
     pub(crate) input_path: String,
     pub(crate) finished_path: String,
     pub(crate) error_path: String,
@@ -120,6 +122,21 @@ impl SourceConfig {
         let port: u16 = o.number("sftp.port", 22, 1, u16::MAX)?;
         let user = o.string("sftp.username", "etl");
         let password = o.raw("sftp.password").to_string();
+        let passphrase = o.get("tls.passphrase").map(str::to_string);
+        let auth = match o.get("tls.private.key").map(str::trim) {
+            None | Some("") => SftpAuth::Password(password),
+            Some(key) if key.contains("-----BEGIN") => SftpAuth::KeyPem {
+                pem: key.to_string(),
+                passphrase,
+            },
+            Some(path) => SftpAuth::key(path, passphrase),
+        };
+        let host_keys = HostKeyPolicy::from_settings(
+            o.get("sftp.host.key.fingerprint"),
+            o.get("sftp.known.hosts.file").map(std::path::Path::new),
+            o.boolean("sftp.host.key.trust.on.first.use", false)?,
+        )
+        .map_err(|e| o.error(e.to_string()))?;
         let gateway_url = match o.get("etl.gateway.url") {
             None => None,
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.to_string()),
@@ -205,8 +222,9 @@ impl SourceConfig {
                 host,
                 port,
                 user,
-                auth: SftpAuth::Password(password),
+                auth,
             },
+            host_keys,
             topic,
         };
         if config.input_path == config.finished_path || config.input_path == config.error_path {

@@ -29,7 +29,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use etl_core::{
@@ -220,6 +220,7 @@ async fn warm_up(producer: &FutureProducer, topic: &str) {
             match led {
                 Ok(true) => return Ok(()),
                 Ok(false) if std::time::Instant::now() < deadline => {
+                    #[expect(clippy::disallowed_methods, reason = "runs inside spawn_blocking")]
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Ok(false) => return Err("partitions without a leader".to_string()),
@@ -251,7 +252,7 @@ async fn connect_sftp(
         config.sftp.user
     );
     retry(&what, shutdown, || async {
-        let client = SftpClient::connect(&config.sftp)
+        let client = SftpClient::connect_with(&config.sftp, &config.host_keys)
             .await
             .inspect_err(|e| status.waiting(e.to_string()))?;
         for dir in [
@@ -445,10 +446,7 @@ async fn scan(
     left_alone: &std::collections::BTreeMap<String, FileStat>,
 ) -> Result<Vec<String>, SftpError> {
     let entries = sftp.list(&config.input_path).await?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
+    let now = u64::try_from(etl_core::time::now_unix_ms()).unwrap_or(0);
     let min_age = min_age.as_millis() as u64;
     Ok(entries
         .into_iter()

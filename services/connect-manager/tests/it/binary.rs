@@ -87,6 +87,10 @@ fn sigterm_stops_it_cleanly_even_without_kafka() {
             Instant::now() < deadline,
             "still running 20 s after SIGTERM"
         );
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous test waiting for a child process"
+        )]
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -25,3 +25,4 @@ mod kafka_connect;
 mod pipeline;
 mod rest;
 mod security;
+mod sftp_trust;

@@ -168,3 +168,75 @@ async fn start_run_reads_only_below_the_input_dirs_and_says_so_the_same_way() {
         .expect("stops in time")
         .expect("clean stop");
 }
+
+/// The uploader checks the server's host key: a pinned fingerprint that is not
+/// the gateway's, or a known_hosts file that lists another key, stops the run
+/// at once with a host key error (not retried until the deadline), and nothing
+/// is uploaded; the gateway's own fingerprint lets the run through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_key_other_than_the_pinned_one_is_refused() {
+    let stack = Stack::start().await;
+    let input_dir = stack.dir.path().join("inputs");
+    std::fs::create_dir_all(&input_dir).expect("mkdir");
+    let input = input_file(&input_dir, "shop.csv", 300, 5, LabelScheme::Stars);
+    let run = |endpoints: extractor::Endpoints, run_id: &'static str| {
+        let mut opts = extractor::RunOptions::new(vec![extractor::SourceSpec {
+            name: "shop".into(),
+            path: input.clone(),
+            labels: LabelScheme::Stars,
+        }]);
+        opts.run_id = Some(run_id.into());
+        opts.chunk_size = 100;
+        opts.upload = Some(
+            endpoints
+                .upload_target(true, ClientAuth::none())
+                .expect("target"),
+        );
+        extractor::extract(
+            opts,
+            std::sync::Arc::new(extractor::Progress::new()),
+            Shutdown::new(),
+        )
+    };
+
+    // A pinned fingerprint of some other key.
+    let mut pinned = stack.endpoints();
+    pinned.sftp_host_key_fingerprint =
+        Some("SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+    let started = Instant::now();
+    let err = run(pinned, "run-pinned").await.expect_err("refused");
+    assert!(
+        err.to_string().to_lowercase().contains("host key"),
+        "the error names the host key: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused at once, not retried until the deadline"
+    );
+
+    // A known_hosts file that lists another key for this server.
+    let known = stack.dir.path().join("known_hosts");
+    let addr = stack.endpoints().sftp_addr;
+    let port = addr.rsplit(':').next().expect("port");
+    std::fs::write(
+        &known,
+        format!(
+            "[127.0.0.1]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdK1g3Ns6mlUK6kETV4Wj3Y3rRvaxXuYVtq+5cEt3Mq\n"
+        ),
+    )
+    .expect("known_hosts");
+    let mut listed = stack.endpoints();
+    listed.sftp_known_hosts = Some(known);
+    let err = run(listed, "run-known").await.expect_err("refused");
+    assert!(
+        err.to_string().to_lowercase().contains("host key"),
+        "the error names the host key: {err}"
+    );
+    assert!(stack.uploaded().is_empty(), "nothing was uploaded");
+
+    // The gateway's own fingerprint.
+    let mut right = stack.endpoints();
+    right.sftp_host_key_fingerprint = Some(stack.gateway().host_key_fingerprint().to_string());
+    let summary = run(right, "run-right").await.expect("the run passes");
+    assert_eq!(summary.files, 3);
+}

@@ -262,6 +262,10 @@ impl Service {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return;
             }
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a synchronous stop, called after the runtime's work is done"
+            )]
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 const SERVICES: [&str; 4] = [
     "extractor",
@@ -25,13 +25,13 @@ fn root() -> PathBuf {
 
 fn compose() -> Value {
     let text = std::fs::read_to_string(root().join("compose.yaml")).expect("read compose.yaml");
-    let mut value: Value = serde_yaml::from_str(&text).expect("compose.yaml is valid YAML");
+    let mut value: Value = serde_yaml_ng::from_str(&text).expect("compose.yaml is valid YAML");
     // `<<: *anchor` merges, as compose applies them.
     value.apply_merge().expect("merge keys apply");
     value
 }
 
-fn services(c: &Value) -> &serde_yaml::Mapping {
+fn services(c: &Value) -> &serde_yaml_ng::Mapping {
     c["services"].as_mapping().expect("services is a mapping")
 }
 

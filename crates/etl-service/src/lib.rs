@@ -16,21 +16,25 @@
 //!   `https://` URLs; every caller of a service uses it.
 //! - [`tls`]: certificate, key and CA files; a TLS listener for HTTP.
 //! - [`http`]: serve an HTTP router (REST) with the same token and TLS.
+//! - [`process`]: [`serve_main`], the body of every service's `main` once its
+//!   flags are parsed (telemetry, signals, exit code).
 
 pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod grpc;
 pub mod http;
+pub mod process;
 pub mod security;
 pub mod shutdown;
 pub mod tls;
 
-pub use backoff::{Backoff, retry};
+pub use backoff::{Backoff, Retry, is_transient, retry};
 pub use client::{AuthChannel, ClientAuth};
 pub use grpc::{
     Health, bind, healthcheck_command, probe_health, probe_health_with, serve_grpc,
     serve_until_shutdown,
 };
+pub use process::serve_main;
 pub use security::{ApiSecurity, ClientSecurity, ServerSecurity};
 pub use shutdown::Shutdown;

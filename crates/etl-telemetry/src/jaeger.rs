@@ -142,81 +142,44 @@ fn fmt_us(us: u64) -> String {
 }
 
 /// Fetches `/api/traces/{trace_id}` from the Jaeger query endpoint at `base`
-/// (e.g. `http://127.0.0.1:16686`). Plain HTTP/1.1: the query API of the local
-/// stack and of compose is not behind TLS.
+/// (e.g. `http://127.0.0.1:16686`, possibly with a path prefix). Plain HTTP:
+/// the query API of the local stack and of compose is not behind TLS, and
+/// reqwest is already in the tree (OTLP's HTTP exporter), without TLS.
 pub async fn fetch_trace(base: &str, trace_id: &str) -> Result<Value, JaegerError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = format!("{}/api/traces/{trace_id}", base.trim_end_matches('/'));
     let http = |reason: String| JaegerError::Http {
         url: url.clone(),
         reason,
     };
-    let rest = base
-        .strip_prefix("http://")
-        .ok_or_else(|| http("only http:// URLs are supported".into()))?;
-    let (hostport, prefix) = match rest.split_once('/') {
-        Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
-        None => (rest, String::new()),
-    };
-    let hostport = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    let mut stream = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::net::TcpStream::connect(&hostport),
-    )
-    .await
-    .map_err(|_| http("connect timed out".into()))?
-    .map_err(|e| http(e.to_string()))?;
-    let host = hostport.split(':').next().unwrap_or("localhost");
-    let req = format!(
-        "GET {prefix}/api/traces/{trace_id} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(req.as_bytes())
-        .await
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
         .map_err(|e| http(e.to_string()))?;
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
+    let response = client
+        .get(&url)
+        .header(http::header::ACCEPT, "application/json")
+        .send()
         .await
-        .map_err(|e| http(e.to_string()))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| http("malformed HTTP response".into()))?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status == "404" {
-        return Err(JaegerError::NotFound(trace_id.to_string()));
+        .map_err(|e| http(error_chain(&e)))?;
+    match response.status() {
+        reqwest::StatusCode::OK => {}
+        reqwest::StatusCode::NOT_FOUND => return Err(JaegerError::NotFound(trace_id.to_string())),
+        other => return Err(http(format!("HTTP {other}"))),
     }
-    if status != "200" {
-        return Err(http(format!("HTTP {status}")));
-    }
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    serde_json::from_str(&body).map_err(|e| JaegerError::Shape(e.to_string()))
+    let body = response.bytes().await.map_err(|e| http(error_chain(&e)))?;
+    serde_json::from_slice(&body).map_err(|e| JaegerError::Shape(e.to_string()))
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+/// reqwest's top-level message ("error sending request") hides the cause
+/// (connection refused, timeout): the user needs the whole chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
     }
     out
 }
@@ -269,8 +232,68 @@ mod tests {
         );
     }
 
-    #[test]
-    fn dechunks_http_bodies() {
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+    /// A one-shot HTTP server that answers with `response`, as raw bytes.
+    async fn serve_once(response: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            s.write_all(&response).await.expect("write");
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn fetches_a_chunked_body_split_inside_a_character() {
+        let body = json!({"data": [{"traceID": "t1", "processes": {},
+            "spans": [{"traceID": "t1", "spanID": "a", "operationName": "résumé", "processID": "p"}]}]})
+        .to_string()
+        .into_bytes();
+        // Cut the body in the middle of the two bytes of the first 'é'.
+        let cut = body
+            .windows(2)
+            .position(|w| w == "é".as_bytes())
+            .expect("an é")
+            + 1;
+        let mut response =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for part in [&body[..cut], &body[cut..]] {
+            response.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            response.extend_from_slice(part);
+            response.extend_from_slice(b"\r\n");
+        }
+        response.extend_from_slice(b"0\r\n\r\n");
+        let base = serve_once(response).await;
+        let json = fetch_trace(&base, "t1").await.expect("fetched");
+        let spans = parse_trace(&json).expect("parses");
+        assert_eq!(spans[0].operation, "résumé");
+    }
+
+    #[tokio::test]
+    async fn a_missing_trace_is_not_found() {
+        let base =
+            serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
+        assert!(matches!(
+            fetch_trace(&base, "nope").await,
+            Err(JaegerError::NotFound(id)) if id == "nope"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_url_and_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let err = fetch_trace(&format!("http://{addr}"), "t1")
+            .await
+            .expect_err("nothing listens");
+        let text = err.to_string();
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 }

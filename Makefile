@@ -58,9 +58,11 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: tansu kafka release ## criterion benchmarks, then 100k rows through the pipeline with tracing on and off
+# Flags of target/release/etl-bench (`--help`): e.g. BENCH_FLAGS=--quick for a smoke run.
+BENCH_FLAGS ?= --tracing-overhead
+bench: tansu kafka release ## criterion benchmarks, then etl-bench on both brokers: floors, burst, steady latency, resources -> $(ETL_DIR)/bench.json
 	$(CARGO) bench --workspace
-	tools/bench-pipeline.sh 100000 3
+	target/release/etl-bench --output $(ETL_DIR)/bench.json $(BENCH_FLAGS)
 
 ifeq ($(STACK),compose)
 demo-small: ## the whole pipeline with 100 rows, then a report

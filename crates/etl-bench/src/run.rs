@@ -1,0 +1,624 @@
+//! The benchmark in order, for each storage: a private stack is started cold
+//! (empty directory) and stopped, started again (the `up` that is timed), then
+//! the warm-up (connectors applied, one file through them), the burst, the
+//! floors on the same stack, the steady phase, the last samples of every
+//! process, and `etlctl down`. With `--tracing-overhead`, one more warm-up and
+//! burst run on a fresh stack with `--no-tracing`.
+//!
+//! Every stack is stopped whatever happens (an error, Ctrl-C): the benchmark
+//! never leaves processes behind. Progress goes to stderr; the table to stdout.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use extractor::chunk::ChunkFile;
+
+use crate::burst::{self, Burst, Windows, per_second, ratio};
+use crate::error::{Error, Result};
+use crate::floors::{self, Floors, ms};
+use crate::report::{self, BenchReport, Machine, Settings, StorageReport, TracingOverhead};
+use crate::resources::{self, Resources};
+use crate::stack::{BROKER, Ports, Stack, Storage};
+use crate::steady::{self, Plan};
+
+/// Measures file-etl on the local stack (private ports and directories, so a
+/// running stack is untouched): floors, the 100k-row burst per stage, steady
+/// latency and resources, on each broker storage. Prints one table and writes
+/// bench.json. Figures are reported against the issue's goals, never asserted.
+/// Needs the release binaries (`cargo build --release --bins`), a JDK with
+/// `make kafka` for the durable broker, and tansu (`make tansu`) for memory.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "etl-bench", version)]
+pub struct Config {
+    /// Broker storages to measure, comma-separated: memory (tansu's memory
+    /// engine) and durable (Apache Kafka, log on disk).
+    #[arg(
+        long = "storage",
+        env = "ETL_BENCH_STORAGES",
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = [Storage::Memory, Storage::Durable]
+    )]
+    pub storages: Vec<Storage>,
+
+    /// Rows of the burst (`etlctl demo --rows`). Default 100000 (10000 with --quick).
+    #[arg(long, env = "ETL_BENCH_ROWS")]
+    pub rows: Option<u64>,
+
+    /// Seed of the burst's input (the steady files use seed + 1).
+    #[arg(long, env = "ETL_BENCH_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Input rows per chunk file of the burst (`etlctl demo --chunk-size`).
+    #[arg(long, env = "ETL_BENCH_CHUNK_SIZE", default_value_t = 1000)]
+    pub chunk_size: u32,
+
+    /// Steady phase: files uploaded per second.
+    #[arg(long, env = "ETL_BENCH_STEADY_RATE", default_value_t = 10.0)]
+    pub steady_rate: f64,
+
+    /// Steady phase: seconds of uploads. Default 60 (5 with --quick).
+    #[arg(long, env = "ETL_BENCH_STEADY_SECONDS")]
+    pub steady_seconds: Option<f64>,
+
+    /// Steady phase: rows per file.
+    #[arg(long, env = "ETL_BENCH_STEADY_ROWS", default_value_t = 100)]
+    pub steady_rows: usize,
+
+    /// A smoke run: 10,000 burst rows and 5 s of steady uploads (explicit
+    /// --rows and --steady-seconds still win).
+    #[arg(long, env = "ETL_BENCH_QUICK")]
+    pub quick: bool,
+
+    /// The etlctl binary that runs the stacks; the service binaries (and the
+    /// extractor of the extractor-alone floor) are taken from its directory.
+    #[arg(
+        long,
+        env = "ETL_BENCH_ETLCTL",
+        default_value = "target/release/etlctl"
+    )]
+    pub etlctl: PathBuf,
+
+    /// Connector configs the demo applies.
+    #[arg(
+        long,
+        env = "ETL_BENCH_CONNECTORS_DIR",
+        default_value = "deploy/connectors"
+    )]
+    pub connectors_dir: PathBuf,
+
+    /// Where bench.json is written.
+    #[arg(long, env = "ETL_BENCH_OUTPUT", default_value = ".etl/bench.json")]
+    pub output: PathBuf,
+
+    /// Parent of the run's temporary directory (stack data, etlctl's output).
+    #[arg(long, env = "ETL_BENCH_WORK_DIR", default_value_os_t = std::env::temp_dir())]
+    pub work_dir: PathBuf,
+
+    /// Keep the temporary directory (stack data, logs) after a successful run;
+    /// it is always kept after a failure.
+    #[arg(long, env = "ETL_BENCH_KEEP")]
+    pub keep: bool,
+
+    /// Run the stacks with --no-tracing (no spans exported: the upload and
+    /// verify stages are then not measured, and produce is read from Kafka).
+    #[arg(long, env = "ETL_BENCH_NO_TRACING")]
+    pub no_tracing: bool,
+
+    /// After each storage, one more burst on a fresh stack with --no-tracing,
+    /// to report the throughput ratio tracing on / off.
+    #[arg(long, env = "ETL_BENCH_TRACING_OVERHEAD")]
+    pub tracing_overhead: bool,
+
+    /// Skip the warm-up: by default the connectors are applied and one steady
+    /// file is sent through them before the burst, so that the burst meets
+    /// running connectors (consumer group joined, table created) as a pipeline
+    /// in service does; that file's latency is reported apart. Without it, the
+    /// burst includes the connectors' start.
+    #[arg(long, env = "ETL_BENCH_NO_WARMUP")]
+    pub no_warmup: bool,
+
+    /// The gateway account the steady files are uploaded with, by profile:
+    /// upload (the extractor's account, as the pipeline uploads) or full
+    /// (connect-manager's own account).
+    #[arg(long, env = "ETL_BENCH_STEADY_PROFILE", default_value = "upload")]
+    pub steady_profile: String,
+
+    /// The sink's table (the connector config's table.name.format).
+    #[arg(long, env = "ETL_BENCH_TABLE", default_value = "review")]
+    pub table: String,
+
+    /// Seconds the demo may take until the verifier's report is complete.
+    #[arg(long, env = "ETL_BENCH_DEMO_TIMEOUT", default_value_t = 900)]
+    pub demo_timeout: u64,
+}
+
+impl Config {
+    pub fn rows(&self) -> u64 {
+        self.rows
+            .unwrap_or(if self.quick { 10_000 } else { 100_000 })
+    }
+
+    pub fn steady_plan(&self) -> Plan {
+        let seconds = self
+            .steady_seconds
+            .unwrap_or(if self.quick { 5.0 } else { 60.0 });
+        Plan {
+            rate: self.steady_rate,
+            duration: Duration::from_secs_f64(seconds.max(0.1)),
+            rows_per_file: self.steady_rows.max(1),
+            seed: self.seed + 1,
+            drain: Duration::from_secs(60),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.steady_rate > 0.0 && self.steady_rate.is_finite()) {
+            return Err(Error::Config(format!(
+                "--steady-rate {} must be a positive number of files per second",
+                self.steady_rate
+            )));
+        }
+        if self.rows() == 0 {
+            return Err(Error::Config("--rows must be at least 1".to_owned()));
+        }
+        if self.storages.is_empty() {
+            return Err(Error::Config("--storage names no storage".to_owned()));
+        }
+        if !self.etlctl.is_file() {
+            return Err(Error::Config(format!(
+                "{} not found: build the release binaries first (`cargo build --release --bins`) \
+                 or point --etlctl at etlctl",
+                self.etlctl.display()
+            )));
+        }
+        if !self.connectors_dir.is_dir() {
+            return Err(Error::Config(format!(
+                "connector directory {} not found (run from the repository root, or set \
+                 --connectors-dir)",
+                self.connectors_dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn extractor(&self) -> PathBuf {
+        self.etlctl.with_file_name("extractor")
+    }
+}
+
+/// Runs everything the config asks for and returns the evaluated report.
+/// The temporary directory is removed on success unless `--keep`.
+pub async fn run(config: &Config) -> Result<BenchReport> {
+    config.validate()?;
+    let absolute = |p: &Path| -> Result<PathBuf> { std::path::absolute(p).map_err(Error::io(p)) };
+    let config = Config {
+        etlctl: absolute(&config.etlctl)?,
+        connectors_dir: absolute(&config.connectors_dir)?,
+        ..config.clone()
+    };
+    let work = make_work_dir(&config.work_dir)?;
+    eprintln!("etl-bench: working in {}", work.display());
+
+    let plan = config.steady_plan();
+    let files = tokio::task::spawn_blocking(move || steady::make_files(&plan, "steady"))
+        .await
+        .map_err(|e| Error::Unexpected {
+            what: "making the steady files".to_owned(),
+            reason: e.to_string(),
+        })??;
+
+    let mut report = BenchReport {
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine: machine(),
+        settings: Settings {
+            rows: config.rows(),
+            seed: config.seed,
+            chunk_size: config.chunk_size,
+            steady_rate_per_s: plan.rate,
+            steady_seconds: plan.duration.as_secs_f64(),
+            steady_rows_per_file: plan.rows_per_file,
+            tracing: !config.no_tracing,
+            quick: config.quick,
+            warmup: !config.no_warmup,
+            steady_profile: config.steady_profile.clone(),
+        },
+        ..BenchReport::default()
+    };
+    for storage in config.storages.clone() {
+        let measured = measure(&config, storage, &work, &files).await;
+        let measured = match measured {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!(
+                    "etl-bench: {}: failed; stack data and logs kept in {}",
+                    storage.name(),
+                    work.display()
+                );
+                return Err(e);
+            }
+        };
+        match storage {
+            Storage::Memory => report.memory = Some(measured),
+            Storage::Durable => report.durable = Some(measured),
+        }
+    }
+    report.evaluate();
+    if config.keep {
+        eprintln!("etl-bench: kept {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(report)
+}
+
+/// `<work-dir>/etl-bench-<pid>-<time>`, readable by the `postgres` user that
+/// runs the stack's cluster when we are root.
+fn make_work_dir(parent: &Path) -> Result<PathBuf> {
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let dir = parent.join(format!("etl-bench-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    open_up(&dir)?;
+    Ok(dir)
+}
+
+fn open_up(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(Error::io(dir))
+}
+
+fn machine() -> Machine {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    Machine {
+        cpus: std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        load_at_start: read("/proc/loadavg"),
+    }
+}
+
+/// A new private stack of `storage` in `<work>/<name>`.
+fn new_stack(
+    config: &Config,
+    storage: Storage,
+    work: &Path,
+    name: &str,
+    tracing: bool,
+) -> Result<Stack> {
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    open_up(&dir)?;
+    Ok(Stack::new(
+        &config.etlctl,
+        &dir,
+        storage,
+        Ports::pick()?,
+        tracing,
+        &work.join(format!("{name}.log")),
+    ))
+}
+
+/// Runs `work` against a started stack, then stops the stack whatever
+/// happened (an error, Ctrl-C). An error of `work` wins over one of `down`.
+async fn then_down<T>(stack: &Stack, work: impl Future<Output = Result<T>>) -> Result<T> {
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted { dir: stack.dir().to_path_buf() }),
+    };
+    let down = stack.down().await;
+    let value = result?;
+    down?;
+    Ok(value)
+}
+
+/// `etlctl up` stopped by Ctrl-C or an error still gets its `down`.
+async fn up(stack: &Stack) -> Result<Duration> {
+    let result = tokio::select! {
+        r = stack.up() => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted { dir: stack.dir().to_path_buf() }),
+    };
+    if result.is_err() {
+        let _ = stack.down().await;
+    }
+    result
+}
+
+/// Everything measured on one storage.
+async fn measure(
+    config: &Config,
+    storage: Storage,
+    work: &Path,
+    files: &[ChunkFile],
+) -> Result<StorageReport> {
+    let name = storage.name();
+    let stack = new_stack(config, storage, work, name, !config.no_tracing)?;
+    eprintln!(
+        "etl-bench: {name}: {} on ports {}-{}; etlctl output in {}",
+        storage.broker(),
+        stack.ports().postgres,
+        stack.ports().jaeger,
+        stack.log().display()
+    );
+
+    let up_cold = up(&stack).await?;
+    stack.down().await?;
+    eprintln!("etl-bench: {name}: first up {} ms", ms(up_cold));
+    let up_warm = up(&stack).await?;
+    eprintln!("etl-bench: {name}: up {} ms", ms(up_warm));
+
+    let mut report = then_down(&stack, async {
+        let mut report = on_a_running_stack(config, &stack, work, files).await?;
+        report.resources.up_cold_ms = ms(up_cold);
+        report.resources.up_ms = ms(up_warm);
+        Ok(report)
+    })
+    .await?;
+
+    if config.tracing_overhead && !config.no_tracing {
+        let off = new_stack(config, storage, work, &format!("{name}-no-tracing"), false)?;
+        up(&off).await?;
+        let burst = then_down(&off, async {
+            warm_up(config, &off, &off.info()?.postgres.url).await?;
+            eprintln!("etl-bench: {name}: burst with --no-tracing");
+            let demo = off
+                .demo(
+                    config.rows(),
+                    config.seed,
+                    config.chunk_size,
+                    &config.connectors_dir,
+                    Duration::from_secs(config.demo_timeout),
+                )
+                .await?;
+            Ok(demo.report.rows_per_second)
+        })
+        .await?;
+        let on = report.burst.rows_per_s;
+        report.tracing_overhead = Some(TracingOverhead {
+            on_rows_per_s: on,
+            off_rows_per_s: burst,
+            ratio: if burst > 0.0 {
+                (on / burst * 100.0).round() / 100.0
+            } else {
+                0.0
+            },
+        });
+    }
+    Ok(report)
+}
+
+/// Warm-up: the connectors applied and one file through them, so that the
+/// burst meets a pipeline in service (consumer group joined, table made).
+/// The file is not any run's, so the verifier has nothing to compare it with,
+/// and its rows are not the burst's. Returns that file's latency.
+async fn warm_up(config: &Config, stack: &Stack, pg_url: &str) -> Result<Option<f64>> {
+    if config.no_warmup {
+        return Ok(None);
+    }
+    eprintln!(
+        "etl-bench: {}: warm-up, connectors and one file",
+        stack.storage().name()
+    );
+    stack.apply_connectors(&config.connectors_dir).await?;
+    let plan = Plan {
+        duration: Duration::from_secs_f64(1.0 / config.steady_rate),
+        ..config.steady_plan()
+    };
+    let file = steady::make_files(&plan, "warmup")?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Unexpected {
+            what: "the warm-up file".to_owned(),
+            reason: "none made".to_owned(),
+        })?;
+    let ms = steady::one_file(
+        file,
+        &gateway(stack, &config.steady_profile)?,
+        pg_url,
+        &config.table,
+        Duration::from_secs(120),
+    )
+    .await?;
+    Ok(Some(ms))
+}
+
+/// The stack's gateway and the login of the account with `profile`, from
+/// `stack.json` as it is now (the gateway publishes its host key once it runs).
+fn gateway(stack: &Stack, profile: &str) -> Result<steady::Gateway> {
+    let info = stack.info()?;
+    Ok(steady::Gateway {
+        addr: info.sftp_addr.clone(),
+        login: info.sftp_login(profile)?,
+        host_key: info.sftp_host_key.clone(),
+    })
+}
+
+/// Burst, floors, steady and the last samples, on the stack `up` started.
+async fn on_a_running_stack(
+    config: &Config,
+    stack: &Stack,
+    work: &Path,
+    files: &[ChunkFile],
+) -> Result<StorageReport> {
+    let name = stack.storage().name();
+    let info = stack.info()?;
+
+    let warmup_ms = warm_up(config, stack, &info.postgres.url).await?;
+
+    // Burst, with every process sampled around it.
+    eprintln!("etl-bench: {name}: burst of {} rows", config.rows());
+    let before = resources::snapshot(&info.processes());
+    let demo = stack
+        .demo(
+            config.rows(),
+            config.seed,
+            config.chunk_size,
+            &config.connectors_dir,
+            Duration::from_secs(config.demo_timeout),
+        )
+        .await?;
+    let after = resources::snapshot(&stack.info()?.processes());
+    let r = &demo.report;
+    eprintln!(
+        "etl-bench: {name}: burst {} rows landed in {} ms ({})",
+        r.rows_landed,
+        r.elapsed_ms,
+        if demo.passed { "PASSED" } else { "FAILED" }
+    );
+
+    let spans = match &info.tracing.jaeger_url {
+        Some(url) if !config.no_tracing => {
+            burst::spans(url, &r.trace_ids, Duration::from_secs(15)).await?
+        }
+        _ => Vec::new(),
+    };
+    let mut records = floors::capture(&info.kafka.bootstrap, &info.kafka.topic).await?;
+    records.retain(|rec| rec.header(etl_telemetry::names::HEADER_RUN) == Some(r.run_id.as_str()));
+    // Every landed row came through the topic (a file sent twice adds records).
+    if (records.len() as u64) < r.rows_landed {
+        return Err(Error::Unexpected {
+            what: format!("topic {}", info.kafka.topic),
+            reason: format!(
+                "{} records read back, fewer than the {} rows landed",
+                records.len(),
+                r.rows_landed
+            ),
+        });
+    }
+    let sink = burst::sink_window(&info.postgres.url, &config.table, &r.run_id).await?;
+    let windows = Windows::new(demo.started_at, r, &spans, sink, &records);
+
+    // Floors, on the same stack.
+    eprintln!("etl-bench: {name}: floors");
+    let chunks = work.join(format!("{name}-extractor-alone"));
+    let extractor = floors::extractor_alone(
+        &config.extractor(),
+        Path::new(&r.input),
+        config.chunk_size,
+        &chunks,
+        stack.log(),
+    )
+    .await?;
+    let _ = std::fs::remove_dir_all(&chunks);
+    let floor_topic = format!("etl-bench-floor-{}", std::process::id());
+    let produce = floors::produce(&info.kafka.bootstrap, &floor_topic, &records).await?;
+    let (consume, consumed, record_bytes) =
+        floors::consume(&info.kafka.bootstrap, &floor_topic, records.len() as u64).await?;
+    if consumed != records.len() as u64 {
+        return Err(Error::Unexpected {
+            what: format!("topic {floor_topic}"),
+            reason: format!("{} records produced, {consumed} consumed", records.len()),
+        });
+    }
+    let (copy, rows) = floors::copy(
+        &info.postgres.url,
+        &config.table,
+        &r.run_id,
+        "etl_bench_copy_floor",
+    )
+    .await?;
+    let floors = Floors {
+        records: consumed,
+        record_bytes,
+        rows,
+        produce_ms: ms(produce),
+        consume_ms: ms(consume),
+        copy_ms: ms(copy),
+        sum_ms: ms(produce) + ms(consume) + ms(copy),
+        extractor_ms: ms(extractor),
+    };
+    eprintln!(
+        "etl-bench: {name}: floors produce {} ms, consume {} ms, COPY {} ms, extractor {} ms",
+        floors.produce_ms, floors.consume_ms, floors.copy_ms, floors.extractor_ms
+    );
+
+    let burst = Burst {
+        run_id: r.run_id.clone(),
+        passed: demo.passed,
+        rows_generated: r.rows_generated,
+        rows_landed: r.rows_landed,
+        files: r.files,
+        elapsed_ms: r.elapsed_ms,
+        rows_per_s: per_second(r.rows_landed, r.elapsed_ms as f64),
+        ratio_to_floors: ratio(r.elapsed_ms as f64, floors.sum_ms),
+        latency_ms: [
+            ("p50", r.latency_ms.p50),
+            ("p95", r.latency_ms.p95),
+            ("p99", r.latency_ms.p99),
+            ("max", r.latency_ms.max),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        stages: windows.stages(r.rows_landed, &floors),
+        warmup_ms,
+    };
+
+    // Steady.
+    let plan = config.steady_plan();
+    eprintln!(
+        "etl-bench: {name}: steady, {} files of {} rows at {}/s",
+        files.len(),
+        plan.rows_per_file,
+        plan.rate
+    );
+    let steady = steady::run(
+        &plan,
+        files.to_vec(),
+        &gateway(stack, &config.steady_profile)?,
+        &info.postgres.url,
+        &config.table,
+    )
+    .await?;
+    eprintln!(
+        "etl-bench: {name}: steady p50 {} ms, p99 {} ms, {}/{} files landed",
+        steady.latency_ms.p50, steady.latency_ms.p99, steady.files_landed, steady.files
+    );
+
+    // Last samples, just before `down`.
+    let last_info = stack.info()?;
+    let last = resources::snapshot(&last_info.processes());
+    let peak = resources::peak_rss_mb(&last);
+    let per_100k = resources::cpu_seconds(&before, &after)
+        .into_iter()
+        .map(|(k, v)| {
+            let scaled = v
+                .filter(|_| r.rows_landed > 0)
+                .map(|s| (s * 100_000.0 / r.rows_landed as f64 * 100.0).round() / 100.0);
+            (k, scaled)
+        })
+        .collect();
+    let mut restarts: std::collections::BTreeMap<String, u32> = last_info
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.restarts))
+        .collect();
+    restarts.insert(BROKER.to_owned(), last_info.kafka.process.restarts);
+    restarts.insert("postgres".to_owned(), last_info.postgres.process.restarts);
+
+    Ok(StorageReport {
+        storage: name.to_owned(),
+        broker: stack.storage().broker().to_owned(),
+        floors,
+        burst,
+        steady,
+        resources: Resources {
+            up_ms: 0,
+            up_cold_ms: 0,
+            rss_mb: report::service_rss(&peak),
+            broker_rss_mb: peak.get(BROKER).copied().flatten(),
+            cpu_s_per_100k_rows: per_100k,
+            cpu_s_total: resources::cpu_total(&last),
+            restarts,
+        },
+        tracing_overhead: None,
+    })
+}

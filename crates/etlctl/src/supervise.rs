@@ -30,7 +30,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use etl_service::{Backoff, Shutdown};
@@ -675,9 +675,8 @@ fn ignore_hangup() {
     }
 }
 
+/// Wall-clock milliseconds (`stack.json`'s `*_unix_ms`), from the workspace's
+/// one clock helper.
 pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    u64::try_from(etl_core::time::now_unix_ms()).unwrap_or(0)
 }

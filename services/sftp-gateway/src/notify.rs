@@ -25,7 +25,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use etl_proto::v1::{FileEventKind, FileReady, TraceContext};
@@ -304,7 +304,7 @@ impl Notifier {
             user,
             path: rel,
             size,
-            completed_at_unix_ms: unix_ms(),
+            completed_at_unix_ms: etl_core::time::now_unix_ms(),
             trace: Some(trace),
             kind: FileEventKind::Uploaded as i32,
             reason: String::new(),
@@ -336,7 +336,7 @@ impl Notifier {
             user: user.to_string(),
             path: rel.to_string(),
             size,
-            completed_at_unix_ms: unix_ms(),
+            completed_at_unix_ms: etl_core::time::now_unix_ms(),
             trace: traceparent.map(|traceparent| TraceContext {
                 traceparent,
                 tracestate: String::new(),
@@ -430,13 +430,6 @@ pub(crate) fn clean(path: &str) -> String {
         .filter(|p| !p.is_empty() && *p != ".")
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -24,8 +24,19 @@ async fn create_source(stack: &Stack, overrides: &[(&str, &str)]) {
         .expect("source created");
 }
 
+async fn delete_source(stack: &Stack) {
+    stack
+        .grpc()
+        .await
+        .delete_connector(DeleteConnectorRequest {
+            name: SOURCE.into(),
+        })
+        .await
+        .expect("deleted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_source_trusts_only_the_pinned_host_key() {
+async fn the_source_trusts_only_the_servers_known_host_key() {
     let stack = Stack::start().await;
     let name = "pinned__reviews__chunk_000000.csv";
     stack.upload(name, &Chunk::tricky(20, "p").tsv()).await;
@@ -48,15 +59,29 @@ async fn the_source_trusts_only_the_pinned_host_key() {
         stack.local(&format!("input/{name}")).exists(),
         "a refused server's files are not touched"
     );
+    delete_source(&stack).await;
 
-    stack
-        .grpc()
-        .await
-        .delete_connector(DeleteConnectorRequest {
-            name: SOURCE.into(),
-        })
-        .await
-        .expect("deleted");
+    // A known_hosts file that records another key for this server.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = dir.path().join("known_hosts");
+    std::fs::write(
+        &known,
+        format!(
+            "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdK1g3Ns6mlUK6kETV4Wj3Y3rRvaxXuYVtq+5cEt3Mq\n",
+            stack.gateway.sftp_addr.port()
+        ),
+    )
+    .expect("known_hosts");
+    let known = known.display().to_string();
+    create_source(&stack, &[("sftp.known.hosts.file", known.as_str())]).await;
+    eventually("the known_hosts refusal in the status", WAIT, || async {
+        let s = format!("{:?}", stack.status(SOURCE).await);
+        s.contains("records another key for it").then_some(())
+    })
+    .await;
+    assert!(stack.local(&format!("input/{name}")).exists());
+
+    delete_source(&stack).await;
     let right = stack.gateway.host_key_fingerprint().to_string();
     create_source(&stack, &[("sftp.host.key.fingerprint", right.as_str())]).await;
     stack.wait_for_file(&format!("finished/{name}")).await;

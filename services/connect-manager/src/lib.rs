@@ -46,6 +46,8 @@ mod error;
 pub mod status;
 
 mod api;
+#[doc(hidden)]
+pub mod bench_api;
 mod connector;
 mod kafka;
 mod options;

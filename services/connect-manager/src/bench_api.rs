@@ -1,0 +1,47 @@
+//! What `benches/sink.rs` measures: the sink's batch building, run without
+//! Kafka or Postgres so that criterion sees only this CPU work. Not an API:
+//! hidden from the docs, and free to change with the sink.
+
+use std::sync::Arc;
+
+use etl_core::{Schema, envelope};
+
+use crate::{
+    postgres::{Change, SinkRow, batch_fields, copy_text, dedup_last},
+    sink::config::PkMode,
+};
+
+/// Builds one batch as the sink does for `pk.mode=record_key` (our default):
+/// decodes each record's JsonConverter envelope (`(file, row, value)`),
+/// de-duplicates by key keeping the last, and renders the COPY text the
+/// staging table is loaded with. Returns the COPY bytes.
+pub fn build_copy_batch(records: &[(String, i64, Vec<u8>)]) -> Result<Vec<u8>, String> {
+    let mut changes = Vec::with_capacity(records.len());
+    let mut last: Option<Arc<Schema>> = None;
+    for (i, (file, row, value)) in records.iter().enumerate() {
+        let (schema, values) = envelope::decode(value).map_err(|e| e.to_string())?;
+        // Rows of one file share their schema, as in the sink.
+        let schema = match &last {
+            Some(s) if **s == schema => s.clone(),
+            _ => {
+                let s = Arc::new(schema);
+                last = Some(s.clone());
+                s
+            }
+        };
+        changes.push(Change::Row(SinkRow {
+            file: file.clone(),
+            row: *row,
+            trace_id: None,
+            topic: "bench".into(),
+            partition: 0,
+            offset: i as i64,
+            schema,
+            values,
+        }));
+    }
+    let pk = PkMode::RecordKey;
+    let (rows, _deletes) = dedup_last(changes, &pk);
+    let fields = batch_fields(&rows);
+    Ok(copy_text(&rows, &fields, &pk))
+}

@@ -137,9 +137,24 @@ impl Case {
         assert!(files >= 20, "at least 20 files: {report}");
         assert_eq!(report["files_verified"].as_u64(), Some(files), "{report}");
         assert_eq!(report["rows_landed"], report["rows_expected"], "{report}");
-        let finished = visible_files(&self.sftp_dir("finished"));
+        // Moving a sent file to finished/ is the source's last step, after its
+        // rows are in Kafka: a file whose move met a restarting gateway is sent
+        // again and moved once the gateway is back, which can be a few seconds
+        // after the verifier has seen every row.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (finished, left) = loop {
+            let finished = visible_files(&self.sftp_dir("finished"));
+            let left = visible_files(&self.sftp_dir("input"));
+            if (finished.len() as u64 == files && left.is_empty()) || Instant::now() >= deadline {
+                break (finished, left);
+            }
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the test's own thread waits for the stack it drives"
+            )]
+            std::thread::sleep(Duration::from_millis(250));
+        };
         assert_eq!(finished.len() as u64, files, "finished/: {finished:?}");
-        let left = visible_files(&self.sftp_dir("input"));
         assert!(left.is_empty(), "left in input/: {left:?}");
         assert_eq!(
             self.table_rows(),

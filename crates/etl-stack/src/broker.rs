@@ -269,11 +269,12 @@ impl BrokerBuilder {
         )?;
         let log4j = dir.join("log4j2.yaml");
         write_file(&log4j, KAFKA_LOG4J)?;
-        let java_command = |main: &str| {
+        let java_command = |main: &str, jvm_options: &[String]| {
             let mut command = Command::new(java);
             command
                 .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
                 .args(KAFKA_JVM_OPTIONS)
+                .args(jvm_options)
                 .arg("-cp")
                 .arg(&classpath)
                 .arg(main)
@@ -285,7 +286,7 @@ impl BrokerBuilder {
             command
         };
         if !log_dirs.join("meta.properties").is_file() {
-            let mut format = java_command("kafka.tools.StorageTool");
+            let mut format = java_command("kafka.tools.StorageTool", &[]);
             format
                 .arg("format")
                 .arg("--cluster-id")
@@ -294,7 +295,22 @@ impl BrokerBuilder {
                 .arg(&properties);
             run_logged(format, log)?;
         }
-        let mut command = java_command("kafka.Kafka");
+        // Class-data sharing: the first run of a broker directory records the
+        // classes it loaded when it stops; later starts map them instead of
+        // loading and verifying thousands of classes from the jars (startup is
+        // what `etlctl up` waits for). A stale or unusable archive only makes
+        // the JVM warn and load classes as usual.
+        // Only for a directory that is kept (etlctl's stack): a throwaway
+        // broker would pay for writing an archive no one reads.
+        let archive = dir.join("kafka-classes.jsa");
+        let sharing: Vec<String> = if self.remove_dir {
+            Vec::new()
+        } else if archive.is_file() {
+            vec![format!("-XX:SharedArchiveFile={}", archive.display())]
+        } else {
+            vec![format!("-XX:ArchiveClassesAtExit={}", archive.display())]
+        };
+        let mut command = java_command("kafka.Kafka", &sharing);
         command.arg(&properties);
         let mut process = ServerProcess::spawn(ServerSpec {
             name: format!("kafka on 127.0.0.1:{port}"),

@@ -386,10 +386,21 @@ group.initial.rebalance.delay.ms=0
     )
 }
 
-/// A KRaft cluster id: 16 random bytes, base64url without padding (Kafka's `Uuid`).
+/// A KRaft cluster id: 16 random bytes, base64url without padding (Kafka's
+/// `Uuid`). Never one that starts with `-`: `kafka-storage format` would read
+/// it as an option and refuse to format (1 start in 64; Kafka's own
+/// `Uuid.randomUuid` draws again for the same reason).
 fn kafka_cluster_id() -> String {
+    loop {
+        let id = encode_cluster_id(uuid::Uuid::new_v4().into_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn encode_cluster_id(bytes: [u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut bits: u32 = 0;
     let mut nbits = 0;
     let mut out = String::with_capacity(22);
@@ -629,4 +640,22 @@ fn tansu_bin() -> Result<PathBuf> {
         tried: format!("{TANSU_BIN_ENV} unset; {}", tried.join(", ")),
         hint: INSTALL_HINT,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_kafka_uuids_that_never_start_with_a_dash() {
+        // 0xF8 = 111110|00: the first character is the 63rd of the alphabet, '-'.
+        let dash = encode_cluster_id([0xF8; 16]);
+        assert!(dash.starts_with('-'), "{dash}");
+        assert_eq!(encode_cluster_id([0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        for _ in 0..2000 {
+            let id = kafka_cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(!id.starts_with('-'), "{id}");
+        }
+    }
 }

@@ -498,17 +498,21 @@ pub fn parse_key_spec(s: &str) -> Result<KeySpec, String> {
     })
 }
 
+/// One plain path component that is not hidden and not an option: 1-64
+/// characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 /// User names become directory names under the data directory, so they must
 /// be one plain path component.
 pub(crate) fn check_user_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
+    if is_plain_name(name) {
         Ok(())
     } else {
         Err(format!(
@@ -522,14 +526,7 @@ pub(crate) fn check_user_name(name: &str) -> Result<(), String> {
 /// hidden, since the data directory's dot names (`.trace`, the trace context
 /// store) belong to the gateway and must never be a client's tree.
 pub(crate) fn check_root_name(root: &str) -> Result<(), String> {
-    let ok = !root.is_empty()
-        && root.len() <= 64
-        && !root.starts_with('.')
-        && !root.starts_with('-')
-        && root
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
+    if is_plain_name(root) {
         Ok(())
     } else {
         Err(format!(

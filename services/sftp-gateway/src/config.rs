@@ -379,13 +379,21 @@ pub struct PermissionSpec {
     pub profile: Profile,
 }
 
-/// Parses `NAME:PROFILE`.
-pub fn parse_permission_spec(s: &str) -> Result<PermissionSpec, String> {
-    let (name, profile) = s
+/// `NAME:VALUE` of the per-user flags (not `--user`, whose value is a
+/// password and must never be echoed): the user name checked, `VALUE` as
+/// given; `form` is shown when the `:` is missing.
+fn split_user_spec<'a>(s: &'a str, form: &str) -> Result<(&'a str, &'a str), String> {
+    let (name, value) = s
         .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected NAME:PROFILE, e.g. extractor:upload"))?;
+        .ok_or_else(|| format!("{s:?}: expected {form}"))?;
     let name = name.trim();
     check_user_name(name)?;
+    Ok((name, value))
+}
+
+/// Parses `NAME:PROFILE`.
+pub fn parse_permission_spec(s: &str) -> Result<PermissionSpec, String> {
+    let (name, profile) = split_user_spec(s, "NAME:PROFILE, e.g. extractor:upload")?;
     Ok(PermissionSpec {
         name: name.to_string(),
         profile: profile.parse()?,
@@ -402,11 +410,8 @@ pub struct RootSpec {
 
 /// Parses `NAME:ROOT`.
 pub fn parse_root_spec(s: &str) -> Result<RootSpec, String> {
-    let (name, root) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected NAME:ROOT, e.g. extractor:etl"))?;
-    let (name, root) = (name.trim(), root.trim());
-    check_user_name(name)?;
+    let (name, root) = split_user_spec(s, "NAME:ROOT, e.g. extractor:etl")?;
+    let root = root.trim();
     check_root_name(root)?;
     Ok(RootSpec {
         name: name.to_string(),
@@ -484,11 +489,7 @@ pub fn parse_user(s: &str) -> Result<UserSpec, String> {
 
 /// Parses `NAME:PATH`.
 pub fn parse_key_spec(s: &str) -> Result<KeySpec, String> {
-    let (name, path) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected NAME:PATH of an authorized_keys file"))?;
-    let name = name.trim();
-    check_user_name(name)?;
+    let (name, path) = split_user_spec(s, "NAME:PATH of an authorized_keys file")?;
     if path.trim().is_empty() {
         return Err(format!("user {name:?}: empty authorized_keys path"));
     }

@@ -437,3 +437,16 @@ fn wait_for_banner(port: u16, limit: Duration) -> bool {
     }
     false
 }
+
+/// Moves `input/<name>` to `error/` as connect-manager rejects a file: the
+/// reason file `error/<name>.error.txt` first, then the rename.
+pub(crate) async fn reject(client: &SftpClient, name: &str, reason: &[u8]) {
+    client
+        .write_atomic("error", &format!("{name}.error.txt"), reason)
+        .await
+        .expect("reason file");
+    client
+        .rename(&format!("input/{name}"), &format!("error/{name}"))
+        .await
+        .expect("reject");
+}

@@ -10,7 +10,7 @@ use sftp_gateway::config::{RootSpec, UserSpec};
 
 use crate::{
     events::{assert_quiet, next_grpc},
-    helpers::{Gateway, pattern},
+    helpers::{Gateway, pattern, reject},
 };
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -153,14 +153,7 @@ async fn an_upload_is_announced_to_every_user_of_its_root_and_to_no_one_else() {
     // The connector rejects the file: a REJECTED event for every watcher of
     // error/ in the root (the verifier may watch as either user).
     let mut extractor_errors = watch(&gw, "extractor", "error", false).await;
-    connect
-        .write_atomic("error", "a.csv.error.txt", b"line 2: bad\n")
-        .await
-        .expect("reason");
-    connect
-        .rename("input/a.csv", "error/a.csv")
-        .await
-        .expect("reject");
+    reject(&connect, "a.csv", b"line 2: bad\n").await;
     let ev = next_grpc(&mut extractor_errors).await;
     assert_eq!(ev.kind, FileEventKind::Rejected as i32, "{ev:?}");
     assert_eq!(

@@ -11,7 +11,7 @@ use tonic::Streaming;
 
 use crate::{
     events::{assert_quiet, next_grpc},
-    helpers::{Gateway, Sshd, next_event},
+    helpers::{Gateway, Sshd, next_event, reject},
 };
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -194,18 +194,7 @@ async fn moving_a_file_to_error_is_a_rejected_event_with_its_reason() {
 
     // As connect-manager rejects a file: the reason first, then the move.
     let reason = "line 2: expected 6 fields, found 2";
-    client
-        .write_atomic(
-            "error",
-            "bad.csv.error.txt",
-            format!("{reason}\n").as_bytes(),
-        )
-        .await
-        .expect("reason");
-    client
-        .rename("input/bad.csv", "error/bad.csv")
-        .await
-        .expect("reject");
+    reject(&client, "bad.csv", format!("{reason}\n").as_bytes()).await;
     let ev = next_grpc(&mut rejections).await;
     assert_eq!(ev.kind, FileEventKind::Rejected as i32, "{ev:?}");
     assert_eq!(
@@ -229,14 +218,7 @@ async fn moving_a_file_to_error_is_a_rejected_event_with_its_reason() {
         .write_atomic("input", "long.csv", b"l")
         .await
         .expect("upload long");
-    client
-        .write_atomic("error", "long.csv.error.txt", "é".repeat(5000).as_bytes())
-        .await
-        .expect("long reason");
-    client
-        .rename("input/long.csv", "error/long.csv")
-        .await
-        .expect("reject long");
+    reject(&client, "long.csv", "é".repeat(5000).as_bytes()).await;
     let ev = next_grpc(&mut rejections).await;
     assert_eq!(ev.path, "error/long.csv");
     assert!(
@@ -262,17 +244,10 @@ async fn include_existing_lists_files_oldest_first_then_live_events() {
         .await
         .expect("2");
     client
-        .write_atomic("error", "3.csv.error.txt", b"no header")
-        .await
-        .expect("reason");
-    client
         .write_atomic("input", "3.csv", b"3")
         .await
         .expect("3");
-    client
-        .rename("input/3.csv", "error/3.csv")
-        .await
-        .expect("reject");
+    reject(&client, "3.csv", b"no header").await;
     let stored_1 = traceparent(&client, "input/1.csv").await;
     let stored_2 = traceparent(&client, "input/2.csv").await;
     assert!(stored_1.is_some() && stored_2.is_some());

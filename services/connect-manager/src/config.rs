@@ -22,9 +22,68 @@ pub struct Config {
     #[arg(long, env = "ETL_DATA_DIR", default_value = "./data/connect")]
     pub data_dir: PathBuf,
 
+    /// standalone: this worker alone runs every connector, kept in
+    /// `<data-dir>/connectors.json`. distributed: workers started with the same
+    /// `--group-id` form one cluster; connectors, task status and source
+    /// offsets live in Kafka's compacted topics and the tasks are shared.
+    #[arg(long, env = "ETL_MODE", value_enum, default_value_t = Mode::Standalone)]
+    pub mode: Mode,
+
+    /// The cluster's name, in distributed mode (Kafka Connect's `group.id`):
+    /// the Kafka consumer group the workers join to share tasks.
+    #[arg(long, env = "ETL_GROUP_ID", default_value = "connect-cluster")]
+    pub group_id: String,
+
+    /// Compacted topic holding connector configs and target states, in
+    /// distributed mode (Kafka Connect's `config.storage.topic`).
+    #[arg(
+        long,
+        env = "ETL_CONFIG_STORAGE_TOPIC",
+        default_value = "connect-configs"
+    )]
+    pub config_storage_topic: String,
+
+    /// Compacted topic holding connector and task status, in distributed mode
+    /// (Kafka Connect's `status.storage.topic`).
+    #[arg(
+        long,
+        env = "ETL_STATUS_STORAGE_TOPIC",
+        default_value = "connect-status"
+    )]
+    pub status_storage_topic: String,
+
+    /// Compacted topic holding source offsets (files sent, pinned schema), in
+    /// distributed mode (Kafka Connect's `offset.storage.topic`).
+    #[arg(
+        long,
+        env = "ETL_OFFSET_STORAGE_TOPIC",
+        default_value = "connect-offsets"
+    )]
+    pub offset_storage_topic: String,
+
+    /// Topic whose partitions are the cluster's task slots, in distributed
+    /// mode: the workers' consumer group shares them out, so Kafka decides
+    /// which worker runs which task and moves tasks when a worker joins or dies.
+    #[arg(
+        long,
+        env = "ETL_ASSIGNMENT_TOPIC",
+        default_value = "connect-assignments"
+    )]
+    pub assignment_topic: String,
+
     /// The gRPC and REST APIs' token and TLS (`--api-token-file`, `--tls-cert`, …).
     #[command(flatten)]
     pub security: etl_service::ApiSecurity,
+}
+
+/// How a connect-manager shares its work (`--mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// One worker, connectors in a local file.
+    #[default]
+    Standalone,
+    /// Several workers sharing connectors and tasks through Kafka.
+    Distributed,
 }
 
 impl Config {
@@ -36,6 +95,12 @@ impl Config {
             rest_addr: "127.0.0.1:0".into(),
             kafka_brokers: kafka_brokers.into(),
             data_dir: data_dir.into(),
+            mode: Mode::Standalone,
+            group_id: "connect-cluster".into(),
+            config_storage_topic: "connect-configs".into(),
+            status_storage_topic: "connect-status".into(),
+            offset_storage_topic: "connect-offsets".into(),
+            assignment_topic: "connect-assignments".into(),
             security: etl_service::ApiSecurity::default(),
         }
     }

@@ -252,6 +252,12 @@ pub(crate) struct TaskContext {
     /// What the task's own gRPC calls carry (the API token, the CA of
     /// `https://` peers): the source's `WatchFiles` to the gateway.
     pub(crate) client: etl_service::ClientAuth,
+    /// The cluster this worker belongs to, in distributed mode; None in standalone.
+    #[expect(
+        dead_code,
+        reason = "read by the source in distributed mode (next commits)"
+    )]
+    pub(crate) cluster: Option<crate::cluster::TaskCluster>,
 }
 
 /// Names appear in URLs (`/connectors/{name}`), consumer group ids and the

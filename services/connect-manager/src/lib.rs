@@ -48,6 +48,7 @@ pub mod status;
 mod api;
 #[doc(hidden)]
 pub mod bench_api;
+mod cluster;
 mod connector;
 mod kafka;
 mod options;
@@ -60,7 +61,7 @@ mod source;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-pub use config::Config;
+pub use config::{Config, Mode};
 pub use connector::Kind;
 pub use error::Error;
 use etl_proto::v1::connect_manager_server::ConnectManagerServer;

@@ -566,6 +566,7 @@ impl Registry {
             instance,
             data_dir: self.data_dir.clone(),
             client: self.client.clone(),
+            cluster: None,
         });
         let abort = task.abort_handle();
         let asked = stop.clone();

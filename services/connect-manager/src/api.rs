@@ -39,7 +39,7 @@ fn task_status(t: &TaskView, worker: &str) -> TaskStatus {
     TaskStatus {
         id: t.id,
         state: t.state.as_str().to_string(),
-        worker_id: worker.to_string(),
+        worker_id: t.worker.as_deref().unwrap_or(worker).to_string(),
         trace: t.trace().unwrap_or_default().to_string(),
         files_finished: t.status.files_finished,
         files_failed: t.status.files_failed,

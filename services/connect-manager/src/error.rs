@@ -26,6 +26,10 @@ pub enum Error {
     /// has members): trying again later may succeed.
     #[error("{0}")]
     Conflict(String),
+    /// The cluster cannot take the request now (distributed mode, Kafka away
+    /// or the config topic not read yet): trying again later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// A Kafka Connect feature this service does not offer; the message says why.
     #[error("{0}")]
     Unsupported(String),
@@ -79,6 +83,7 @@ impl From<Error> for tonic::Status {
             Error::WrongState(_) => tonic::Status::failed_precondition(e.to_string()),
             Error::Conflict(_) => tonic::Status::aborted(e.to_string()),
             Error::Unsupported(_) => tonic::Status::unimplemented(e.to_string()),
+            Error::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
             _ => tonic::Status::internal(e.to_string()),
         }
     }

@@ -67,14 +67,26 @@ pub(crate) async fn ensure_topic(
     topic: &str,
     partitions: i32,
 ) -> Result<(), String> {
+    ensure_topic_with(brokers, topic, partitions, None).await
+}
+
+/// [`ensure_topic`] with a `cleanup.policy` (`compact` for the cluster's
+/// config, status and offset topics, which keep the last record per key).
+pub(crate) async fn ensure_topic_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    cleanup_policy: Option<&str>,
+) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> =
         base(brokers).create().map_err(|e| e.to_string())?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    if let Some(policy) = cleanup_policy {
+        new = new.set("cleanup.policy", policy);
+    }
     let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &options,
-        )
+        .create_topics(&[new], &options)
         .await
         .map_err(|e| format!("cannot create topic {topic}: {e}"))?;
     for r in results {

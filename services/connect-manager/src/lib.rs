@@ -109,10 +109,25 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let client = config.security.client()?;
     // A failing server stops its sibling through this child, not the caller's token.
     let shutdown = shutdown.child();
+    let cluster = match config.mode {
+        Mode::Standalone => None,
+        Mode::Distributed => Some(Arc::new(cluster::Cluster::new(
+            cluster::ClusterConfig {
+                group_id: config.group_id.clone(),
+                config_topic: config.config_storage_topic.clone(),
+                status_topic: config.status_storage_topic.clone(),
+                offset_topic: config.offset_storage_topic.clone(),
+                assignment_topic: config.assignment_topic.clone(),
+            },
+            &config.kafka_brokers,
+            registry::instance_of(&config.data_dir),
+        )?)),
+    };
     let registry = Arc::new(Registry::open(
         &config.data_dir,
         &config.kafka_brokers,
         client,
+        cluster,
         shutdown.clone(),
     )?);
 
@@ -126,8 +141,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     };
     let grpc_addr = local(&grpc_listener, &config.grpc_addr)?;
     let rest_addr = local(&rest_listener, &config.rest_addr)?;
-    // Kafka Connect's worker_id is the worker's REST host:port.
-    registry.set_worker_id(rest_addr.to_string());
+    // Kafka Connect's worker_id is the worker's REST host:port; a listener on
+    // every interface (a container's) is named by the host name instead.
+    registry.set_worker_id(advertised(rest_addr));
 
     let rest_security = security.clone();
     let (mut routes, health) = etl_service::grpc::base_routes(SERVICE_NAME).await?;
@@ -192,6 +208,19 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         grpc_task,
         rest_task,
     })
+}
+
+/// How other workers and clients name this worker: the REST listener's
+/// address, with the host name in place of an unspecified IP.
+fn advertised(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        if !host.is_empty() {
+            return format!("{host}:{}", addr.port());
+        }
+    }
+    addr.to_string()
 }
 
 /// Keeps the health status in step with Kafka and the connectors: SERVING while

@@ -23,7 +23,7 @@
 //! consumer group's committed offsets, in Kafka.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
@@ -43,6 +43,10 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::{
     Error,
+    cluster::{
+        Cluster,
+        records::{ConfigRecord, Metrics},
+    },
     connector::{self, ConnectorConfig, Kind, Parsed, TaskContext},
     kafka,
     secrets::{self, Scrubber},
@@ -89,6 +93,9 @@ impl TargetState {
 pub(crate) struct TaskView {
     pub(crate) id: u32,
     pub(crate) state: State,
+    /// The REST `host:port` of the worker running it, in distributed mode
+    /// (empty while it runs nowhere); None in standalone mode: this worker.
+    pub(crate) worker: Option<String>,
     /// The task's counters and last error.
     pub(crate) status: StatusSnapshot,
 }
@@ -268,16 +275,30 @@ pub(crate) struct Registry {
     client: etl_service::ClientAuth,
     worker_id: OnceLock<String>,
     cluster_id: tokio::sync::OnceCell<String>,
+    /// Distributed mode: the cluster whose config topic this registry mirrors.
+    cluster: Option<Arc<Cluster>>,
+    /// Distributed mode: target states read before their connector's config
+    /// (a connector created PAUSED or STOPPED writes its state first).
+    pending_targets: Mutex<BTreeMap<String, TargetState>>,
 }
 
-/// A short, stable name for this worker: FNV-1a of its data directory's absolute
-/// path. Two workers never share a data directory (each has its own store).
-fn instance_of(data_dir: &Path) -> String {
+/// A short, stable name for this worker: FNV-1a of its host name and its data
+/// directory's absolute path. Two workers on one host never share a data
+/// directory; replicas of one container image (compose `--scale`) share the
+/// path but not the host name. A restart keeps both, so the name too.
+pub(crate) fn instance_of(data_dir: &Path) -> String {
     let path = data_dir
         .canonicalize()
         .unwrap_or_else(|_| data_dir.to_path_buf());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in path.as_os_str().as_encoded_bytes() {
+    let bytes = host
+        .trim()
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(path.as_os_str().as_encoded_bytes());
+    for b in bytes {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -316,7 +337,7 @@ fn connector_state(inner: &Inner, tasks: &[TaskView]) -> (State, String) {
     }
 }
 
-fn view_of(name: &str, inner: &Inner) -> ConnectorView {
+fn view_of(name: &str, inner: &Inner, cluster: Option<&Cluster>) -> ConnectorView {
     // No secret leaves through a view: the config masked, errors scrubbed.
     let secrets = match &inner.parsed {
         Ok(p) => p.secrets.clone(),
@@ -330,7 +351,26 @@ fn view_of(name: &str, inner: &Inner) -> ConnectorView {
             .iter()
             .enumerate()
             .map(|(id, t)| {
-                let mut status = t.status.snapshot();
+                let mut worker = cluster.map(Cluster::rest_id);
+                let mut status = match cluster {
+                    // Not running here: as its worker last said, if it lives.
+                    Some(cluster) if t.run.is_none() && inner.target == TargetState::Started => {
+                        match cluster.remote_status(name, id as u32) {
+                            Some(r) => {
+                                worker = Some(r.worker_id.clone());
+                                remote_snapshot(&r.state, r.metrics)
+                            }
+                            None => {
+                                worker = Some(String::new());
+                                StatusSnapshot {
+                                    state: State::Unassigned,
+                                    ..remote_snapshot("UNASSIGNED", Metrics::default())
+                                }
+                            }
+                        }
+                    }
+                    _ => t.status.snapshot(),
+                };
                 status.last_error = secrets.scrub(&status.last_error);
                 let state = if t.restarting {
                     State::Restarting
@@ -342,6 +382,7 @@ fn view_of(name: &str, inner: &Inner) -> ConnectorView {
                 TaskView {
                     id: id as u32,
                     state,
+                    worker,
                     status,
                 }
             })
@@ -389,6 +430,31 @@ fn view_of(name: &str, inner: &Inner) -> ConnectorView {
     }
 }
 
+/// A task status read from the status topic, as a snapshot. `stalled` stays
+/// false: each worker's health speaks for its own tasks.
+fn remote_snapshot(state: &str, m: Metrics) -> StatusSnapshot {
+    let state = match state {
+        "RUNNING" => State::Running,
+        "FAILED" => State::Failed,
+        "PAUSED" => State::Paused,
+        "STOPPED" => State::Stopped,
+        "RESTARTING" => State::Restarting,
+        _ => State::Unassigned,
+    };
+    StatusSnapshot {
+        state,
+        files_finished: m.files_finished,
+        files_failed: m.files_failed,
+        records: m.records,
+        skipped: m.skipped,
+        bytes: m.bytes,
+        lag: m.lag,
+        stalled: false,
+        last_error: m.last_error,
+        halted: m.halted,
+    }
+}
+
 fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
@@ -404,6 +470,7 @@ impl Registry {
         data_dir: &Path,
         brokers: &str,
         client: etl_service::ClientAuth,
+        cluster: Option<Arc<Cluster>>,
         shutdown: Shutdown,
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
@@ -422,6 +489,8 @@ impl Registry {
             client,
             worker_id: OnceLock::new(),
             cluster_id: tokio::sync::OnceCell::new(),
+            cluster,
+            pending_targets: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -435,7 +504,15 @@ impl Registry {
     /// listener's bound `host:port`, set once it is known. Until then `rest`
     /// names the worker by the address the client reached.
     pub(crate) fn set_worker_id(&self, id: impl Into<String>) {
-        let _ = self.worker_id.set(id.into());
+        let id = id.into();
+        if let Some(cluster) = &self.cluster {
+            cluster.set_rest_id(&id);
+        }
+        let _ = self.worker_id.set(id);
+    }
+
+    fn view(&self, name: &str, inner: &Inner) -> ConnectorView {
+        view_of(name, inner, self.cluster.as_deref())
     }
 
     pub(crate) fn worker_id(&self) -> Option<&str> {
@@ -465,7 +542,12 @@ impl Registry {
 
     /// Starts every stored connector in its stored target state. One whose
     /// config no longer validates is kept, FAILED with the reason.
-    pub(crate) async fn restore(&self) -> Result<usize, Error> {
+    pub(crate) async fn restore(self: &Arc<Self>) -> Result<usize, Error> {
+        if let Some(cluster) = &self.cluster {
+            // The config topic is the store: its records arrive through `apply`.
+            cluster.start(self.clone(), self.shutdown.clone());
+            return Ok(0);
+        }
         let stored = match std::fs::read(&self.store) {
             Ok(bytes) => {
                 serde_json::from_slice::<Vec<Stored>>(&bytes).map_err(|e| Error::Store {
@@ -504,6 +586,8 @@ impl Registry {
     /// and starts the tasks `ids` (all when None) that are not running, when
     /// the target is STARTED.
     fn start_tasks(&self, name: &str, c: &Connector, ids: Option<&[u32]>) {
+        // Before the connector's own lock: the numbering reads every connector.
+        let owned = self.owned_tasks(name);
         let mut inner = c.lock();
         let Ok(parsed) = inner.parsed.clone() else {
             inner.tasks.clear();
@@ -515,7 +599,7 @@ impl Registry {
                 return;
             }
             TargetState::Paused | TargetState::Started => {
-                let n = parsed.tasks as usize;
+                let n = self.task_count(&parsed) as usize;
                 inner.tasks.truncate(n);
                 while inner.tasks.len() < n {
                     inner.tasks.push(TaskSlot::new());
@@ -526,20 +610,28 @@ impl Registry {
             return;
         }
         inner.ran = true;
+        let config = self.task_config(&parsed);
+        let mut started = Vec::new();
         for (id, slot) in inner.tasks.iter_mut().enumerate() {
             let id = id as u32;
             if slot.run.is_some() || ids.is_some_and(|ids| !ids.contains(&id)) {
                 continue;
             }
+            if owned.as_ref().is_some_and(|o| !o.contains(&id)) {
+                continue;
+            }
             slot.status.restart();
-            slot.run = Some(self.spawn_task(name, id, parsed.config.clone(), slot.status.clone()));
+            slot.run = Some(self.spawn_task(name, id, config.clone(), slot.status.clone()));
+            started.push(id);
         }
-        tracing::info!(
-            connector = name,
-            kind = parsed.config.kind().as_str(),
-            tasks = parsed.tasks,
-            "connector started"
-        );
+        if !started.is_empty() {
+            tracing::info!(
+                connector = name,
+                kind = parsed.config.kind().as_str(),
+                tasks = ?started,
+                "connector tasks started"
+            );
+        }
     }
 
     fn spawn_task(
@@ -566,7 +658,7 @@ impl Registry {
             instance,
             data_dir: self.data_dir.clone(),
             client: self.client.clone(),
-            cluster: None,
+            cluster: self.cluster.as_ref().map(|c| c.task_cluster()),
         });
         let abort = task.abort_handle();
         let asked = stop.clone();
@@ -609,6 +701,45 @@ impl Registry {
         config: BTreeMap<String, String>,
         create: Option<TargetState>,
     ) -> Result<(ConnectorView, bool), Error> {
+        let Some(cluster) = &self.cluster else {
+            return self.put_local(name, config, create).await;
+        };
+        // Validated here, so a bad config is refused with its reason instead
+        // of landing in the cluster's topic as a FAILED connector.
+        ConnectorConfig::parse(name, &config)?;
+        let existing = self.map().get(name).cloned();
+        if let Some(c) = &existing {
+            if create.is_some() {
+                return Err(Error::AlreadyExists(name.to_string()));
+            }
+            let inner = c.lock();
+            if inner.config == config && inner.parsed.is_ok() {
+                return Ok((self.view(name, &inner), false));
+            }
+        }
+        let mut records = Vec::new();
+        if let Some(target) = create {
+            records.push(ConfigRecord::Target {
+                name: name.to_string(),
+                target: Some(target),
+            });
+        }
+        records.push(ConfigRecord::Connector {
+            name: name.to_string(),
+            config: Some(config),
+        });
+        cluster.write(records).await?;
+        Ok((self.get(name).await?, existing.is_none()))
+    }
+
+    /// Creates or replaces `name` on this worker alone: the standalone API, and
+    /// in distributed mode what a config record read from the topic does.
+    async fn put_local(
+        &self,
+        name: &str,
+        config: BTreeMap<String, String>,
+        create: Option<TargetState>,
+    ) -> Result<(ConnectorView, bool), Error> {
         let parsed = ConnectorConfig::parse(name, &config)?;
         let kind = Some(parsed.config.kind());
         let fresh = Arc::new(Connector::new(
@@ -637,7 +768,7 @@ impl Registry {
             }
             self.start_tasks(name, &fresh, None);
             tracing::info!(connector = name, "connector created");
-            let view = view_of(name, &fresh.lock());
+            let view = self.view(name, &fresh.lock());
             drop(fresh_op);
             return Ok((view, true));
         };
@@ -651,7 +782,7 @@ impl Registry {
             if inner.config == config && inner.parsed.is_ok() {
                 // Re-applying an unchanged config (etlctl does on every start)
                 // keeps the tasks running instead of restarting them.
-                return Ok((view_of(name, &inner), false));
+                return Ok((self.view(name, &inner), false));
             }
             let old_config = std::mem::replace(&mut inner.config, config);
             let old_parsed = std::mem::replace(&mut inner.parsed, Ok(parsed));
@@ -668,7 +799,7 @@ impl Registry {
         stop_runs(name, c.take_runs(None)).await;
         self.start_tasks(name, &c, None);
         tracing::info!(connector = name, "connector config replaced");
-        let view = view_of(name, &c.lock());
+        let view = self.view(name, &c.lock());
         Ok((view, false))
     }
 
@@ -696,16 +827,37 @@ impl Registry {
             .iter()
             .map(|(n, c)| (n.clone(), c.clone()))
             .collect();
-        all.iter().map(|(n, c)| view_of(n, &c.lock())).collect()
+        all.iter().map(|(n, c)| self.view(n, &c.lock())).collect()
     }
 
     pub(crate) async fn get(&self, name: &str) -> Result<ConnectorView, Error> {
         let c = self.find(name)?;
-        let view = view_of(name, &c.lock());
+        let view = self.view(name, &c.lock());
         Ok(view)
     }
 
     pub(crate) async fn delete(&self, name: &str) -> Result<(), Error> {
+        let Some(cluster) = &self.cluster else {
+            return self.delete_local(name).await;
+        };
+        let tasks = self.find(name)?.lock().tasks.len() as u32;
+        cluster
+            .write(vec![
+                ConfigRecord::Connector {
+                    name: name.to_string(),
+                    config: None,
+                },
+                ConfigRecord::Target {
+                    name: name.to_string(),
+                    target: None,
+                },
+            ])
+            .await?;
+        cluster.forget_statuses(name, tasks).await;
+        Ok(())
+    }
+
+    async fn delete_local(&self, name: &str) -> Result<(), Error> {
         let c = self.find(name)?;
         let _op = c.lifecycle.lock().await;
         if c.lock().deleted {
@@ -725,6 +877,21 @@ impl Registry {
 
     /// Sets the target state (persisted), then stops or starts the tasks to match.
     async fn set_target(&self, name: &str, target: TargetState) -> Result<(), Error> {
+        let Some(cluster) = &self.cluster else {
+            return self.set_target_local(name, target).await;
+        };
+        if self.find(name)?.lock().target == target {
+            return Ok(());
+        }
+        cluster
+            .write(vec![ConfigRecord::Target {
+                name: name.to_string(),
+                target: Some(target),
+            }])
+            .await
+    }
+
+    async fn set_target_local(&self, name: &str, target: TargetState) -> Result<(), Error> {
         let c = self.find(name)?;
         let _op = c.lifecycle.lock().await;
         let before = {
@@ -776,6 +943,49 @@ impl Registry {
         include_tasks: bool,
         only_failed: bool,
     ) -> Result<ConnectorView, Error> {
+        let Some(cluster) = &self.cluster else {
+            return self.restart_local(name, include_tasks, only_failed).await;
+        };
+        // The plan as this worker sees it; each worker restarts its own tasks
+        // when it reads the request.
+        let mut plan = self.get(name).await?;
+        if plan.state == State::Paused
+            || plan.state == State::Stopped
+            || plan.state == State::Failed && plan.tasks.is_empty()
+        {
+            return Ok(plan);
+        }
+        let connector_failed = plan.state == State::Failed;
+        let restart_connector = !only_failed || connector_failed;
+        for t in plan.tasks.iter_mut() {
+            let chosen = if include_tasks {
+                !only_failed || t.state == State::Failed || connector_failed
+            } else {
+                restart_connector
+            };
+            if chosen {
+                t.state = State::Restarting;
+            }
+        }
+        if restart_connector {
+            plan.state = State::Restarting;
+        }
+        cluster
+            .write(vec![ConfigRecord::Restart {
+                name: name.to_string(),
+                include_tasks,
+                only_failed,
+            }])
+            .await?;
+        Ok(plan)
+    }
+
+    async fn restart_local(
+        &self,
+        name: &str,
+        include_tasks: bool,
+        only_failed: bool,
+    ) -> Result<ConnectorView, Error> {
         let c = self.find(name)?;
         let _op = c.lifecycle.lock().await;
         let (plan, ids) = {
@@ -783,7 +993,7 @@ impl Registry {
             if inner.deleted {
                 return Err(Error::NotFound(name.to_string()));
             }
-            let now = view_of(name, &inner);
+            let now = self.view(name, &inner);
             if inner.target != TargetState::Started || inner.parsed.is_err() {
                 return Ok(now);
             }
@@ -805,7 +1015,7 @@ impl Registry {
             for id in &ids {
                 inner.tasks[*id as usize].restarting = true;
             }
-            (view_of(name, &inner), ids)
+            (self.view(name, &inner), ids)
         };
         stop_runs(name, c.take_runs(Some(&ids))).await;
         {
@@ -822,6 +1032,31 @@ impl Registry {
 
     /// Restarts one task (a PAUSED connector's task stays paused).
     pub(crate) async fn restart_task(&self, name: &str, id: u32) -> Result<(), Error> {
+        let Some(cluster) = &self.cluster else {
+            return self.restart_task_local(name, id).await;
+        };
+        let exists = {
+            let c = self.find(name)?;
+            let inner = c.lock();
+            inner.parsed.is_ok()
+                && inner.target != TargetState::Stopped
+                && (id as usize) < inner.tasks.len()
+        };
+        if !exists {
+            return Err(Error::TaskNotFound {
+                connector: name.to_string(),
+                task: id,
+            });
+        }
+        cluster
+            .write(vec![ConfigRecord::RestartTask {
+                name: name.to_string(),
+                task: id,
+            }])
+            .await
+    }
+
+    async fn restart_task_local(&self, name: &str, id: u32) -> Result<(), Error> {
         let c = self.find(name)?;
         let _op = c.lifecycle.lock().await;
         {
@@ -849,7 +1084,7 @@ impl Registry {
     pub(crate) async fn reset_topics(&self, name: &str) -> Result<(), Error> {
         let c = self.find(name)?;
         let mut inner = c.lock();
-        let records = view_of(name, &inner).status.records;
+        let records = self.view(name, &inner).status.records;
         inner.topics_reset_at = Some(records);
         Ok(())
     }
@@ -877,6 +1112,10 @@ impl Registry {
     /// Writes the store atomically (temp file + rename), readable only by us:
     /// configs hold passwords, as Kafka Connect's config topic does.
     fn persist(&self) -> Result<(), Error> {
+        if self.cluster.is_some() {
+            // Distributed mode: the config topic is the store.
+            return Ok(());
+        }
         let _one_at_a_time = self
             .persisting
             .lock()
@@ -905,6 +1144,229 @@ impl Registry {
         write_private(&tmp, &json).map_err(|e| io("write", e))?;
         std::fs::rename(&tmp, &self.store).map_err(|e| io("replace", e))?;
         Ok(())
+    }
+
+    // ---- Distributed mode ----------------------------------------------------
+
+    /// Tasks a connector runs. In distributed mode the source runs `tasks.max`
+    /// tasks, one file at a time each, so its files spread over the workers.
+    fn task_count(&self, parsed: &Parsed) -> u32 {
+        match (&parsed.config, &self.cluster) {
+            (ConnectorConfig::Source(c), Some(_)) => c.tasks.max(1) as u32,
+            _ => parsed.tasks,
+        }
+    }
+
+    /// The config each task of `parsed` runs with (see [`Registry::task_count`]).
+    fn task_config(&self, parsed: &Parsed) -> ConnectorConfig {
+        match (&parsed.config, &self.cluster) {
+            (ConnectorConfig::Source(c), Some(_)) => {
+                let mut c = c.clone();
+                c.tasks = 1;
+                ConnectorConfig::Source(c)
+            }
+            (config, _) => config.clone(),
+        }
+    }
+
+    /// Distributed mode: the ids of `name`'s tasks this worker holds the slots
+    /// of (see `cluster`: tasks numbered over every connector that is not
+    /// STOPPED, by name then id). None in standalone mode: all of them.
+    fn owned_tasks(&self, name: &str) -> Option<BTreeSet<u32>> {
+        let cluster = self.cluster.as_ref()?;
+        let slots = cluster.slots();
+        let all: Vec<(String, Arc<Connector>)> = self
+            .map()
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        let mut index = 0usize;
+        let mut owned = BTreeSet::new();
+        for (n, c) in all {
+            let count = {
+                let inner = c.lock();
+                match &inner.parsed {
+                    Ok(p) if !inner.deleted && inner.target != TargetState::Stopped => {
+                        self.task_count(p)
+                    }
+                    _ => 0,
+                }
+            };
+            for id in 0..count {
+                if n == name && slots.owns(index) {
+                    owned.insert(id);
+                }
+                index += 1;
+            }
+        }
+        Some(owned)
+    }
+
+    /// Distributed mode: applies one record of the config topic to this worker.
+    pub(crate) async fn apply(&self, record: ConfigRecord) {
+        let result = match record {
+            ConfigRecord::Connector {
+                name,
+                config: Some(config),
+            } => self.apply_config(&name, config).await,
+            ConfigRecord::Connector { name, config: None } => {
+                match self.delete_local(&name).await {
+                    Err(Error::NotFound(_)) => Ok(()),
+                    other => other,
+                }
+            }
+            ConfigRecord::Target {
+                name,
+                target: Some(target),
+            } => match self.set_target_local(&name, target).await {
+                Err(Error::NotFound(_)) => {
+                    self.pending().insert(name, target);
+                    Ok(())
+                }
+                other => other,
+            },
+            ConfigRecord::Target { name, target: None } => {
+                self.pending().remove(&name);
+                Ok(())
+            }
+            ConfigRecord::Restart {
+                name,
+                include_tasks,
+                only_failed,
+            } => self
+                .restart_local(&name, include_tasks, only_failed)
+                .await
+                .map(|_| ()),
+            ConfigRecord::RestartTask { name, task } => {
+                let owned = self.owned_tasks(&name).unwrap_or_default();
+                if owned.contains(&task) {
+                    self.restart_task_local(&name, task).await
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        match result {
+            Ok(()) | Err(Error::NotFound(_) | Error::TaskNotFound { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "cluster config record not applied"),
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<String, TargetState>> {
+        self.pending_targets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A connector config read from the config topic: created or replaced,
+    /// and kept FAILED with its reason when it does not validate here (a
+    /// secret this worker cannot resolve, say).
+    async fn apply_config(
+        &self,
+        name: &str,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        match ConnectorConfig::parse(name, &config) {
+            Ok(_) => {
+                let target = self.pending().remove(name);
+                let fresh = !self.map().contains_key(name);
+                self.put_local(name, config, fresh.then(|| target.unwrap_or_default()))
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => {
+                tracing::error!(connector = %name, error = %e, "connector config from the cluster is invalid here; not started");
+                let kind = config
+                    .get("connector.class")
+                    .and_then(|c| connector::kind_of_class(c));
+                let target = self.pending().remove(name).unwrap_or_default();
+                let old = self.map().insert(
+                    name.to_string(),
+                    Arc::new(Connector::new(config, kind, Err(e.to_string()), target)),
+                );
+                if let Some(old) = old {
+                    let _op = old.lifecycle.lock().await;
+                    old.lock().deleted = true;
+                    stop_runs(name, old.take_runs(None)).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Distributed mode: stops the tasks whose slots this worker no longer
+    /// holds and starts those it now holds.
+    pub(crate) async fn reconcile(&self) {
+        let all: Vec<(String, Arc<Connector>)> = self
+            .map()
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        for (name, c) in all {
+            let _op = c.lifecycle.lock().await;
+            if c.lock().deleted {
+                continue;
+            }
+            let owned = self.owned_tasks(&name).unwrap_or_default();
+            let lost: Vec<u32> = c
+                .lock()
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(id, t)| t.run.is_some() && !owned.contains(&(*id as u32)))
+                .map(|(id, _)| id as u32)
+                .collect();
+            if !lost.is_empty() {
+                tracing::info!(connector = %name, tasks = ?lost, "tasks moved to another worker; stopping them here");
+                stop_runs(&name, c.take_runs(Some(&lost))).await;
+            }
+            self.start_tasks(&name, &c, None);
+        }
+    }
+
+    /// The tasks running on this worker: connector, task id, state and counters.
+    pub(crate) fn local_statuses(&self) -> Vec<(String, u32, &'static str, Metrics)> {
+        let all: Vec<(String, Arc<Connector>)> = self
+            .map()
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (name, c) in all {
+            let inner = c.lock();
+            let secrets = match &inner.parsed {
+                Ok(p) => p.secrets.clone(),
+                Err(_) => continue,
+            };
+            for (id, t) in inner.tasks.iter().enumerate() {
+                if t.run.is_none() {
+                    continue;
+                }
+                let s = t.status.snapshot();
+                let state = if t.restarting {
+                    State::Restarting
+                } else {
+                    s.state
+                };
+                out.push((
+                    name.clone(),
+                    id as u32,
+                    state.as_str(),
+                    Metrics {
+                        files_finished: s.files_finished,
+                        files_failed: s.files_failed,
+                        records: s.records,
+                        skipped: s.skipped,
+                        bytes: s.bytes,
+                        lag: s.lag,
+                        stalled: s.stalled,
+                        halted: s.halted,
+                        last_error: secrets.scrub(&s.last_error),
+                    },
+                ));
+            }
+        }
+        out
     }
 
     // ---- Offsets -------------------------------------------------------------
@@ -1363,6 +1825,7 @@ mod tests {
         TaskView {
             id,
             state,
+            worker: None,
             status: snapshot(state, error),
         }
     }

@@ -155,6 +155,7 @@ impl From<Error> for ApiError {
             Error::NotFound(_) | Error::TaskNotFound { .. } => StatusCode::NOT_FOUND,
             Error::AlreadyExists(_) | Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
@@ -226,6 +227,7 @@ fn metrics_json(s: &crate::status::StatusSnapshot) -> serde_json::Map<String, Js
 }
 
 fn task_json(t: &TaskView, worker: &str) -> Json_ {
+    let worker = t.worker.as_deref().unwrap_or(worker);
     let mut task = json!({"id": t.id, "state": t.state.as_str(), "worker_id": worker});
     if let (Some(trace), Some(obj)) = (t.trace(), task.as_object_mut()) {
         obj.insert("trace".into(), json!(trace));

@@ -75,11 +75,14 @@ pub(crate) struct Manager {
 
 impl Manager {
     pub(crate) async fn start(brokers: &str, data_dir: &Path) -> Self {
+        Self::start_with(Config::ephemeral(brokers, data_dir)).await
+    }
+
+    pub(crate) async fn start_with(config: Config) -> Self {
         let shutdown = Shutdown::new();
-        let running =
-            connect_manager::start(Config::ephemeral(brokers, data_dir), shutdown.clone())
-                .await
-                .expect("connect-manager starts");
+        let running = connect_manager::start(config, shutdown.clone())
+            .await
+            .expect("connect-manager starts");
         Self {
             running: Some(running),
             shutdown,

@@ -14,10 +14,12 @@
 //!   two sinks on one topic, Python booleans, value.schema, and the original
 //!   project's connector JSON.
 //! - `binary`: the `connect-manager` executable.
+//! - `cluster`: distributed mode, three workers sharing tasks through Kafka.
 //! - `security`: the API token on REST and gRPC, no password in any response,
 //!   `${env:…}` / `${file:…}` references.
 
 mod binary;
+mod cluster;
 mod connect_api;
 mod faults;
 mod helpers;

@@ -120,7 +120,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
                 assignment_topic: config.assignment_topic.clone(),
             },
             &config.kafka_brokers,
-            registry::instance_of(&config.data_dir),
+            incarnation(&registry::instance_of(&config.data_dir)),
         )?)),
     };
     let registry = Arc::new(Registry::open(
@@ -210,6 +210,23 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })
 }
 
+/// This run of the worker, as the worker group and the source's file claims
+/// name it: the worker's stable id and a suffix new at every start. A worker
+/// restarted after a kill -9 is then a new member, and the claims its previous
+/// run left are recognised as a dead run's, to be taken over, whether or not
+/// the restarted worker runs a source task itself.
+fn incarnation(instance: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+    format!(
+        "{instance}-{:06x}",
+        mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40
+    )
+}
+
 /// How other workers and clients name this worker: the REST listener's
 /// address, with the host name in place of an unspecified IP.
 fn advertised(addr: SocketAddr) -> String {
@@ -242,6 +259,9 @@ async fn watch_kafka(brokers: String, registry: Arc<Registry>, health: Health, s
         let mut answer = tokio::task::spawn_blocking(move || kafka::answers_metadata(&probe))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
+        if answer.is_ok() {
+            answer = registry.cluster_ready();
+        }
         if answer.is_ok() {
             let stalled = registry.stalled().await;
             if !stalled.is_empty() {

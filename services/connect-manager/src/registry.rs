@@ -1089,6 +1089,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Distributed mode: why this worker cannot serve yet (the cluster's
+    /// config topic not read); Ok in standalone mode.
+    pub(crate) fn cluster_ready(&self) -> Result<(), String> {
+        match &self.cluster {
+            Some(c) if !c.is_ready() => Err(format!(
+                "not yet joined to the cluster: reading {}",
+                c.describe()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Connectors that have records waiting and moved nothing for a long time.
     pub(crate) async fn stalled(&self) -> Vec<String> {
         self.list()

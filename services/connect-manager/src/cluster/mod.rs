@@ -76,11 +76,15 @@ pub(crate) struct ClusterConfig {
 
 /// What a task needs to know about the cluster it runs in (None in standalone mode).
 #[derive(Clone, Debug)]
-#[allow(dead_code, reason = "read by the source's claims and offsets (next commit)")]
+#[allow(
+    dead_code,
+    reason = "read by the source's claims and offsets (next commit)"
+)]
 pub(crate) struct TaskCluster {
-    /// This worker's stable id (from its host name and data directory): the
-    /// same after a restart, different for every worker. Names the worker's
-    /// file claims.
+    /// This run of the worker: its stable id (from its host name and data
+    /// directory) and a suffix new at every start, so a restarted worker's
+    /// previous run is told from the live one. Names the worker's file claims
+    /// and its member of the worker group (`client.id`).
     pub(crate) worker: String,
     /// The ids of the workers in the worker group now (Kafka's view of who is
     /// alive), updated on every rebalance. A claim held by a worker not in
@@ -161,6 +165,19 @@ impl Cluster {
 
     pub(crate) fn rest_id(&self) -> String {
         self.rest_id.get().cloned().unwrap_or_default()
+    }
+
+    /// Whether this worker has read the config topic (until then it knows
+    /// no connector, and its health stays NOT_SERVING).
+    pub(crate) fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "group {} (config topic {} at {})",
+            self.config.group_id, self.config.config_topic, self.brokers
+        )
     }
 
     pub(crate) fn task_cluster(&self) -> TaskCluster {

@@ -65,22 +65,28 @@ async fn all_running(
         .iter()
         .map(|m| m.running().rest_addr.to_string())
         .collect();
-    eventually(
-        &format!("{n} tasks of {name} RUNNING, seen alike by every worker"),
-        WAIT,
-        || async {
-            let first = tasks(http, ms[0], name).await?;
-            for m in &ms[1..] {
-                (tasks(http, m, name).await? == first).then_some(())?;
-            }
-            let ok = first.len() == n
-                && first
-                    .iter()
-                    .all(|(_, state, w)| state == "RUNNING" && ids.contains(w));
-            ok.then(|| first.into_iter().map(|(_, _, w)| w).collect())
-        },
-    )
-    .await
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        seen.clear();
+        for m in ms {
+            seen.push(tasks(http, m, name).await);
+        }
+        if let Some(Some(first)) = seen.first()
+            && seen.iter().all(|s| s.as_ref() == Some(first))
+            && first.len() == n
+            && first
+                .iter()
+                .all(|(_, state, w)| state == "RUNNING" && ids.contains(w))
+        {
+            return first.iter().map(|(_, _, w)| w.clone()).collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {n} tasks of {name} RUNNING on {ids:?}, seen alike by every worker; last seen: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -152,7 +158,6 @@ async fn three_workers_share_the_tasks_and_answer_alike() {
     // Files land once each, whichever worker's source task claims them.
     let pg = stack.pg().await;
     let files = 12;
-    eprintln!("CONNECTORS CREATED");
     let rows_per_file = 50;
     for i in 0..files {
         let chunk = Chunk::tricky(rows_per_file, &format!("f{i}"));

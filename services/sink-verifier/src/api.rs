@@ -4,6 +4,8 @@
 //! RegisterFile and CompleteRun answer only once the store has them, so an
 //! extractor that got OK can rely on it surviving any crash of the verifier;
 //! while Postgres is away they answer UNAVAILABLE, and the extractor retries.
+//! GetReport and WatchReport give the report as stored, so two verifiers on
+//! one database give the same figures whichever registered the run's files.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -95,8 +97,8 @@ impl SinkVerifier for Api {
     ) -> Result<Response<Self::WatchReportStream>, Status> {
         let run_id = request.into_inner().run_id;
         let (tx, rx) = mpsc::channel(4);
-        let mut reports = match self.registry.subscribe(&run_id).await? {
-            Subscription::Live(reports) => reports,
+        let mut changes = match self.registry.subscribe(&run_id).await? {
+            Subscription::Live(changes) => changes,
             Subscription::Finished(report) => {
                 // The run is over: its final report, and the end of the stream.
                 let _ = tx.send(Ok(report)).await;
@@ -106,20 +108,25 @@ impl SinkVerifier for Api {
         let shutdown = self.shutdown.clone();
         let registry = self.registry.clone();
         tokio::spawn(async move {
+            let mut sent: Option<RunReport> = None;
             loop {
-                // Only the latest report matters: a slow reader skips states
+                // A change in this verifier's copy of the run is the signal;
+                // what is sent is the stored report, the one every verifier
+                // gives. Only the latest matters: a slow reader skips states
                 // rather than queueing them.
-                let report = reports.borrow_and_update().clone();
-                let complete = report.complete;
-                if tx.send(Ok(report)).await.is_err() || complete {
+                changes.borrow_and_update();
+                let report = registry.report(&run_id).await;
+                let complete = report.as_ref().is_ok_and(|r| r.complete);
+                let failed = report.is_err();
+                if !send_if_new(&tx, &mut sent, report).await || complete || failed {
                     return;
                 }
                 tokio::select! {
-                    changed = reports.changed() => if changed.is_err() {
-                        // The run left memory without us seeing it complete
-                        // (another verifier finished it): tell the stored end.
-                        let last = registry.report(&run_id).await.map_err(Status::from);
-                        let _ = tx.send(last).await;
+                    changed = changes.changed() => if changed.is_err() {
+                        // The run left memory: it ended (here, or in another
+                        // verifier). Its stored end.
+                        let last = registry.report(&run_id).await;
+                        send_if_new(&tx, &mut sent, last).await;
                         return;
                     },
                     _ = tx.closed() => return,
@@ -131,5 +138,21 @@ impl SinkVerifier for Api {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends `report` unless it is the one sent last; `false` once the reader is gone.
+async fn send_if_new(
+    tx: &mpsc::Sender<Result<RunReport, Status>>,
+    sent: &mut Option<RunReport>,
+    report: Result<RunReport, crate::Error>,
+) -> bool {
+    match report {
+        Ok(report) if sent.as_ref() == Some(&report) => true,
+        Ok(report) => {
+            *sent = Some(report.clone());
+            tx.send(Ok(report)).await.is_ok()
+        }
+        Err(e) => tx.send(Err(e.into())).await.is_ok(),
     }
 }

@@ -7,11 +7,13 @@
 //! - [`unknown_file`]: the sink NOTIFYs a file nobody registered. Its rows are
 //!   read back, digested over the column list of the registered files, and
 //!   looked up; each registered file whose rows match counts them.
-//! - [`verified_file`]: a registered file is about to be recorded verified.
-//!   Its digests are looked up among the verified files of *other* runs; both
-//!   sides count the match. (Files are checked one at a time, so of two twins
-//!   the second to be verified finds the first.) Within one run the same line may appear twice in the input, and the
-//!   manifests expect both, so that is not a duplicate.
+//! - [`twin_rows`]: a registered file is being recorded verified
+//!   (`Store::record_check`). Its digests are looked up among the verified
+//!   files of *other* runs, in the transaction that marks it verified, under an
+//!   advisory lock; both sides count the match. So of two twins the second to
+//!   be verified finds the first, even when two verifiers prove them at the
+//!   same moment. Within one run the same line may appear twice in the input,
+//!   and the manifests expect both, so that is not a duplicate.
 //!
 //! What is stored is each matched row (file, row number, other file), and a
 //! file counts its rows that have a twin anywhere, so checking again, two
@@ -77,44 +79,86 @@ pub(crate) async fn unknown_file(
     Ok(found)
 }
 
-/// Looks up the rows of `manifest`'s file, whose rows all landed, among the
-/// verified files of other runs.
-pub(crate) async fn verified_file(registry: &Registry, manifest: &Manifest) -> Result<(), Error> {
-    let store = registry.store();
-    let digests: HashSet<u64> = manifest.row_digests.iter().copied().collect();
-    if digests.is_empty() {
-        return Ok(());
-    }
-    let digests: Vec<u64> = digests.into_iter().collect();
-    let matches = store
-        .match_digests(
-            &manifest.columns,
-            &digests,
-            MatchScope::VerifiedOutsideRun(&manifest.run_id),
-        )
-        .await?;
-    for (other, (other_rows, other_digests)) in by_file(matches) {
-        let ours: Vec<i64> = (1..)
-            .zip(&manifest.row_digests)
-            .filter(|(_, d)| other_digests.contains(d))
-            .map(|(row, _)| row)
-            .collect();
-        let total = store
-            .record_match(&manifest.file_name, &other, &ours)
-            .await?;
-        registry.set_content_duplicates(&manifest.file_name, total);
-        let theirs: Vec<i64> = other_rows.into_iter().collect();
-        let total = store
-            .record_match(&other, &manifest.file_name, &theirs)
-            .await?;
-        registry.set_content_duplicates(&other, total);
-        tracing::warn!(
-            file = %manifest.file_name,
-            run = %manifest.run_id,
-            other = %other,
-            rows = ours.len(),
-            "rows of this file also landed under a file of another run"
+/// The rows a registered file shares with another run's file.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TwinRows {
+    pub(crate) other: String,
+    /// Row numbers of the registered file whose content the other holds.
+    pub(crate) ours: Vec<i64>,
+    /// Row numbers of the other file whose content the registered one holds.
+    pub(crate) theirs: Vec<i64>,
+}
+
+/// Pairs `manifest`'s rows with `matches`, the stored rows (of other files)
+/// that have one of its digests: one entry per other file, rows ascending.
+pub(crate) fn twin_rows(manifest: &Manifest, matches: Vec<DigestMatch>) -> Vec<TwinRows> {
+    by_file(matches)
+        .into_iter()
+        .map(|(other, (other_rows, other_digests))| {
+            let ours = (1..)
+                .zip(&manifest.row_digests)
+                .filter(|(_, d)| other_digests.contains(d))
+                .map(|(row, _)| row)
+                .collect();
+            let mut theirs: Vec<i64> = other_rows.into_iter().collect();
+            theirs.sort_unstable();
+            TwinRows {
+                other,
+                ours,
+                theirs,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use etl_core::digest::file_checksum;
+
+    use super::*;
+
+    #[test]
+    fn twins_pair_rows_by_digest_per_other_file() {
+        let row_digests = vec![10, 20, 10, 30];
+        let m = Manifest {
+            run_id: "r".into(),
+            file_name: "f.csv".into(),
+            row_count: 4,
+            columns: vec!["a".into()],
+            checksum: file_checksum(&row_digests),
+            row_digests,
+            uploaded_at_unix_ms: 0,
+            trace_id: String::new(),
+            traceparent: String::new(),
+        };
+        let matched = |file: &str, row_no, digest| DigestMatch {
+            file_name: file.into(),
+            row_no,
+            digest,
+        };
+        let pairs = twin_rows(
+            &m,
+            vec![
+                matched("g.csv", 7, 10),
+                matched("g.csv", 2, 30),
+                matched("e.csv", 1, 20),
+            ],
         );
+        assert_eq!(
+            pairs,
+            [
+                TwinRows {
+                    other: "e.csv".into(),
+                    ours: vec![2],
+                    theirs: vec![1],
+                },
+                TwinRows {
+                    other: "g.csv".into(),
+                    ours: vec![1, 3, 4],
+                    theirs: vec![2, 7],
+                },
+            ]
+        );
+        assert!(twin_rows(&m, Vec::new()).is_empty());
     }
-    Ok(())
 }

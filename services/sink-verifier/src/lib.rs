@@ -13,15 +13,15 @@
 //!   every call but health and reflection needs the token; `--tls-cert` and
 //!   `--tls-key` serve TLS). `RegisterFile` brings a file's manifest,
 //!   `CompleteRun` says how many files a run has, `GetReport`/`WatchReport` give
-//!   the run's report. Registration and completion answer once stored.
+//!   the run's report as stored. Registration and completion answer once stored.
 //! - `manifest`: validates manifests (digest count, checksum), on the way in and
 //!   when read back from the store.
 //! - `store`: the verifier's state in Postgres, schema `etl_verifier` (runs,
 //!   manifests with their row digests, per-file results, rejections, content
 //!   matches), created at startup. The database is the truth.
 //! - `registry`: the unfinished runs in memory, written through to the store,
-//!   with a watch channel per run carrying its report; reloaded from the store
-//!   after a restart. A finished run leaves memory.
+//!   with a watch channel per run that wakes its watchers; reloaded from the
+//!   store after a restart. A finished run leaves memory.
 //! - `watch`: decides *when* to check: the sink's `NOTIFY etl_rows` on a
 //!   dedicated connection, each registration, and a poll of unverified files; it
 //!   reconnects after Postgres goes away and drives the health status.
@@ -50,6 +50,26 @@
 //! checks its files again; files verified before keep their latency. A file's
 //! result is never written back from verified to unverified, and every write is
 //! keyed by file name, so two verifiers on one database never count twice.
+//!
+//! # Two verifiers on one database
+//! Any number may run side by side (scale-out, or a spare): the extractor may
+//! register a run's files with either, and either answers about every run with
+//! the same figures, because the figures are never one process's memory:
+//! - reports (GetReport, WatchReport) are built from the stored files;
+//! - both hear every NOTIFY and check the same files, but a check is stored
+//!   only while the file is unverified and its run not ended, under the run's
+//!   row lock (`SELECT … FOR SHARE`), so the first verified check wins and the
+//!   other verifier reloads the run from the store;
+//! - the end of a run is one transaction holding the run's row `FOR UPDATE`
+//!   that decides PASSED or FAILED from the stored files: whichever verifier
+//!   ends it, the other finds it ended and reports that same end;
+//! - marking a file verified and looking up its rows in other runs' verified
+//!   files is one transaction under an advisory lock, so of two copies proven
+//!   at the same moment by two verifiers, the second still finds the first.
+//!
+//! Each verifier's memory only decides what to check next; it catches up with
+//! the other's registrations through the NOTIFYs of their rows and, at the
+//! latest, its next poll.
 //!
 //! # Latency: upload complete to rows committed
 //! A file's latency starts at the manifest's `uploaded_at_unix_ms` (set by the

@@ -2,10 +2,17 @@
 //!
 //! Every change is stored first and applied here second, so what this process
 //! holds is never ahead of Postgres: a verifier killed at any moment reloads
-//! the unfinished runs ([`Registry::sync`]) and carries on. A run leaves memory
+//! the unfinished runs ([`Registry::sync`]) and carries on. Memory decides
+//! *what* to check; the store decides what is true. So a second verifier on
+//! the same database, whose copy of a run may be behind this one's for a
+//! moment, never makes the two disagree: reports are read from the store
+//! ([`Registry::report`]), a check is stored only if the file is not verified
+//! and its run not ended yet (else this copy is reloaded), and a run's end and
+//! state are decided in the store from the stored files. A run leaves memory
 //! once it is complete (every file verified or rejected, and CompleteRun said
-//! how many files it has); its report is then rebuilt from the store on demand.
-//! Each run in memory has a watch channel carrying its current report.
+//! how many files it has). Each run in memory has a watch channel carrying its
+//! report as this verifier sees it: a signal for the watchers, who read the
+//! stored one.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -16,19 +23,20 @@ use etl_proto::v1::RunReport;
 use tokio::sync::watch;
 
 use crate::{
-    Error, duplicates,
+    Error,
     manifest::Manifest,
     report::{self, FileFacts},
-    store::{Registration, Store, StoredFile, StoredRun},
+    store::{CheckStored, Registration, Store, StoredFile},
     verify::FileCheck,
 };
 
-/// What recording a check changed, so the caller emits the file's span once.
+/// What recording a check changed, so the caller emits the file's span once
+/// (across verifiers: the store says which check was the first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Recorded {
     /// The file just became verified.
     Verified,
-    /// The file has altered or duplicate rows, seen for the first time.
+    /// The file has altered or duplicate rows, stored for the first time.
     FirstProblem,
     /// Nothing worth a span (still waiting, or already known).
     Unchanged,
@@ -62,7 +70,6 @@ struct FileEntry {
     committed_at_unix_ms: Option<i64>,
     rejected: Option<String>,
     content_duplicates: u64,
-    problem_reported: bool,
 }
 
 impl FileEntry {
@@ -73,7 +80,6 @@ impl FileEntry {
             committed_at_unix_ms: None,
             rejected: None,
             content_duplicates: 0,
-            problem_reported: false,
         }
     }
 
@@ -84,7 +90,6 @@ impl FileEntry {
             committed_at_unix_ms: stored.committed_at_unix_ms,
             rejected: stored.rejected,
             content_duplicates: stored.content_duplicates,
-            problem_reported: false,
         }
     }
 
@@ -140,9 +145,9 @@ impl Run {
         });
     }
 
-    fn complete_state(&self) -> Option<String> {
-        let report = self.report.borrow();
-        report.complete.then(|| report.state.clone())
+    /// Complete as far as this verifier knows: worth asking the store to end it.
+    fn complete(&self) -> bool {
+        self.report.borrow().complete
     }
 }
 
@@ -172,7 +177,8 @@ impl Inner {
 enum Loaded {
     /// Unfinished: now in memory.
     Live,
-    Finished(StoredRun),
+    /// Finished: its report as stored.
+    Finished(RunReport),
     Unknown,
 }
 
@@ -273,29 +279,42 @@ impl Registry {
         Ok(())
     }
 
-    /// The run's current report, from memory or, once finished, from the store.
+    /// The run's report as stored: the same whichever verifier is asked. While
+    /// Postgres is away, the report of this verifier's copy (stored earlier,
+    /// so never ahead of the truth).
     pub(crate) async fn report(&self, run_id: &str) -> Result<RunReport, Error> {
-        match self.subscribe(run_id).await? {
-            Subscription::Live(rx) => Ok(rx.borrow().clone()),
-            Subscription::Finished(report) => Ok(report),
+        match self.store.report(run_id).await {
+            Ok(Some(report)) => Ok(report),
+            Ok(None) => Err(Error::UnknownRun(run_id.to_string())),
+            Err(e) => match self.live(run_id) {
+                Some(rx) => {
+                    tracing::debug!(run = %run_id, error = %e, "reporting from memory");
+                    Ok(rx.borrow().clone())
+                }
+                None => Err(e),
+            },
         }
     }
 
+    /// The run's changes while it is in memory (loaded for the asking, if it
+    /// is unfinished), or its stored report once it finished.
     pub(crate) async fn subscribe(&self, run_id: &str) -> Result<Subscription, Error> {
         if let Some(rx) = self.live(run_id) {
             return Ok(Subscription::Live(rx));
         }
         match self.load(run_id).await? {
-            Loaded::Finished(stored) => Ok(Subscription::Finished(stored_report(&stored))),
+            Loaded::Finished(report) => Ok(Subscription::Finished(report)),
             // It may have finished between loading and now.
             Loaded::Live | Loaded::Unknown => match self.live(run_id) {
                 Some(rx) => Ok(Subscription::Live(rx)),
-                None => match self.store.load_run(run_id, None).await? {
-                    Some(stored) => Ok(Subscription::Finished(stored_report(&stored))),
-                    None => Err(Error::UnknownRun(run_id.to_string())),
-                },
+                None => self.report(run_id).await.map(Subscription::Finished),
             },
         }
+    }
+
+    /// Whether this verifier holds `run_id` in memory.
+    pub(crate) fn holds(&self, run_id: &str) -> bool {
+        self.lock().runs.contains_key(run_id)
     }
 
     fn live(&self, run_id: &str) -> Option<watch::Receiver<RunReport>> {
@@ -330,15 +349,17 @@ impl Registry {
     }
 
     /// Stores a check of `file` and applies it. Verified files stay verified:
-    /// a check made after that is ignored. `committed_at_unix_ms` is when the
-    /// file's rows committed, for a verified check.
+    /// a check made after that is ignored, and so is a check of a file another
+    /// verifier verified, or of a run that ended (this copy is then reloaded).
+    /// `committed_at_unix_ms` is when the file's rows committed, for a
+    /// verified check.
     pub(crate) async fn record(
         &self,
         file: &str,
         check: FileCheck,
         committed_at_unix_ms: Option<i64>,
     ) -> Result<Recorded, Error> {
-        let (run_id, changed, outcome, manifest) = {
+        let (run_id, manifest) = {
             let mut inner = self.lock();
             let Some((run_id, run)) = inner.entry_mut(file) else {
                 return Ok(Recorded::Unchanged);
@@ -347,55 +368,54 @@ impl Registry {
             let Some(entry) = run.files.get(file) else {
                 return Ok(Recorded::Unchanged);
             };
-            if entry.facts().done() {
+            if entry.facts().done() || entry.check.as_ref() == Some(&check) {
                 return Ok(Recorded::Unchanged);
             }
-            let outcome = if check.verified() {
-                Recorded::Verified
-            } else if check.has_problem() && !entry.problem_reported {
-                Recorded::FirstProblem
-            } else {
-                Recorded::Unchanged
-            };
-            (
-                run_id,
-                entry.check.as_ref() != Some(&check),
-                outcome,
-                entry.manifest.clone(),
-            )
+            (run_id, entry.manifest.clone())
         };
         let committed_at_unix_ms = committed_at_unix_ms.filter(|_| check.verified());
-        if changed && outcome == Recorded::Verified {
-            // Before the file counts as verified, so its run never completes
-            // as PASSED first and turns FAILED a moment later. If this fails,
-            // nothing is stored and the next check tries again.
-            duplicates::verified_file(self, &manifest).await?;
-        }
-        if changed
-            && !self
-                .store
-                .record_check(file, &check, committed_at_unix_ms)
-                .await?
+        // Verified together with the lookup of its twins, so its run never
+        // ends as PASSED first and turns FAILED a moment later. If this fails,
+        // nothing is stored and the next check tries again.
+        let (outcome, twins) = match self
+            .store
+            .record_check(&manifest, &check, committed_at_unix_ms)
+            .await?
         {
-            // Verified already, by another verifier: take its result.
-            self.load(&run_id).await?;
-            return Ok(Recorded::Unchanged);
-        }
+            CheckStored::Settled => {
+                // Verified by another verifier, or its run ended: take the store's word.
+                self.load(&run_id).await?;
+                return Ok(Recorded::Unchanged);
+            }
+            CheckStored::Verified { twins } => (Recorded::Verified, twins),
+            CheckStored::FirstProblem => (Recorded::FirstProblem, Vec::new()),
+            CheckStored::Progress => (Recorded::Unchanged, Vec::new()),
+        };
         {
             let mut inner = self.lock();
             let Some((_, run)) = inner.entry_mut(file) else {
-                return Ok(Recorded::Unchanged);
+                return Ok(outcome);
             };
             if let Some(entry) = run.files.get_mut(file) {
-                if outcome == Recorded::FirstProblem {
-                    entry.problem_reported = true;
-                }
                 if check.verified() {
                     entry.committed_at_unix_ms = committed_at_unix_ms;
                 }
                 entry.check = Some(check);
             }
             run.publish(&run_id);
+        }
+        for twin in &twins {
+            tracing::warn!(
+                file = %file,
+                run = %run_id,
+                other = %twin.other,
+                rows = twin.rows,
+                "rows of this file also landed under a file of another run"
+            );
+            for name in [file, twin.other.as_str()] {
+                let n = self.store.content_duplicates(name).await?;
+                self.set_content_duplicates(name, n);
+            }
         }
         self.finish_if_complete(&run_id).await;
         Ok(outcome)
@@ -484,7 +504,7 @@ impl Registry {
             inner
                 .runs
                 .iter()
-                .filter(|(_, r)| r.complete_state().is_some())
+                .filter(|(_, r)| r.complete())
                 .map(|(id, _)| id.clone())
                 .collect()
         };
@@ -515,7 +535,7 @@ impl Registry {
         };
         if stored.finished {
             self.lock().remove_run(run_id);
-            return Ok(Loaded::Finished(stored));
+            return Ok(Loaded::Finished(stored.report()));
         }
         let mut fresh = Vec::new();
         let mut known = Vec::new();
@@ -565,29 +585,32 @@ impl Registry {
         Ok(Loaded::Live)
     }
 
-    /// A complete run is marked finished in the store and leaves memory; its
-    /// watchers get the final report before their channel closes.
+    /// A run complete in memory is ended in the store, which decides its state
+    /// from the stored files (or finds it ended by another verifier), and
+    /// leaves memory; its watchers get the stored end before their channel
+    /// closes.
     async fn finish_if_complete(&self, run_id: &str) {
-        let Some(state) = self.lock().runs.get(run_id).and_then(Run::complete_state) else {
+        if !self.lock().runs.get(run_id).is_some_and(Run::complete) {
             return;
-        };
-        match self.store.finish(run_id, &state).await {
-            Ok(()) => {
-                self.lock().remove_run(run_id);
-                tracing::info!(run = %run_id, state = %state, "run finished");
+        }
+        match self.store.finish(run_id).await {
+            Ok(Some(ended)) => {
+                let mut inner = self.lock();
+                if let Some(run) = inner.runs.get(run_id) {
+                    run.report.send_replace(ended.report.clone());
+                }
+                inner.remove_run(run_id);
+                if ended.now {
+                    tracing::info!(run = %run_id, state = %ended.report.state, "run finished");
+                }
             }
+            // Memory saw it complete before the store's snapshot did; the
+            // next check or sync looks again.
+            Ok(None) => tracing::debug!(run = %run_id, "run not complete in the store yet"),
             // Kept in memory; the next sync finishes it.
             Err(e) => {
                 tracing::warn!(run = %run_id, error = %e, "cannot store the end of the run; will retry")
             }
         }
     }
-}
-
-fn stored_report(run: &StoredRun) -> RunReport {
-    report::build(
-        &run.run_id,
-        run.expected_files,
-        run.files.iter().map(StoredFile::facts),
-    )
 }

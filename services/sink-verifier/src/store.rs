@@ -11,21 +11,33 @@
 //! | `content_matches` | row of a registered file whose content also landed under another file name | the content-duplicate checks |
 //!
 //! The database is the truth: every write is an upsert keyed by file name (or
-//! by file, row and twin file), a verified file is never written back to unverified, and
-//! registrations of one run are serialized by a row lock on the run. The
-//! in-memory [`crate::registry`] is a cache of the unfinished runs.
+//! by file, row and twin file), and a verified file is never written back to
+//! unverified. Several verifiers may share one database; what keeps them from
+//! counting twice or disagreeing is here, in SQL:
+//! - the run's row orders what happens to a run: registration and completion
+//!   take it exclusively, storing a check shares it, and the end of a run takes
+//!   it exclusively and decides PASSED or FAILED from the stored files, never
+//!   from one verifier's memory; a check of a file already verified or of a
+//!   finished run is not stored. Whichever verifier ends a run, both report the
+//!   same end.
+//! - content matches are written under the row lock of the run of the file
+//!   they count against, and marking a file verified is one transaction with
+//!   the lookup of its twins in other runs, under an advisory lock: of two
+//!   twins proven at the same moment by two verifiers, the second sees the first.
+//!
+//! The in-memory [`crate::registry`] is a cache of the unfinished runs.
 //!
 //! Digests are `u64` stored in `bigint` columns bit for bit (`as i64`): only
 //! equality matters.
 
 use std::collections::HashSet;
 
-use etl_proto::v1::FileManifest;
+use etl_proto::v1::{FileManifest, RunReport};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
-use tokio_postgres::{Client, Transaction, error::SqlState};
+use tokio_postgres::{Client, GenericClient, Transaction, error::SqlState};
 
 use crate::{
-    Error,
+    Error, duplicates,
     manifest::{Content, Manifest},
     report,
     verify::FileCheck,
@@ -90,6 +102,43 @@ CREATE TABLE IF NOT EXISTS etl_verifier.content_matches (
 CREATE INDEX IF NOT EXISTS content_matches_twin ON etl_verifier.content_matches (twin_file);
 "#;
 
+/// Taken by the transaction that marks a file verified, around the lookup of
+/// its twins: of two files with the same rows in two runs, proven at the same
+/// moment (by two verifiers), the second to commit must see the first verified.
+const VERIFIED_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtext('etl_verifier verified'))";
+
+/// What storing a check did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CheckStored {
+    /// The file is verified now, by this check; `twins` are the files of
+    /// other runs whose rows it shares (both sides were counted).
+    Verified { twins: Vec<Twin> },
+    /// Stored: the first stored check of this file with altered or duplicate rows.
+    FirstProblem,
+    /// Stored: progress (rows still missing), or a problem already stored.
+    Progress,
+    /// Not stored: the file is verified or its run finished already (by another
+    /// verifier, or before a restart). This verifier's copy of the run is behind.
+    Settled,
+}
+
+/// A file of another run with rows of the file just verified.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Twin {
+    pub(crate) other: String,
+    /// Rows of the verified file that the other file also holds.
+    pub(crate) rows: usize,
+}
+
+/// A run's end, as [`Store::finish`] found or made it.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    /// Its report, from the stored files.
+    pub(crate) report: RunReport,
+    /// Ended by this call (not by another verifier before).
+    pub(crate) now: bool,
+}
+
 /// What a registration did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Registration {
@@ -113,6 +162,17 @@ pub(crate) struct StoredRun {
     pub(crate) finished: bool,
     /// Ordered by file name (byte order, as the in-memory runs are).
     pub(crate) files: Vec<StoredFile>,
+}
+
+impl StoredRun {
+    /// The run's report, from its stored files.
+    pub(crate) fn report(&self) -> RunReport {
+        report::build(
+            &self.run_id,
+            self.expected_files,
+            self.files.iter().map(StoredFile::facts),
+        )
+    }
 }
 
 /// A registered file as stored.
@@ -277,53 +337,132 @@ impl Store {
         tx.commit().await.map_err(pg())
     }
 
-    /// Stores a check of `file` unless the file is already verified (by us
-    /// earlier, or by another verifier). `false`: it was, nothing written.
+    /// Stores a check of `m`'s file, unless the file is verified or its run
+    /// finished already (by us earlier, or by another verifier). A verified
+    /// check also records the file's twins among the verified files of other
+    /// runs, in the same transaction. The run's row is locked while the check
+    /// is stored (shared; exclusively for a verified check), so the run cannot
+    /// end half-way through it.
     pub(crate) async fn record_check(
         &self,
-        file: &str,
+        m: &Manifest,
         check: &FileCheck,
         committed_at_unix_ms: Option<i64>,
-    ) -> Result<bool, Error> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE etl_verifier.files SET checked_at = now(), rows_landed = $2, missing = $3, \
-                 duplicates = $4, altered = $5, verified = $6, committed_at_unix_ms = $7 \
-                 WHERE file_name = $1 AND NOT verified",
-                &[
-                    &file,
-                    &to_i64(check.rows_landed),
-                    &to_i64(check.missing),
-                    &to_i64(check.duplicates),
-                    &to_i64(check.altered),
-                    &check.verified(),
-                    &committed_at_unix_ms,
-                ],
+    ) -> Result<CheckStored, Error> {
+        let file = m.file_name.as_str();
+        let mut client = self.client().await?;
+        let pg = || self.pg(format!("storing the check of file {file:?}"));
+        let tx = client.transaction().await.map_err(pg())?;
+        let verified = check.verified();
+        if verified {
+            tx.execute(VERIFIED_LOCK_SQL, &[]).await.map_err(pg())?;
+        }
+        // A verified file may add content matches against its own run, which
+        // takes the run's row exclusively (`insert_matches`): take it so at
+        // once, since two checks upgrading a shared lock would deadlock.
+        let run_lock = if verified { "NO KEY UPDATE" } else { "SHARE" };
+        let Some(stored) = tx
+            .query_opt(
+                &format!(
+                    "SELECT f.verified OR r.finished_at IS NOT NULL, \
+                            f.duplicates > 0 OR f.altered > 0 \
+                     FROM etl_verifier.files f JOIN etl_verifier.runs r USING (run_id) \
+                     WHERE f.file_name = $1 FOR NO KEY UPDATE OF f FOR {run_lock} OF r"
+                ),
+                &[&file],
             )
             .await
-            .map_err(self.pg(format!("storing the check of file {file:?}")))?;
-        Ok(n == 1)
+            .map_err(pg())?
+        else {
+            return Ok(CheckStored::Settled);
+        };
+        let settled: bool = stored.try_get(0).map_err(pg())?;
+        let had_problem: bool = stored.try_get(1).map_err(pg())?;
+        if settled {
+            // Dropping `tx` rolls it back.
+            return Ok(CheckStored::Settled);
+        }
+        let twins = if verified {
+            record_twins(&tx, m).await.map_err(pg())?
+        } else {
+            Vec::new()
+        };
+        tx.execute(
+            "UPDATE etl_verifier.files SET checked_at = now(), rows_landed = $2, missing = $3, \
+             duplicates = $4, altered = $5, verified = $6, committed_at_unix_ms = $7 \
+             WHERE file_name = $1",
+            &[
+                &file,
+                &to_i64(check.rows_landed),
+                &to_i64(check.missing),
+                &to_i64(check.duplicates),
+                &to_i64(check.altered),
+                &verified,
+                &committed_at_unix_ms.filter(|_| verified),
+            ],
+        )
+        .await
+        .map_err(pg())?;
+        tx.commit().await.map_err(pg())?;
+        Ok(if verified {
+            CheckStored::Verified { twins }
+        } else if check.has_problem() && !had_problem {
+            CheckStored::FirstProblem
+        } else {
+            CheckStored::Progress
+        })
     }
 
-    /// Marks a complete run finished with its final state.
-    pub(crate) async fn finish(&self, run_id: &str, state: &str) -> Result<(), Error> {
-        let client = self.client().await?;
-        client
-            .execute(
-                // A content duplicate recorded meanwhile (an unknown file's
-                // rows, or another verifier) wins over the state we saw.
-                "UPDATE etl_verifier.runs SET finished_at = now(), \
-                   state = CASE WHEN EXISTS (SELECT 1 FROM etl_verifier.content_matches c \
-                                 JOIN etl_verifier.files f USING (file_name) \
-                                 WHERE f.run_id = $1) \
-                           THEN $3 ELSE $2 END \
-                 WHERE run_id = $1 AND finished_at IS NULL",
-                &[&run_id, &state, &report::FAILED],
+    /// Ends `run_id` if its stored files make it complete, with the state they
+    /// give, and returns its report as stored; `None` while it is not
+    /// complete. A run another verifier ended keeps that end, and its stored
+    /// report is returned. The run's row is held exclusively, so no check or
+    /// content match is half-stored while the state is decided.
+    pub(crate) async fn finish(&self, run_id: &str) -> Result<Option<Ended>, Error> {
+        let mut client = self.client().await?;
+        let pg = || self.pg(format!("finishing run {run_id:?}"));
+        let tx = client.transaction().await.map_err(pg())?;
+        let Some(run) = tx
+            .query_opt(
+                "SELECT expected_files, finished_at IS NOT NULL FROM etl_verifier.runs \
+                 WHERE run_id = $1 FOR UPDATE",
+                &[&run_id],
             )
             .await
-            .map_err(self.pg(format!("finishing run {run_id:?}")))?;
-        Ok(())
+            .map_err(pg())?
+        else {
+            return Ok(None);
+        };
+        let expected_files = run.try_get::<_, Option<i64>>(0).map_err(pg())?.map(to_u64);
+        let finished: bool = run.try_get(1).map_err(pg())?;
+        // A statement after the lock: it sees every check that shared the row.
+        let run = StoredRun {
+            run_id: run_id.to_string(),
+            expected_files,
+            finished,
+            files: stored_files(&tx, run_id).await.map_err(pg())?,
+        };
+        let report = run.report();
+        if finished {
+            return Ok(Some(Ended { report, now: false }));
+        }
+        if !report.complete {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE etl_verifier.runs SET finished_at = now(), state = $2 WHERE run_id = $1",
+            &[&run_id, &report.state],
+        )
+        .await
+        .map_err(pg())?;
+        tx.commit().await.map_err(pg())?;
+        Ok(Some(Ended { report, now: true }))
+    }
+
+    /// The report of `run_id` as stored, whichever verifier holds the run;
+    /// `None` for a run nobody registered a file of.
+    pub(crate) async fn report(&self, run_id: &str) -> Result<Option<RunReport>, Error> {
+        Ok(self.load_run(run_id, None).await?.map(|run| run.report()))
     }
 
     /// Stores that `file` was moved to `error/` and why, registered or not.
@@ -388,9 +527,17 @@ impl Store {
         run_id: &str,
         without_digests: Option<&HashSet<String>>,
     ) -> Result<Option<StoredRun>, Error> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let pg = || self.pg(format!("reading run {run_id:?}"));
-        let Some(run) = client
+        // One snapshot for the run and its files: a report is of one moment.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg())?;
+        let Some(run) = tx
             .query_opt(
                 "SELECT expected_files, finished_at IS NOT NULL FROM etl_verifier.runs \
                  WHERE run_id = $1",
@@ -401,57 +548,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let rows = client
-            .query(
-                "SELECT f.file_name, f.row_count, f.columns, f.checksum, f.uploaded_at_unix_ms, \
-                        f.trace_id, f.traceparent, f.checked_at IS NOT NULL, f.rows_landed, \
-                        f.missing, f.duplicates, f.altered, f.committed_at_unix_ms, j.reason, \
-                        (SELECT count(DISTINCT c.row_no) \
-                         FROM etl_verifier.content_matches c WHERE c.file_name = f.file_name) \
-                 FROM etl_verifier.files f LEFT JOIN etl_verifier.rejections j USING (file_name) \
-                 WHERE f.run_id = $1 ORDER BY f.file_name COLLATE \"C\"",
-                &[&run_id],
-            )
-            .await
-            .map_err(pg())?;
-        let mut files = rows
-            .iter()
-            .map(|r| {
-                let row_count = to_u64(r.try_get(1)?);
-                let manifest = FileManifest {
-                    run_id: run_id.to_string(),
-                    file_name: r.try_get(0)?,
-                    row_count,
-                    columns: r.try_get(2)?,
-                    row_digests: Vec::new(),
-                    checksum: r.try_get::<_, i64>(3)? as u64,
-                    uploaded_at_unix_ms: r.try_get(4)?,
-                    trace_id: r.try_get(5)?,
-                    traceparent: r.try_get(6)?,
-                };
-                let checked: bool = r.try_get(7)?;
-                let check = checked
-                    .then(|| -> Result<FileCheck, tokio_postgres::Error> {
-                        Ok(FileCheck {
-                            rows_expected: row_count,
-                            rows_landed: to_u64(r.try_get(8)?),
-                            missing: to_u64(r.try_get(9)?),
-                            duplicates: to_u64(r.try_get(10)?),
-                            altered: to_u64(r.try_get(11)?),
-                            ..FileCheck::default()
-                        })
-                    })
-                    .transpose()?;
-                Ok(StoredFile {
-                    manifest,
-                    check,
-                    committed_at_unix_ms: r.try_get(12)?,
-                    rejected: r.try_get(13)?,
-                    content_duplicates: to_u64(r.try_get(14)?),
-                })
-            })
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-            .map_err(pg())?;
+        let mut files = stored_files(&tx, run_id).await.map_err(pg())?;
         let finished: bool = run.try_get(1).map_err(pg())?;
         if let Some(skip) = without_digests.filter(|_| !finished) {
             let wanted: Vec<&str> = files
@@ -460,7 +557,7 @@ impl Store {
                 .filter(|f| !skip.contains(*f))
                 .collect();
             if !wanted.is_empty() {
-                let digests = client
+                let digests = tx
                     .query(
                         "SELECT file_name, array_agg(digest ORDER BY row_no) \
                          FROM etl_verifier.row_digests WHERE file_name = ANY($1) GROUP BY file_name",
@@ -481,9 +578,11 @@ impl Store {
                 }
             }
         }
+        let expected_files = run.try_get::<_, Option<i64>>(0).map_err(pg())?.map(to_u64);
+        tx.commit().await.map_err(pg())?;
         Ok(Some(StoredRun {
             run_id: run_id.to_string(),
-            expected_files: run.try_get::<_, Option<i64>>(0).map_err(pg())?.map(to_u64),
+            expected_files,
             finished,
             files,
         }))
@@ -512,63 +611,42 @@ impl Store {
         scope: MatchScope<'_>,
     ) -> Result<Vec<DigestMatch>, Error> {
         let client = self.client().await?;
-        let digests: Vec<i64> = digests.iter().map(|&d| d as i64).collect();
-        let (outside_run, verified_only) = match scope {
-            MatchScope::AllFiles => (None, false),
-            MatchScope::VerifiedOutsideRun(run) => (Some(run), true),
-        };
-        let rows = client
-            .query(
-                "SELECT d.file_name, d.row_no, d.digest \
-                 FROM etl_verifier.row_digests d JOIN etl_verifier.files f USING (file_name) \
-                 WHERE d.digest = ANY($1) AND f.columns = $2 \
-                   AND ($3::text IS NULL OR f.run_id <> $3) AND (f.verified OR NOT $4)",
-                &[&digests, &columns, &outside_run, &verified_only],
-            )
+        match_digests(&*client, columns, digests, scope)
             .await
-            .map_err(self.pg("looking up row digests"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(DigestMatch {
-                    file_name: r.try_get(0)?,
-                    row_no: r.try_get(1)?,
-                    digest: r.try_get::<_, i64>(2)? as u64,
-                })
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(self.pg("looking up row digests"))
     }
 
     /// Stores that rows `rows` (row numbers) of registered `file` have their
-    /// content also under `twin`, and returns the file's content duplicates:
-    /// its rows with a twin anywhere. A finished run that now has one is FAILED.
+    /// content also under `twin`, a file nobody had registered when its rows
+    /// were read, and returns the file's content duplicates: its rows with a
+    /// twin anywhere. A finished run that now has one is FAILED. If `twin` has
+    /// been registered in `file`'s run since, nothing is stored: within a run
+    /// the same line twice is not a duplicate (this and the registration are
+    /// ordered by the run's row lock, whichever comes first).
     pub(crate) async fn record_match(
         &self,
         file: &str,
         twin: &str,
         rows: &[i64],
     ) -> Result<u64, Error> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let pg = || self.pg(format!("storing content duplicates of file {file:?}"));
-        client
-            .execute(
-                "INSERT INTO etl_verifier.content_matches (file_name, row_no, twin_file) \
-                 SELECT $1, r, $2 FROM unnest($3::bigint[]) AS r ON CONFLICT DO NOTHING",
-                &[&file, &twin, &rows],
+        let tx = client.transaction().await.map_err(pg())?;
+        lock_run_of(&tx, file).await.map_err(pg())?;
+        let same_run: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM etl_verifier.files t \
+                   JOIN etl_verifier.files f USING (run_id) \
+                   WHERE t.file_name = $2 AND f.file_name = $1)",
+                &[&file, &twin],
             )
             .await
+            .and_then(|r| r.try_get(0))
             .map_err(pg())?;
-        if !rows.is_empty() {
-            client
-                .execute(
-                    "UPDATE etl_verifier.runs SET state = $2 \
-                     WHERE finished_at IS NOT NULL AND state <> $2 \
-                       AND run_id = (SELECT run_id FROM etl_verifier.files WHERE file_name = $1)",
-                    &[&file, &report::FAILED],
-                )
-                .await
-                .map_err(pg())?;
+        if !same_run {
+            insert_matches(&tx, file, twin, rows).await.map_err(pg())?;
         }
+        tx.commit().await.map_err(pg())?;
         drop(client);
         self.content_duplicates(file).await
     }
@@ -608,6 +686,165 @@ async fn lock_run(
         )
         .await?;
     Ok(row.try_get::<_, Option<i64>>(0)?.map(to_u64))
+}
+
+/// Locks the row of the run `file` is registered in, for a write to the
+/// results of its files: it waits for a registration or the run's end, and
+/// they wait for it.
+async fn lock_run_of(tx: &Transaction<'_>, file: &str) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "SELECT 1 FROM etl_verifier.runs WHERE run_id = \
+           (SELECT run_id FROM etl_verifier.files WHERE file_name = $1) FOR NO KEY UPDATE",
+        &[&file],
+    )
+    .await
+    .map(drop)
+}
+
+/// Stores rows `rows` of `file` as twins of `twin`, under the row lock of
+/// `file`'s run, and turns that run FAILED if it finished already.
+async fn insert_matches(
+    tx: &Transaction<'_>,
+    file: &str,
+    twin: &str,
+    rows: &[i64],
+) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    lock_run_of(tx, file).await?;
+    tx.execute(
+        "INSERT INTO etl_verifier.content_matches (file_name, row_no, twin_file) \
+         SELECT $1, r, $2 FROM unnest($3::bigint[]) AS r ON CONFLICT DO NOTHING",
+        &[&file, &twin, &rows],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE etl_verifier.runs SET state = $2 \
+         WHERE finished_at IS NOT NULL AND state <> $2 \
+           AND run_id = (SELECT run_id FROM etl_verifier.files WHERE file_name = $1)",
+        &[&file, &report::FAILED],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Looks up `m`'s rows among the verified files of other runs and stores the
+/// matches on both sides (see [`crate::duplicates`]). Runs under
+/// [`VERIFIED_LOCK_SQL`].
+async fn record_twins(
+    tx: &Transaction<'_>,
+    m: &Manifest,
+) -> Result<Vec<Twin>, tokio_postgres::Error> {
+    let digests: HashSet<u64> = m.row_digests.iter().copied().collect();
+    if digests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let digests: Vec<u64> = digests.into_iter().collect();
+    let matches = match_digests(
+        tx,
+        &m.columns,
+        &digests,
+        MatchScope::VerifiedOutsideRun(&m.run_id),
+    )
+    .await?;
+    let mut twins = Vec::new();
+    for pair in duplicates::twin_rows(m, matches) {
+        insert_matches(tx, &m.file_name, &pair.other, &pair.ours).await?;
+        insert_matches(tx, &pair.other, &m.file_name, &pair.theirs).await?;
+        twins.push(Twin {
+            rows: pair.ours.len(),
+            other: pair.other,
+        });
+    }
+    Ok(twins)
+}
+
+async fn match_digests(
+    client: &impl GenericClient,
+    columns: &[String],
+    digests: &[u64],
+    scope: MatchScope<'_>,
+) -> Result<Vec<DigestMatch>, tokio_postgres::Error> {
+    let digests: Vec<i64> = digests.iter().map(|&d| d as i64).collect();
+    let (outside_run, verified_only) = match scope {
+        MatchScope::AllFiles => (None, false),
+        MatchScope::VerifiedOutsideRun(run) => (Some(run), true),
+    };
+    let rows = client
+        .query(
+            "SELECT d.file_name, d.row_no, d.digest \
+             FROM etl_verifier.row_digests d JOIN etl_verifier.files f USING (file_name) \
+             WHERE d.digest = ANY($1) AND f.columns = $2 \
+               AND ($3::text IS NULL OR f.run_id <> $3) AND (f.verified OR NOT $4)",
+            &[&digests, &columns, &outside_run, &verified_only],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DigestMatch {
+                file_name: r.try_get(0)?,
+                row_no: r.try_get(1)?,
+                digest: r.try_get::<_, i64>(2)? as u64,
+            })
+        })
+        .collect()
+}
+
+/// The registered files of `run_id` with their latest checks, ordered by file
+/// name (byte order, as the in-memory runs are); no row digests.
+async fn stored_files(
+    client: &impl GenericClient,
+    run_id: &str,
+) -> Result<Vec<StoredFile>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT f.file_name, f.row_count, f.columns, f.checksum, f.uploaded_at_unix_ms, \
+                    f.trace_id, f.traceparent, f.checked_at IS NOT NULL, f.rows_landed, \
+                    f.missing, f.duplicates, f.altered, f.committed_at_unix_ms, j.reason, \
+                    (SELECT count(DISTINCT c.row_no) \
+                     FROM etl_verifier.content_matches c WHERE c.file_name = f.file_name) \
+             FROM etl_verifier.files f LEFT JOIN etl_verifier.rejections j USING (file_name) \
+             WHERE f.run_id = $1 ORDER BY f.file_name COLLATE \"C\"",
+            &[&run_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let row_count = to_u64(r.try_get(1)?);
+            let manifest = FileManifest {
+                run_id: run_id.to_string(),
+                file_name: r.try_get(0)?,
+                row_count,
+                columns: r.try_get(2)?,
+                row_digests: Vec::new(),
+                checksum: r.try_get::<_, i64>(3)? as u64,
+                uploaded_at_unix_ms: r.try_get(4)?,
+                trace_id: r.try_get(5)?,
+                traceparent: r.try_get(6)?,
+            };
+            let checked: bool = r.try_get(7)?;
+            let check = checked
+                .then(|| -> Result<FileCheck, tokio_postgres::Error> {
+                    Ok(FileCheck {
+                        rows_expected: row_count,
+                        rows_landed: to_u64(r.try_get(8)?),
+                        missing: to_u64(r.try_get(9)?),
+                        duplicates: to_u64(r.try_get(10)?),
+                        altered: to_u64(r.try_get(11)?),
+                        ..FileCheck::default()
+                    })
+                })
+                .transpose()?;
+            Ok(StoredFile {
+                manifest,
+                check,
+                committed_at_unix_ms: r.try_get(12)?,
+                rejected: r.try_get(13)?,
+                content_duplicates: to_u64(r.try_get(14)?),
+            })
+        })
+        .collect()
 }
 
 async fn files_of_run(tx: &Transaction<'_>, run_id: &str) -> Result<u64, tokio_postgres::Error> {

@@ -15,8 +15,13 @@
 //! a notification when its transaction commits, so that time is when the
 //! file's rows committed (see the crate docs on latency). A NOTIFY naming a
 //! file no run in memory holds is looked up in the store after a short quiet
-//! period (a file of a finished run: nothing to do; of an unfinished run: load
-//! it; registered nowhere: look for content duplicates).
+//! period (a file of a finished run: nothing to do, but drop the run from
+//! memory if another verifier ended it; of an unfinished run: load it;
+//! registered nowhere: look for content duplicates).
+//!
+//! Beside another verifier on the same database, both hear every NOTIFY and
+//! check the same files: the store keeps the first verified check and ignores
+//! the other (see [`crate::store`]), so the work is done twice but counted once.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -262,8 +267,14 @@ impl Watcher {
     ) -> Option<Arc<Manifest>> {
         let looked_up = async {
             match self.registry.store().run_of_file(file).await? {
-                // A replay of a file whose run finished: already proven.
-                Some((_, true)) => Ok(None),
+                // A replay of a file whose run finished: already proven. If we
+                // still hold the run, another verifier ended it: let it go.
+                Some((run_id, true)) => {
+                    if self.registry.holds(&run_id) {
+                        self.registry.adopt(&run_id).await?;
+                    }
+                    Ok(None)
+                }
                 Some((run_id, false)) => {
                     // Registered through another verifier, or just now.
                     self.registry.adopt(&run_id).await?;

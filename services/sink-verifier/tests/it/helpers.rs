@@ -383,6 +383,40 @@ pub(crate) async fn insert_reviews(
     hold: Duration,
 ) -> Result<(), Error> {
     let tx = db.transaction().await?;
+    insert_rows(&tx, file, rows).await?;
+    tokio::time::sleep(hold).await;
+    if notify {
+        tx.execute("SELECT pg_notify('etl_rows', $1)", &[&file])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `(row number, fields)` of a file's rows, as [`numbered`] gives them.
+pub(crate) type NumberedRows = [(i64, Vec<String>)];
+
+/// Inserts the rows of several files in one transaction, with a NOTIFY for
+/// each: they commit, and their NOTIFYs arrive, at the same instant.
+pub(crate) async fn insert_reviews_together(
+    db: &mut Client,
+    files: &[(&str, &NumberedRows)],
+) -> Result<(), Error> {
+    let tx = db.transaction().await?;
+    for (file, rows) in files {
+        insert_rows(&tx, file, rows).await?;
+        tx.execute("SELECT pg_notify('etl_rows', $1)", &[file])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    file: &str,
+    rows: &[(i64, Vec<String>)],
+) -> Result<(), Error> {
     for (row, f) in rows {
         let is_streaming: Option<bool> = match f[4].as_str() {
             "" => None,
@@ -406,12 +440,6 @@ pub(crate) async fn insert_reviews(
         )
         .await?;
     }
-    tokio::time::sleep(hold).await;
-    if notify {
-        tx.execute("SELECT pg_notify('etl_rows', $1)", &[&file])
-            .await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod durable;
 mod helpers;
 mod latency;
 mod rejected;
+mod side_by_side;
 mod verify;
 
 /// Tests return errors instead of unwrapping, so a failure says what went wrong.

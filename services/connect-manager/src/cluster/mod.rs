@@ -194,15 +194,17 @@ impl Cluster {
     }
 
     /// The status another worker (or this one) last published for a task,
-    /// when that worker is still in the group.
+    /// unless the worker group's member list says that worker is gone. A
+    /// broker that does not list a group's members (tansu answers
+    /// DescribeGroups without them) leaves the list empty: the records are
+    /// then shown as they are, and a dead worker's tasks show its last word
+    /// until their new worker publishes.
     pub(crate) fn remote_status(&self, name: &str, task: u32) -> Option<TaskStatusRecord> {
         let record = lock(&self.statuses)
             .get(&(name.to_string(), task))
             .cloned()?;
-        self.live
-            .borrow()
-            .contains(&record.worker)
-            .then_some(record)
+        let live = self.live.borrow();
+        (live.is_empty() || live.contains(&record.worker)).then_some(record)
     }
 
     /// Joins the cluster in the background (retrying while Kafka is away):

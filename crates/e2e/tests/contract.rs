@@ -1,8 +1,9 @@
 //! compose.yaml and the Dockerfile cannot run on machines without a Docker engine,
 //! so their contract is checked statically: health gates, pinned images, env
 //! names that the binaries really accept, the design's ports (published only
-//! where a user needs them, on 127.0.0.1), no literal secrets, and a Dockerfile
-//! that builds exactly the workspace's binaries.
+//! where a user needs them, on 127.0.0.1), no literal secrets, a connect-manager
+//! that scales (`--scale connect-manager=3`), and a Dockerfile that builds
+//! exactly the workspace's binaries.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -217,7 +218,8 @@ fn container_ports(svc: &Value) -> BTreeSet<u16> {
         .collect()
 }
 
-/// The published ports: `(host IP, host port)` of each `ports` entry.
+/// The published ports: `(host IP, host port)` of each `ports` entry with a
+/// fixed host port (`127.0.0.1::8083`, a port Docker picks, is not one).
 fn published(svc: &Value) -> BTreeSet<(String, u16)> {
     port_entries(svc, "ports")
         .into_iter()
@@ -236,12 +238,25 @@ fn host_ports(svc: &Value) -> BTreeSet<u16> {
     published(svc).into_iter().map(|(_, p)| p).collect()
 }
 
-/// What a user needs on the host (issue 10): SFTP, the Jaeger UI, the REST API.
-const PUBLISHED: [(&str, u16); 3] = [
-    ("sftp-gateway", 2222),
-    ("jaeger", 16686),
-    ("connect-manager", 8083),
-];
+/// What a user needs on the host at a fixed port (issue 10): SFTP, the Jaeger UI.
+/// connect-manager's REST API is published too, on a port Docker picks per
+/// replica (issue 14), see [`connect_manager_scales`].
+const PUBLISHED: [(&str, u16); 2] = [("sftp-gateway", 2222), ("jaeger", 16686)];
+
+/// `ports` entries whose host port Docker picks (`IP::CONTAINER`): `(IP, container port)`.
+fn published_on_any_port(svc: &Value) -> BTreeSet<(String, u16)> {
+    port_entries(svc, "ports")
+        .into_iter()
+        .filter_map(|p| {
+            let parts: Vec<&str> = p.split(':').collect();
+            match parts.as_slice() {
+                [ip, "", container] => Some((ip.to_string(), container.parse().ok()?)),
+                [container] => Some((String::new(), container.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
 
 #[test]
 fn ports_match_the_design() {
@@ -294,12 +309,83 @@ fn only_what_a_user_needs_is_published_and_only_on_loopback() {
             .map(|(_, p)| *p)
             .collect();
         assert_eq!(host_ports(svc), want, "{n}: published ports");
-        for (ip, port) in published(svc) {
+        for (ip, port) in published(svc).into_iter().chain(published_on_any_port(svc)) {
             assert_eq!(
                 ip, "127.0.0.1",
                 "{n}: port {port} must be bound to 127.0.0.1, not every interface"
             );
         }
+    }
+}
+
+/// `docker compose up --scale connect-manager=3` (issue 14): replicas of one
+/// distributed cluster, nothing fixed that two replicas would fight over, each
+/// checked on its own, started once Kafka answers.
+#[test]
+fn connect_manager_scales() {
+    let c = compose();
+    let cm = &services(&c)["connect-manager"];
+    assert!(
+        cm.get("container_name").is_none(),
+        "connect-manager: a container_name allows one replica only"
+    );
+    assert!(
+        published(cm).is_empty(),
+        "connect-manager: a fixed host port collides when scaled: {:?}",
+        published(cm)
+    );
+    assert_eq!(
+        published_on_any_port(cm),
+        BTreeSet::from([("127.0.0.1".to_owned(), 8083)]),
+        "connect-manager's REST API is reachable from the host, on a port Docker picks per replica"
+    );
+    let env = &cm["environment"];
+    assert_eq!(
+        env["ETL_MODE"].as_str(),
+        Some("distributed"),
+        "replicas share connectors and tasks only in distributed mode"
+    );
+    assert!(
+        env["ETL_GROUP_ID"].as_str().is_some_and(|g| !g.is_empty()),
+        "every replica joins the same group"
+    );
+    assert_eq!(
+        cm["depends_on"]["kafka"]["condition"].as_str(),
+        Some("service_healthy"),
+        "the cluster lives in Kafka: start once Kafka is healthy"
+    );
+    assert!(
+        cm["healthcheck"]["test"].as_sequence().is_some(),
+        "each replica has its own healthcheck"
+    );
+    // A named volume would be one directory for every replica (worker ids and
+    // the sink's static group membership derive from the data directory).
+    let named: BTreeSet<&str> = c["volumes"]
+        .as_mapping()
+        .map(|v| v.keys().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for volume in cm["volumes"]
+        .as_sequence()
+        .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let source = volume.split(':').next().unwrap_or("");
+        assert!(
+            !named.contains(source),
+            "connect-manager mounts the named volume {source}: replicas would share it"
+        );
+    }
+    // Scale with the partitions: the demo job's connectors get a task per partition.
+    let job = &services(&c)["etlctl"]["environment"];
+    let partitions = services(&c)["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]
+        .as_u64()
+        .expect("KAFKA_NUM_PARTITIONS");
+    for var in ["ETL_SINK_TASKS_MAX", "ETL_SOURCE_TASKS_MAX"] {
+        assert_eq!(
+            job[var].as_str().and_then(|v| v.parse::<u64>().ok()),
+            Some(partitions),
+            "etlctl job: {var}"
+        );
     }
 }
 

@@ -10,7 +10,9 @@
 //! - [`run`]: the command line ([`run::Config`]) and the sequence per storage:
 //!   first `up` (cold), `up` again (timed), warm-up (connectors applied, one
 //!   file through), burst, floors, steady, samples, `down` — a stack is
-//!   stopped whatever happens.
+//!   stopped whatever happens; then the scale-out series: the burst (and a
+//!   short steady phase) on a fresh stack per connect-manager worker count
+//!   (`etlctl up --workers N`).
 //! - [`stack`]: drives `etlctl up`/`demo`/`down` on a private [`stack::Ports`]
 //!   block; reads `stack.json` (endpoints, pids) and `report.json`.
 //! - [`burst`]: the demo end to end, and each stage's window on the StartRun
@@ -21,7 +23,7 @@
 //! - [`steady`]: 100-row chunk files at 10 files/s over SFTP; latency from the
 //!   upload's close to the commit of the file's rows.
 //! - [`resources`]: peak RSS (VmHWM) and CPU (utime + stime) from `/proc`.
-//! - [`report`]: `bench.json`, the table, the goals.
+//! - [`report`]: `bench.json`, the table, the goals, the scale-out rows.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod burst;

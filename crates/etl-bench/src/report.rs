@@ -30,6 +30,12 @@ pub struct BenchReport {
     pub memory: Option<StorageReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durable: Option<StorageReport>,
+    /// The scale-out series on the memory broker: `scale.workers_N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleReport>,
+    /// The same on the durable broker (`--scale-storage durable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_durable: Option<ScaleReport>,
     pub goals: Vec<Goal>,
 }
 
@@ -58,6 +64,99 @@ pub struct Settings {
     pub warmup: bool,
     /// The gateway account profile the steady files were uploaded with.
     pub steady_profile: String,
+    /// connect-manager worker counts of the scale-out series (empty: not run).
+    pub scale_workers: Vec<u16>,
+    /// Seconds of steady uploads per scale-out stack (0: none).
+    pub scale_steady_seconds: f64,
+}
+
+/// The scale-out series on one broker storage: the burst with 1, 2, 3, …
+/// connect-manager workers, each on a fresh stack, keyed `workers_N` in
+/// bench.json (`scale.workers_2.burst.elapsed_ms`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ScaleReport {
+    pub storage: String,
+    pub broker: String,
+    #[serde(flatten)]
+    pub runs: BTreeMap<String, ScaleRun>,
+}
+
+/// One stack of the scale-out series.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ScaleRun {
+    /// connect-manager workers (`etlctl up --workers`).
+    pub workers: u16,
+    /// `standalone` for one worker, else `distributed`.
+    pub mode: String,
+    /// Why the run did not finish; the figures below are then absent or zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `etlctl up --workers N` until every component (each worker) was healthy.
+    pub up_ms: u64,
+    pub burst: ScaleBurst,
+    /// A short steady phase on the same stack (`--scale-steady-seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady: Option<Steady>,
+    /// Where the connectors' tasks ran after the burst (`etlctl status`): worker
+    /// → `connector/task`, plus `unassigned` / `elsewhere` if any was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<BTreeMap<String, Vec<String>>>,
+    /// Restarts of any process of the stack during the run (a worker that died).
+    pub restarts: u32,
+}
+
+/// The burst of one scale-out stack: the same demo as the storages' burst.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ScaleBurst {
+    pub run_id: String,
+    pub passed: bool,
+    pub rows_landed: u64,
+    /// StartRun → the verifier's complete report (etlctl's figure).
+    pub elapsed_ms: u64,
+    pub rows_per_s: f64,
+    /// The one-worker run's elapsed_ms ÷ this one's (above 1: faster than one
+    /// worker); absent without a one-worker run.
+    pub speedup: Option<f64>,
+    /// The verifier's upload-to-commit latency of the burst's files.
+    pub latency_ms: BTreeMap<String, u64>,
+    /// The warm-up file on connectors just applied (their start and, with
+    /// several workers, the cluster's sharing out of their tasks).
+    pub warmup_ms: Option<f64>,
+}
+
+impl ScaleReport {
+    /// The key of a run in bench.json.
+    pub fn key(workers: u16) -> String {
+        format!("workers_{workers}")
+    }
+
+    pub fn insert(&mut self, run: ScaleRun) {
+        self.runs.insert(Self::key(run.workers), run);
+    }
+
+    /// The runs by worker count.
+    pub fn ordered(&self) -> Vec<&ScaleRun> {
+        let mut runs: Vec<&ScaleRun> = self.runs.values().collect();
+        runs.sort_by_key(|r| r.workers);
+        runs
+    }
+
+    /// Each finished run's speedup over the finished one-worker run.
+    pub fn compute_speedups(&mut self) {
+        let one = self
+            .runs
+            .get(&Self::key(1))
+            .filter(|r| r.error.is_none() && r.burst.elapsed_ms > 0)
+            .map(|r| r.burst.elapsed_ms);
+        for run in self.runs.values_mut() {
+            run.burst.speedup = match one {
+                Some(one) if run.error.is_none() && run.burst.elapsed_ms > 0 => {
+                    Some((one as f64 / run.burst.elapsed_ms as f64 * 100.0).round() / 100.0)
+                }
+                _ => None,
+            };
+        }
+    }
 }
 
 /// Everything measured on one broker storage.
@@ -101,6 +200,14 @@ pub struct Goal {
 impl BenchReport {
     pub fn storages(&self) -> Vec<&StorageReport> {
         [self.memory.as_ref(), self.durable.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The scale-out series measured, memory first.
+    pub fn scales(&self) -> Vec<&ScaleReport> {
+        [self.scale.as_ref(), self.scale_durable.as_ref()]
             .into_iter()
             .flatten()
             .collect()
@@ -392,6 +499,7 @@ impl BenchReport {
         }
 
         let mut out = t.render();
+        out.push_str(&self.render_scale());
         out.push_str("\ngoals (reported, not asserted)\n");
         for g in &self.goals {
             let mark = match g.met {
@@ -415,6 +523,113 @@ impl BenchReport {
             let _ = writeln!(out, "  {mark} {at}{} — {value}{note}", g.goal);
         }
         out
+    }
+}
+
+impl BenchReport {
+    /// The scale-out table: one column per storage, a group of rows per worker
+    /// count. Empty when the series did not run.
+    fn render_scale(&self) -> String {
+        let scales = self.scales();
+        if scales.is_empty() {
+            return String::new();
+        }
+        let mut workers: Vec<u16> = scales
+            .iter()
+            .flat_map(|s| s.runs.values().map(|r| r.workers))
+            .collect();
+        workers.sort_unstable();
+        workers.dedup();
+        let mut t = Table::new(
+            std::iter::once(String::new())
+                .chain(scales.iter().map(|s| s.storage.clone()))
+                .chain(std::iter::once(String::new()))
+                .collect(),
+        );
+        t.section(&format!(
+            "scale-out: the {}-row burst with N connect-manager workers, each on a fresh \
+             stack (connectors with tasks.max N, the source's at least 2)",
+            group(self.settings.rows)
+        ));
+        for n in workers {
+            // A failed run says why in its first row, and nothing in the others.
+            let cells = |first: bool, f: &dyn Fn(&ScaleRun) -> String| -> Vec<String> {
+                scales
+                    .iter()
+                    .map(|s| match s.runs.get(&ScaleReport::key(n)) {
+                        None => "—".to_owned(),
+                        Some(r) => match &r.error {
+                            Some(e) if first => format!(
+                                "failed: {}",
+                                e.lines()
+                                    .next()
+                                    .unwrap_or_default()
+                                    .chars()
+                                    .take(60)
+                                    .collect::<String>()
+                            ),
+                            Some(_) => "—".to_owned(),
+                            None => f(r),
+                        },
+                    })
+                    .collect()
+            };
+            let plural = if n == 1 { "" } else { "s" };
+            let mode = if n == 1 { "standalone" } else { "distributed" };
+            t.row(
+                &format!("{n} worker{plural}, {mode}: end to end (speedup over 1)"),
+                cells(true, &|r| {
+                    format!(
+                        "{} · {}/s · {} · {}",
+                        ms_text(r.burst.elapsed_ms as f64),
+                        group(r.burst.rows_per_s.round() as u64),
+                        ratio_text(r.burst.speedup),
+                        if r.burst.passed { "PASSED" } else { "FAILED" }
+                    )
+                }),
+                "",
+            );
+            if self.settings.scale_steady_seconds > 0.0 {
+                t.row(
+                    "  steady p50 / p99 (files landed)",
+                    cells(false, &|r| match &r.steady {
+                        Some(st) => format!(
+                            "{:.1} / {:.1} ms · {}/{}",
+                            st.latency_ms.p50, st.latency_ms.p99, st.files_landed, st.files
+                        ),
+                        None => "—".to_owned(),
+                    }),
+                    "",
+                );
+            }
+            t.row(
+                "  tasks per worker",
+                cells(false, &|r| match &r.tasks {
+                    Some(tasks) => tasks
+                        .iter()
+                        .map(|(worker, tasks)| match worker.as_str() {
+                            "unassigned" | "elsewhere" => format!("{worker} {}", tasks.len()),
+                            _ => tasks.len().to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" · "),
+                    None => "—".to_owned(),
+                }),
+                "",
+            );
+            t.row(
+                "  warm-up file; etlctl up",
+                cells(false, &|r| {
+                    format!(
+                        "{}; {}",
+                        r.burst.warmup_ms.map_or("—".to_owned(), ms_text),
+                        ms_text(r.up_ms as f64)
+                    )
+                }),
+                "",
+            );
+        }
+        format!("\n{}", t.render())
     }
 }
 
@@ -666,6 +881,87 @@ mod tests {
             .expect("p50 goal");
         assert_eq!(p50.met, Some(false));
         assert_eq!(p50.note.as_deref(), Some("9 of 10 files landed"));
+    }
+
+    fn scale_run(workers: u16, elapsed_ms: u64) -> ScaleRun {
+        ScaleRun {
+            workers,
+            mode: if workers == 1 {
+                "standalone"
+            } else {
+                "distributed"
+            }
+            .to_owned(),
+            up_ms: 1_500,
+            burst: ScaleBurst {
+                passed: true,
+                rows_landed: 93_000,
+                elapsed_ms,
+                rows_per_s: 93_000_000.0 / elapsed_ms as f64,
+                ..ScaleBurst::default()
+            },
+            tasks: Some(
+                (0..workers)
+                    .map(|k| {
+                        (
+                            format!("connect-manager-{k}"),
+                            vec!["postgres-sink/0".to_owned()],
+                        )
+                    })
+                    .collect(),
+            ),
+            ..ScaleRun::default()
+        }
+    }
+
+    #[test]
+    fn the_scale_out_series_is_keyed_by_workers_and_compared_with_one() {
+        let mut scale = ScaleReport {
+            storage: "memory".to_owned(),
+            broker: "tansu".to_owned(),
+            ..ScaleReport::default()
+        };
+        scale.insert(scale_run(1, 4_000));
+        scale.insert(scale_run(2, 2_500));
+        scale.insert(ScaleRun {
+            workers: 3,
+            error: Some("`etlctl up` failed (exit 1); the end of x.log:\nmore".to_owned()),
+            ..ScaleRun::default()
+        });
+        scale.compute_speedups();
+        let mut report = BenchReport {
+            memory: Some(storage("memory", 1_100, 150.0)),
+            scale: Some(scale),
+            settings: Settings {
+                rows: 100_000,
+                scale_workers: vec![1, 2, 3],
+                scale_steady_seconds: 0.0,
+                ..Settings::default()
+            },
+            ..BenchReport::default()
+        };
+        report.evaluate();
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+        assert_eq!(json["scale"]["storage"], "memory");
+        assert_eq!(json["scale"]["workers_1"]["burst"]["elapsed_ms"], 4_000);
+        assert_eq!(json["scale"]["workers_2"]["burst"]["speedup"], 1.6);
+        assert_eq!(json["scale"]["workers_2"]["mode"], "distributed");
+        assert!(json["scale"]["workers_3"]["error"].is_string());
+        assert!(json["scale"]["workers_3"]["burst"]["speedup"].is_null());
+        assert!(json.get("scale_durable").is_none());
+        let text = report.render();
+        assert!(text.contains("scale-out: the 100,000-row burst"), "{text}");
+        assert!(
+            text.contains("2 workers, distributed: end to end (speedup over 1)")
+                && text.contains("2,500 ms · 37,200/s · 1.60× · PASSED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("failed: `etlctl up` failed (exit 1)"),
+            "{text}"
+        );
+        assert!(text.contains("tasks per worker"), "{text}");
+        assert!(!text.contains("steady p50 / p99 (files landed)"), "{text}");
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! the warm-up (connectors applied, one file through them), the burst, the
 //! floors on the same stack, the steady phase, the last samples of every
 //! process, and `etlctl down`. With `--tracing-overhead`, one more warm-up and
-//! burst run on a fresh stack with `--no-tracing`.
+//! burst run on a fresh stack with `--no-tracing`. Then the scale-out series:
+//! for each worker count (`--scale-workers`, 1,2,3) a fresh stack with
+//! `etlctl up --workers N`, warm-up, the same burst, a short steady phase, and
+//! `down`; a run that fails is recorded as failed and the series goes on, so
+//! the figures already measured are written all the same.
 //!
 //! Every stack is stopped whatever happens (an error, Ctrl-C): the benchmark
 //! never leaves processes behind. Progress goes to stderr; the table to stdout.
@@ -17,7 +21,10 @@ use extractor::chunk::ChunkFile;
 use crate::burst::{self, Burst, Windows, per_second, ratio};
 use crate::error::{Error, Result};
 use crate::floors::{self, Floors, ms};
-use crate::report::{self, BenchReport, Machine, Settings, StorageReport, TracingOverhead};
+use crate::report::{
+    self, BenchReport, Machine, ScaleBurst, ScaleReport, ScaleRun, Settings, StorageReport,
+    TracingOverhead,
+};
 use crate::resources::{self, Resources};
 use crate::stack::{BROKER, Ports, Stack, Storage};
 use crate::steady::{self, Plan};
@@ -132,6 +139,43 @@ pub struct Config {
     /// Seconds the demo may take until the verifier's report is complete.
     #[arg(long, env = "ETL_BENCH_DEMO_TIMEOUT", default_value_t = 900)]
     pub demo_timeout: u64,
+
+    /// Scale-out series: connect-manager worker counts, comma-separated. Each
+    /// runs the warm-up, the burst and a short steady phase on a fresh stack
+    /// started with `etlctl up --workers N` (1: the standalone worker; more: a
+    /// distributed cluster, whose connectors the demo applies with tasks.max N).
+    #[arg(
+        long,
+        env = "ETL_BENCH_SCALE_WORKERS",
+        value_name = "N,…",
+        value_delimiter = ',',
+        default_values_t = [1u16, 2, 3],
+        value_parser = clap::value_parser!(u16).range(1..=16)
+    )]
+    pub scale_workers: Vec<u16>,
+
+    /// Broker storages of the scale-out series, comma-separated: bench.json's
+    /// `scale` (memory) and `scale_durable`. Both by default: a distributed
+    /// cluster keeps its connectors and task assignments in Kafka topics and
+    /// consumer groups, which each broker must carry for the series to run.
+    #[arg(
+        long = "scale-storage",
+        env = "ETL_BENCH_SCALE_STORAGES",
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = [Storage::Memory, Storage::Durable]
+    )]
+    pub scale_storages: Vec<Storage>,
+
+    /// Seconds of steady uploads on each scale-out stack (at --steady-rate, of
+    /// --steady-rows): the steady p50 with N workers. Default 10 (2 with
+    /// --quick); 0 leaves the steady phase out.
+    #[arg(long, env = "ETL_BENCH_SCALE_STEADY_SECONDS")]
+    pub scale_steady_seconds: Option<f64>,
+
+    /// Skip the scale-out series.
+    #[arg(long, env = "ETL_BENCH_NO_SCALE")]
+    pub no_scale: bool,
 }
 
 impl Config {
@@ -153,6 +197,29 @@ impl Config {
         }
     }
 
+    /// The scale-out series' worker counts, in order, once each (none with
+    /// `--no-scale`).
+    pub fn scale_workers(&self) -> Vec<u16> {
+        if self.no_scale {
+            return Vec::new();
+        }
+        let mut workers = self.scale_workers.clone();
+        workers.sort_unstable();
+        workers.dedup();
+        workers
+    }
+
+    /// The steady phase of each scale-out stack; `None` for none.
+    pub fn scale_steady_plan(&self) -> Option<Plan> {
+        let seconds = self
+            .scale_steady_seconds
+            .unwrap_or(if self.quick { 2.0 } else { 10.0 });
+        (seconds > 0.0 && seconds.is_finite()).then(|| Plan {
+            duration: Duration::from_secs_f64(seconds),
+            ..self.steady_plan()
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         if !(self.steady_rate > 0.0 && self.steady_rate.is_finite()) {
             return Err(Error::Config(format!(
@@ -165,6 +232,11 @@ impl Config {
         }
         if self.storages.is_empty() {
             return Err(Error::Config("--storage names no storage".to_owned()));
+        }
+        if !self.scale_workers().is_empty() && self.scale_storages.is_empty() {
+            return Err(Error::Config(
+                "--scale-storage names no storage (or skip the series: --no-scale)".to_owned(),
+            ));
         }
         if !self.etlctl.is_file() {
             return Err(Error::Config(format!(
@@ -223,6 +295,10 @@ pub async fn run(config: &Config) -> Result<BenchReport> {
             quick: config.quick,
             warmup: !config.no_warmup,
             steady_profile: config.steady_profile.clone(),
+            scale_workers: config.scale_workers(),
+            scale_steady_seconds: config
+                .scale_steady_plan()
+                .map_or(0.0, |p| p.duration.as_secs_f64()),
         },
         ..BenchReport::default()
     };
@@ -244,13 +320,182 @@ pub async fn run(config: &Config) -> Result<BenchReport> {
             Storage::Durable => report.durable = Some(measured),
         }
     }
+    let mut scale_failed = false;
+    if !config.scale_workers().is_empty() {
+        let scale_files = match config.scale_steady_plan() {
+            Some(plan) => tokio::task::spawn_blocking(move || steady::make_files(&plan, "scale"))
+                .await
+                .map_err(|e| Error::Unexpected {
+                    what: "making the scale-out steady files".to_owned(),
+                    reason: e.to_string(),
+                })??,
+            None => Vec::new(),
+        };
+        for storage in config.scale_storages.clone() {
+            let scale = scale_series(&config, storage, &work, &scale_files).await?;
+            scale_failed |= scale.runs.values().any(|r| r.error.is_some());
+            match storage {
+                Storage::Memory => report.scale = Some(scale),
+                Storage::Durable => report.scale_durable = Some(scale),
+            }
+        }
+    }
     report.evaluate();
-    if config.keep {
+    if scale_failed {
+        eprintln!(
+            "etl-bench: a scale-out run failed; stack data and logs kept in {}",
+            work.display()
+        );
+    } else if config.keep {
         eprintln!("etl-bench: kept {}", work.display());
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }
     Ok(report)
+}
+
+/// The scale-out series on one storage. A run that fails is recorded with its
+/// error and the series goes on; only Ctrl-C stops it.
+async fn scale_series(
+    config: &Config,
+    storage: Storage,
+    work: &Path,
+    files: &[ChunkFile],
+) -> Result<ScaleReport> {
+    let mut scale = ScaleReport {
+        storage: storage.name().to_owned(),
+        broker: storage.broker().to_owned(),
+        ..ScaleReport::default()
+    };
+    for workers in config.scale_workers() {
+        let run = match scale_run(config, storage, workers, work, files).await {
+            Ok(run) => run,
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Err(e) => {
+                eprintln!(
+                    "etl-bench: {} with {workers} workers failed: {e}",
+                    storage.name()
+                );
+                ScaleRun {
+                    workers,
+                    mode: mode(workers).to_owned(),
+                    error: Some(e.to_string()),
+                    ..ScaleRun::default()
+                }
+            }
+        };
+        scale.insert(run);
+    }
+    scale.compute_speedups();
+    Ok(scale)
+}
+
+/// connect-manager's mode with `workers` workers, as etlctl runs it.
+fn mode(workers: u16) -> &'static str {
+    if workers > 1 {
+        "distributed"
+    } else {
+        "standalone"
+    }
+}
+
+/// One stack of the scale-out series: `up --workers N`, warm-up, the burst,
+/// where the tasks ran, a short steady phase, `down`.
+async fn scale_run(
+    config: &Config,
+    storage: Storage,
+    workers: u16,
+    work: &Path,
+    files: &[ChunkFile],
+) -> Result<ScaleRun> {
+    let name = format!("{}-workers-{workers}", storage.name());
+    let stack = new_stack(config, storage, work, &name, !config.no_tracing, workers)?;
+    eprintln!(
+        "etl-bench: {name}: {} with {workers} connect-manager worker(s) ({}); etlctl output in {}",
+        storage.broker(),
+        mode(workers),
+        stack.log().display()
+    );
+    let up_ms = ms(up(&stack).await?);
+    then_down(&stack, async {
+        let info = stack.info()?;
+        let warmup_ms = warm_up(config, &stack, &info.postgres.url).await?;
+        eprintln!("etl-bench: {name}: burst of {} rows", config.rows());
+        let demo = stack
+            .demo(
+                config.rows(),
+                config.seed,
+                config.chunk_size,
+                &config.connectors_dir,
+                Duration::from_secs(config.demo_timeout),
+            )
+            .await?;
+        let r = &demo.report;
+        eprintln!(
+            "etl-bench: {name}: burst {} rows landed in {} ms ({})",
+            r.rows_landed,
+            r.elapsed_ms,
+            if demo.passed { "PASSED" } else { "FAILED" }
+        );
+        // Where the tasks ran is a figure of the run, not a condition of it.
+        let tasks = match stack.tasks().await {
+            Ok(tasks) => Some(tasks),
+            Err(e) => {
+                eprintln!("etl-bench: {name}: where the tasks ran is unknown: {e}");
+                None
+            }
+        };
+        let steady = match config.scale_steady_plan() {
+            Some(plan) if !files.is_empty() => {
+                let steady = steady::run(
+                    &plan,
+                    files.to_vec(),
+                    &gateway(&stack, &config.steady_profile)?,
+                    &info.postgres.url,
+                    &config.table,
+                )
+                .await?;
+                eprintln!(
+                    "etl-bench: {name}: steady p50 {} ms, {}/{} files landed",
+                    steady.latency_ms.p50, steady.files_landed, steady.files
+                );
+                Some(steady)
+            }
+            _ => None,
+        };
+        let last = stack.info()?;
+        let restarts = last.services.iter().map(|s| s.restarts).sum::<u32>()
+            + last.kafka.process.restarts
+            + last.postgres.process.restarts;
+        Ok(ScaleRun {
+            workers,
+            mode: mode(workers).to_owned(),
+            error: None,
+            up_ms,
+            burst: ScaleBurst {
+                run_id: r.run_id.clone(),
+                passed: demo.passed,
+                rows_landed: r.rows_landed,
+                elapsed_ms: r.elapsed_ms,
+                rows_per_s: per_second(r.rows_landed, r.elapsed_ms as f64),
+                speedup: None,
+                latency_ms: [
+                    ("p50", r.latency_ms.p50),
+                    ("p95", r.latency_ms.p95),
+                    ("p99", r.latency_ms.p99),
+                    ("max", r.latency_ms.max),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+                warmup_ms,
+            },
+            steady,
+            tasks,
+            restarts,
+        })
+    })
+    .await
 }
 
 /// `<work-dir>/etl-bench-<pid>-<time>`, readable by the `postgres` user that
@@ -286,13 +531,15 @@ fn machine() -> Machine {
     }
 }
 
-/// A new private stack of `storage` in `<work>/<name>`.
+/// A new private stack of `storage` with `workers` connect-manager workers in
+/// `<work>/<name>`.
 fn new_stack(
     config: &Config,
     storage: Storage,
     work: &Path,
     name: &str,
     tracing: bool,
+    workers: u16,
 ) -> Result<Stack> {
     let dir = work.join(name);
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
@@ -301,7 +548,7 @@ fn new_stack(
         &config.etlctl,
         &dir,
         storage,
-        Ports::pick()?,
+        Ports::pick(workers)?,
         tracing,
         &work.join(format!("{name}.log")),
     ))
@@ -340,7 +587,7 @@ async fn measure(
     files: &[ChunkFile],
 ) -> Result<StorageReport> {
     let name = storage.name();
-    let stack = new_stack(config, storage, work, name, !config.no_tracing)?;
+    let stack = new_stack(config, storage, work, name, !config.no_tracing, 1)?;
     eprintln!(
         "etl-bench: {name}: {} on ports {}-{}; etlctl output in {}",
         storage.broker(),
@@ -364,7 +611,14 @@ async fn measure(
     .await?;
 
     if config.tracing_overhead && !config.no_tracing {
-        let off = new_stack(config, storage, work, &format!("{name}-no-tracing"), false)?;
+        let off = new_stack(
+            config,
+            storage,
+            work,
+            &format!("{name}-no-tracing"),
+            false,
+            1,
+        )?;
         up(&off).await?;
         let burst = then_down(&off, async {
             warm_up(config, &off, &off.info()?.postgres.url).await?;
@@ -599,7 +853,7 @@ async fn on_a_running_stack(
     let mut restarts: std::collections::BTreeMap<String, u32> = last_info
         .services
         .iter()
-        .map(|s| (s.name.clone(), s.restarts))
+        .map(|s| (s.process_name(), s.restarts))
         .collect();
     restarts.insert(BROKER.to_owned(), last_info.kafka.process.restarts);
     restarts.insert("postgres".to_owned(), last_info.postgres.process.restarts);

@@ -63,57 +63,73 @@ impl Storage {
     }
 }
 
-/// The ports of one private stack: ten consecutive ports, all free when picked.
+/// The ports of one private stack: one block of consecutive ports, all free
+/// when picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ports {
     pub postgres: u16,
     pub kafka: u16,
     pub sftp: u16,
-    /// extractor, sftp-gateway, connect-manager, sink-verifier: base..base+3.
+    /// extractor, sftp-gateway, connect-manager, sink-verifier: base..base+3;
+    /// connect-manager worker k ≥ 1: base+3+k (etlctl's `--workers` plan).
     pub grpc_base: u16,
+    /// connect-manager worker 0's REST port; worker k's is rest+k.
     pub rest: u16,
     pub otlp: u16,
     pub jaeger: u16,
+    /// connect-manager workers the block has room for.
+    pub workers: u16,
 }
 
-/// Ports in one block: postgres, kafka, sftp, 4 gRPC, rest, otlp, jaeger.
-const BLOCK: u16 = 10;
 /// Blocks are looked for below Linux's ephemeral range (32768–60999), where
 /// an outgoing connection could take a port between the pick and the bind.
 const FIRST_PORT: u16 = 20_000;
 const LAST_PORT: u16 = 32_000;
 
+/// The ports of a block for `workers` connect-manager workers: postgres, kafka,
+/// sftp, otlp, jaeger, a REST port per worker, then the four services' gRPC
+/// ports and one more per further worker (etlctl puts worker k on REST rest+k
+/// and gRPC base+3+k, so each sequence needs its room: 10 ports for one
+/// worker, 14 for three).
+fn block(workers: u16) -> u16 {
+    5 + workers + 4 + (workers - 1)
+}
+
 impl Ports {
-    /// A block of ten consecutive free ports on 127.0.0.1. Free when picked,
-    /// not reserved: `etlctl up` checks them again and says which is busy.
-    pub fn pick() -> Result<Ports> {
-        let span = u32::from((LAST_PORT - FIRST_PORT) / BLOCK);
+    /// A block of consecutive free ports on 127.0.0.1 for a stack of `workers`
+    /// connect-manager workers (at least 1). Free when picked, not reserved:
+    /// `etlctl up` checks them again and says which is busy.
+    pub fn pick(workers: u16) -> Result<Ports> {
+        let workers = workers.max(1);
+        let size = block(workers);
+        let span = u32::from((LAST_PORT - FIRST_PORT) / size);
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or_default()
             ^ std::process::id().wrapping_mul(7919);
         for attempt in 0..span {
-            let block = ((seed.wrapping_add(attempt)) % span) as u16;
-            let first = FIRST_PORT + block * BLOCK;
+            let index = ((seed.wrapping_add(attempt)) % span) as u16;
+            let first = FIRST_PORT + index * size;
             // Holding every listener until the whole block is known free.
-            let held: Vec<TcpListener> = (first..first + BLOCK)
+            let held: Vec<TcpListener> = (first..first + size)
                 .map_while(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).ok())
                 .collect();
-            if held.len() == usize::from(BLOCK) {
+            if held.len() == usize::from(size) {
                 return Ok(Ports {
                     postgres: first,
                     kafka: first + 1,
                     sftp: first + 2,
-                    grpc_base: first + 3,
-                    rest: first + 7,
-                    otlp: first + 8,
-                    jaeger: first + 9,
+                    otlp: first + 3,
+                    jaeger: first + 4,
+                    rest: first + 5,
+                    grpc_base: first + 5 + workers,
+                    workers,
                 });
             }
         }
         Err(Error::Config(format!(
-            "no block of {BLOCK} free ports between {FIRST_PORT} and {LAST_PORT} on 127.0.0.1"
+            "no block of {size} free ports between {FIRST_PORT} and {LAST_PORT} on 127.0.0.1"
         )))
     }
 }
@@ -130,6 +146,11 @@ pub struct Stack {
     log: PathBuf,
 }
 
+/// Where the stack's connector tasks run, as `etlctl status --json` reports
+/// them (its `connect` part): worker name → its tasks (`connector/id`), plus
+/// `unassigned` and `elsewhere` when any task is.
+pub type TaskMap = BTreeMap<String, Vec<String>>;
+
 /// What `etlctl demo` did, as seen from outside.
 #[derive(Clone, Debug)]
 pub struct DemoRun {
@@ -142,6 +163,7 @@ pub struct DemoRun {
 }
 
 impl Stack {
+    /// A stack of `ports.workers` connect-manager workers (`etlctl up --workers`).
     pub fn new(
         etlctl: &Path,
         dir: &Path,
@@ -189,6 +211,7 @@ impl Stack {
             ("--rest-port", p.rest.to_string()),
             ("--otlp-port", p.otlp.to_string()),
             ("--jaeger-port", p.jaeger.to_string()),
+            ("--workers", p.workers.to_string()),
         ] {
             args.push(flag.into());
             args.push(value.into());
@@ -356,6 +379,37 @@ impl Stack {
         })
     }
 
+    /// Where the connector tasks run now: `etlctl status --json`'s `connect`
+    /// part. Its exit status is not looked at (1 while anything is unhealthy):
+    /// the answer is what counts.
+    pub async fn tasks(&self) -> Result<TaskMap> {
+        let args: Vec<OsString> = vec![
+            "status".into(),
+            "--json".into(),
+            "--dir".into(),
+            self.dir.clone().into(),
+        ];
+        let what = self.describe(&args);
+        let mut log = self.open_log()?;
+        let _ = writeln!(log, "$ {what}");
+        let output = self
+            .command(&args, &log)?
+            .stdout(Stdio::piped())
+            .output()
+            .await
+            .map_err(|source| Error::Spawn {
+                what: what.clone(),
+                source,
+            })?;
+        let _ = log.write_all(&output.stdout);
+        let status: StatusJson =
+            serde_json::from_slice(&output.stdout).map_err(|e| Error::Unexpected {
+                what: format!("the output of `{what}`"),
+                reason: e.to_string(),
+            })?;
+        Ok(status.connect.unwrap_or_default().task_map())
+    }
+
     /// `<dir>/report.json`, written by the last demo.
     pub fn report(&self) -> Result<DemoReport> {
         read_json(&self.dir.join("report.json"))
@@ -458,8 +512,76 @@ pub struct TracingInfo {
 #[serde(default)]
 pub struct ServiceInfo {
     pub name: String,
+    /// connect-manager worker k of a distributed cluster (`--workers` > 1).
+    pub worker: Option<u16>,
     pub pid: Option<u32>,
     pub restarts: u32,
+}
+
+impl ServiceInfo {
+    /// `connect-manager-1` for a worker, else the service's name, as etlctl
+    /// names its processes.
+    pub fn process_name(&self) -> String {
+        match self.worker {
+            Some(k) => format!("{}-{k}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// The part of `etlctl status --json` the benchmark reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct StatusJson {
+    /// Absent (null) for a stack without services.
+    connect: Option<ConnectJson>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct ConnectJson {
+    workers: Vec<WorkerJson>,
+    unassigned: Vec<TaskJson>,
+    elsewhere: Vec<TaskJson>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct WorkerJson {
+    name: String,
+    tasks: Vec<TaskJson>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct TaskJson {
+    connector: String,
+    task: u32,
+}
+
+impl ConnectJson {
+    fn task_map(self) -> TaskMap {
+        let labels = |tasks: Vec<TaskJson>| -> Vec<String> {
+            tasks
+                .into_iter()
+                .map(|t| format!("{}/{}", t.connector, t.task))
+                .collect()
+        };
+        let mut map: TaskMap = self
+            .workers
+            .into_iter()
+            .map(|w| (w.name, labels(w.tasks)))
+            .collect();
+        for (key, tasks) in [
+            ("unassigned", self.unassigned),
+            ("elsewhere", self.elsewhere),
+        ] {
+            if !tasks.is_empty() {
+                map.insert(key.to_owned(), labels(tasks));
+            }
+        }
+        map
+    }
 }
 
 impl StackInfo {
@@ -509,7 +631,7 @@ impl StackInfo {
         let mut out: BTreeMap<String, Option<u32>> = self
             .services
             .iter()
-            .map(|s| (s.name.clone(), s.pid))
+            .map(|s| (s.process_name(), s.pid))
             .collect();
         out.insert(BROKER.to_owned(), self.kafka.process.pid);
         out
@@ -565,23 +687,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn picked_ports_are_distinct_and_consecutive() {
-        let p = Ports::pick().expect("a free block");
-        let all = [
-            p.postgres,
-            p.kafka,
-            p.sftp,
-            p.grpc_base,
-            p.grpc_base + 3,
-            p.rest,
-            p.otlp,
-            p.jaeger,
-        ];
-        assert_eq!(p.jaeger - p.postgres, BLOCK - 1);
-        let mut sorted = all.to_vec();
-        sorted.dedup();
-        assert_eq!(sorted.len(), all.len());
-        assert!(p.postgres >= FIRST_PORT && p.jaeger < LAST_PORT + BLOCK);
+    fn picked_ports_are_distinct_and_fill_their_block() {
+        for workers in [1, 3] {
+            let p = Ports::pick(workers).expect("a free block");
+            assert_eq!(p.workers, workers);
+            let mut all = vec![p.postgres, p.kafka, p.sftp, p.otlp, p.jaeger];
+            for k in 0..workers {
+                all.push(p.rest + k);
+            }
+            all.extend(p.grpc_base..p.grpc_base + 4);
+            // etlctl's worker k ≥ 1: gRPC base+3+k.
+            all.extend((1..workers).map(|k| p.grpc_base + 3 + k));
+            let mut sorted = all.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), all.len(), "{p:?}");
+            assert_eq!(sorted.len(), usize::from(block(workers)), "{p:?}");
+            assert_eq!(sorted[sorted.len() - 1] - sorted[0], block(workers) - 1);
+            assert!(p.postgres >= FIRST_PORT && sorted[sorted.len() - 1] < LAST_PORT + 20);
+        }
+        assert_eq!(block(1), 10);
     }
 
     #[test]
@@ -590,11 +715,13 @@ mod tests {
             r#"{"supervisor_pid": 1, "postgres": {"url": "postgres://x", "port": 5, "process": {"pid": 7, "restarts": 0}},
                 "kafka": {"bootstrap": "127.0.0.1:9", "topic": "review-etl", "process": {"pid": 8}},
                 "sftp_addr": "127.0.0.1:2", "tracing": {"collector": "embedded", "jaeger_url": "http://j"},
-                "services": [{"name": "connect-manager", "pid": 9, "restarts": 1, "state": "running"}]}"#,
+                "services": [{"name": "connect-manager", "pid": 9, "restarts": 1, "state": "running"},
+                             {"name": "connect-manager", "worker": 1, "pid": 10}]}"#,
         )
         .expect("parses");
         let processes = info.processes();
         assert_eq!(processes.get("connect-manager"), Some(&Some(9)));
+        assert_eq!(processes.get("connect-manager-1"), Some(&Some(10)));
         assert_eq!(processes.get(BROKER), Some(&Some(8)));
         assert_eq!(info.tracing.jaeger_url.as_deref(), Some("http://j"));
         let legacy = info.sftp_login("upload").expect("legacy login");
@@ -636,5 +763,26 @@ mod tests {
         assert_eq!(report.rows_landed, 93);
         assert_eq!(report.extract.map(|e| e.elapsed_ms), Some(500));
         assert_eq!(report.latency_ms.p99, 0);
+    }
+
+    #[test]
+    fn where_tasks_run_is_read_from_etlctl_status() {
+        let status: StatusJson = serde_json::from_str(
+            r#"{"running": true, "healthy": true, "components": [],
+                "connect": {"mode": "distributed", "workers": [
+                    {"name": "connect-manager-0", "health": "healthy", "tasks": [{"connector": "postgres-sink", "task": 0, "state": "RUNNING", "worker_id": "127.0.0.1:1"}]},
+                    {"name": "connect-manager-1", "tasks": []}],
+                  "unassigned": [{"connector": "sftp-csv-source", "task": 1}], "elsewhere": []}}"#,
+        )
+        .expect("parses");
+        let map = status.connect.unwrap_or_default().task_map();
+        assert_eq!(map["connect-manager-0"], ["postgres-sink/0"]);
+        assert!(map["connect-manager-1"].is_empty());
+        assert_eq!(map["unassigned"], ["sftp-csv-source/1"]);
+        assert!(!map.contains_key("elsewhere"));
+        // A stack without services has no `connect`.
+        let none: StatusJson =
+            serde_json::from_str(r#"{"running": true, "connect": null}"#).expect("parses");
+        assert!(none.connect.unwrap_or_default().task_map().is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::stack::{KafkaStorage, Ports, StackDir, StackPlan, Tracing};
+use crate::stack::{KafkaStorage, MAX_WORKERS, Ports, StackDir, StackPlan, Tracing};
 
 /// Operator CLI of file-etl: runs the local stack (Postgres, tansu, the four services)
 /// under one supervisor, applies connectors, runs the demo and reports what landed.
@@ -110,9 +110,26 @@ pub struct StackArgs {
     #[arg(long, env = "ETL_BASE_PORT", default_value_t = Ports::default().grpc_base)]
     pub base_port: u16,
 
-    /// connect-manager's Kafka-Connect-compatible REST port.
+    /// connect-manager's Kafka-Connect-compatible REST port (worker 0's with --workers).
     #[arg(long, env = "ETL_REST_PORT", default_value_t = Ports::default().rest)]
     pub rest_port: u16,
+
+    /// connect-manager workers. 1 (when a stack is started): one standalone
+    /// connect-manager, as ever (connectors in <dir>/connect). N > 1: N connect-managers
+    /// in distributed mode forming one cluster (group connect-cluster) that keeps its
+    /// connectors in Kafka and shares their tasks; each supervised on its own. Worker 0
+    /// keeps the standard ports (--base-port + 2, --rest-port); worker k listens on gRPC
+    /// --base-port + 3 + k and REST --rest-port + k (50055/8084, 50056/8085, … by
+    /// default), with data in <dir>/connect-<k> and log logs/connect-manager-<k>.log.
+    /// Every command talks to worker 0. While a stack runs, a different N is refused
+    /// (`etlctl down` first); left out, commands take the running stack as it is.
+    #[arg(
+        long,
+        env = "ETL_WORKERS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKERS))
+    )]
+    pub workers: Option<u16>,
 
     /// Start only Postgres and tansu (no service binaries needed).
     #[arg(long, visible_alias = "infra-only", env = "ETL_WITHOUT_SERVICES")]
@@ -160,7 +177,7 @@ impl StackArgs {
                     .ok_or_else(|| anyhow::anyhow!("{} has no parent directory", exe.display()))?
             }
         };
-        Ok(StackPlan {
+        let plan = StackPlan {
             dir: self.dir.stack_dir()?,
             ports: Ports {
                 postgres: self.pg_port,
@@ -186,7 +203,16 @@ impl StackArgs {
                     _ => Tracing::Embedded,
                 }
             },
-        })
+            connect_workers: self.workers.unwrap_or(1),
+        };
+        let conflicts = plan.port_conflicts();
+        if !conflicts.is_empty() {
+            anyhow::bail!(
+                "the stack's ports do not fit together:\n  {}",
+                conflicts.join("\n  ")
+            );
+        }
+        Ok(plan)
     }
 }
 
@@ -274,6 +300,7 @@ pub fn supervise_args(plan: &StackPlan) -> Vec<OsString> {
     flag("--bin-dir", plan.bin_dir.display().to_string());
     flag("--otlp-port", plan.ports.otlp.to_string());
     flag("--jaeger-port", plan.ports.jaeger.to_string());
+    flag("--workers", plan.connect_workers.to_string());
     if let Tracing::Endpoint(endpoint) = &plan.tracing {
         flag("--otlp-endpoint", endpoint.clone());
     }
@@ -587,6 +614,40 @@ mod tests {
     }
 
     #[test]
+    fn workers_survive_the_trip_to_the_supervisor_and_default_to_one() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["etlctl", "up", "--dir", "/tmp/x"];
+            argv.extend(extra);
+            let Command::Up(up) = Cli::try_parse_from(argv).expect("parses").command else {
+                panic!("not up")
+            };
+            up
+        };
+        let up = parse(&[]);
+        assert_eq!(up.stack.workers, None, "not asked for");
+        assert_eq!(up.stack.plan().expect("plan").connect_workers, 1);
+
+        let up = parse(&["--workers", "3"]);
+        let plan = up.stack.plan().expect("plan");
+        assert_eq!(plan.connect_workers, 3);
+        let mut argv: Vec<OsString> = vec!["etlctl".into()];
+        argv.extend(supervise_args(&plan));
+        let Command::Supervise(stack) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("not supervise")
+        };
+        assert_eq!(stack.plan().expect("plan"), plan);
+
+        for bad in ["0", "17"] {
+            let argv = ["etlctl", "up", "--workers", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "--workers {bad}");
+        }
+        // Worker ports that meet another flag's are refused before anything starts.
+        let up = parse(&["--workers", "2", "--rest-port", "4316"]);
+        let err = up.stack.plan().expect_err("4317 twice");
+        assert!(format!("{err:#}").contains("4317"), "{err:#}");
+    }
+
+    #[test]
     fn tracing_choices_survive_the_trip_to_the_supervisor() {
         for (extra, expected) in [
             (vec!["--no-tracing"], Tracing::Off),
@@ -638,6 +699,7 @@ mod tests {
             "ETL_API_TOKEN",
             "ETL_API_TOKEN_FILE",
             "ETL_TLS_CA",
+            "ETL_WORKERS",
         ] {
             assert!(
                 help.contains(&format!("[env: {var}=")),

@@ -54,13 +54,19 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         }
         (StackMode::Local, None) => {
             let plan = args.stack.plan()?;
-            let stack = up::ensure_up(&plan, Duration::from_secs(args.up_timeout), false).await?;
+            let stack = up::ensure_up(
+                &plan,
+                Duration::from_secs(args.up_timeout),
+                false,
+                args.stack.workers,
+            )
+            .await?;
             let dir = plan.dir;
             let not_running: Vec<String> = stack
                 .services
                 .iter()
                 .filter(|s| matches!(s.state, ServiceState::Disabled | ServiceState::Missing))
-                .map(|s| format!("{} ({})", s.name, s.state))
+                .map(|s| format!("{} ({})", s.display_name(), s.state))
                 .collect();
             if !not_running.is_empty() {
                 anyhow::bail!(

@@ -16,6 +16,8 @@
 //!   the services, restarts, ordered stop.
 //! - [`up`]: `up` (start the supervisor detached, wait for health) and `down`.
 //! - [`status`]: health probes and the status table.
+//! - [`workers`]: connect-manager's workers and the connector tasks each runs (from a
+//!   worker's REST API), for `status`.
 //! - [`connectors`]: connector files with placeholders → `CreateConnector`.
 //! - [`generate`]: the demo's input, from `etl-datagen` (the extractor's generator).
 //! - [`demo`]: the end-to-end run: StartRun, WatchRun, WatchReport.
@@ -36,3 +38,4 @@ pub mod status;
 pub mod supervise;
 pub mod trace;
 pub mod up;
+pub mod workers;

@@ -37,7 +37,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Up(args) => {
             let plan = args.stack.plan()?;
-            up::ensure_up(&plan, args.timeout(), args.allow_missing_services).await?;
+            up::ensure_up(
+                &plan,
+                args.timeout(),
+                args.allow_missing_services,
+                args.stack.workers,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Down(args) => up::down(&args).await.map(|()| ExitCode::SUCCESS),

@@ -2,6 +2,8 @@
 //! Kafka count as healthy when they accept TCP connections (the supervisor already
 //! waited for them to answer their protocols); the services when their
 //! `grpc.health.v1` says SERVING, which each says only once its own dependencies answer.
+//! Each connect-manager worker is a component of its own; below the table, the workers
+//! again with the connector tasks each runs (see `workers`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use crate::cli::{StackMode, StatusArgs};
 use crate::endpoints::Endpoints;
 use crate::process;
 use crate::stack::{CollectorKind, Service, ServiceState, StackDir, StackInfo};
+use crate::workers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -124,12 +127,13 @@ pub async fn check(info: &StackInfo) -> Vec<Component> {
                 let _ = write!(endpoint, " sftp://{}", info.sftp_addr);
             }
             crate::stack::Service::ConnectManager => {
-                let _ = write!(endpoint, " rest {}", info.rest_url);
+                let rest = s.rest_url.as_deref().unwrap_or(&info.rest_url);
+                let _ = write!(endpoint, " rest {rest}");
             }
             _ => {}
         }
         Component {
-            name: s.name.to_string(),
+            name: s.display_name(),
             health,
             endpoint,
             log: s.log.clone(),
@@ -240,12 +244,19 @@ async fn grpc_health(url: &str) -> Health {
     }
 }
 
-/// The status table.
+/// The status table. The name column widens for names longer than 16 characters
+/// (`connect-manager-10`), so a stack without workers prints as it always has.
 pub fn render(components: &[Component]) -> String {
     let mut out = String::new();
+    let name = components
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let _ = writeln!(
         out,
-        "{:<16} {:<15} {:<58} LOG",
+        "{:<name$} {:<15} {:<58} LOG",
         "COMPONENT", "HEALTH", "ENDPOINT"
     );
     for c in components {
@@ -255,17 +266,47 @@ pub fn render(components: &[Component]) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<16} {:<15} {:<58} {}",
+            "{:<name$} {:<15} {:<58} {}",
             c.name,
             health,
             c.endpoint,
             c.log.display()
         );
         if let Some(exit) = &c.last_exit {
-            let _ = writeln!(out, "{:<16} last exit: {exit}", "");
+            let _ = writeln!(out, "{:<name$} last exit: {exit}", "");
         }
     }
     out
+}
+
+/// connect-manager's workers and their tasks, from the first worker's REST API that
+/// answers; `None` for a stack without services.
+async fn connect_view(
+    dir: &StackDir,
+    info: &StackInfo,
+    components: &[Component],
+) -> Option<workers::ConnectView> {
+    if info
+        .connect_workers()
+        .iter()
+        .all(|w| w.state == ServiceState::Disabled)
+    {
+        return None;
+    }
+    // The workers with their health, to ask the healthy ones first.
+    let unasked = workers::view(info, components, Err(String::new()));
+    let token = match dir.read_api_token() {
+        Ok(token) => token,
+        Err(e) => {
+            return Some(workers::view(
+                info,
+                components,
+                Err(format!("cannot read the stack's API token: {e:#}")),
+            ));
+        }
+    };
+    let tasks = workers::fetch_tasks(&unasked.workers, token.as_ref()).await;
+    Some(workers::view(info, components, tasks))
 }
 
 /// The running stack of `dir`: `Ok(None)` when no supervisor runs there.
@@ -324,12 +365,14 @@ pub async fn run(args: &StatusArgs) -> anyhow::Result<bool> {
     };
     let components = check(&info).await;
     let healthy = components.iter().all(|c| c.ready(false));
+    let connect = connect_view(&dir, &info, &components).await;
     if args.json {
         let value = serde_json::json!({
             "running": true,
             "supervisor_pid": pid,
             "healthy": healthy,
             "components": components,
+            "connect": connect,
             "stack": info,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -340,6 +383,10 @@ pub async fn run(args: &StatusArgs) -> anyhow::Result<bool> {
             info.supervisor_log.display()
         );
         print!("{}", render(&components));
+        if let Some(connect) = &connect {
+            println!();
+            print!("{}", workers::render(connect));
+        }
     }
     Ok(healthy)
 }
@@ -347,6 +394,26 @@ pub async fn run(args: &StatusArgs) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_widens_for_worker_names_only() {
+        let row = |name: &str| Component {
+            name: name.to_owned(),
+            health: Health::Healthy,
+            endpoint: "e".to_owned(),
+            log: PathBuf::from("/l"),
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+        };
+        let one = render(&[row("connect-manager")]);
+        assert!(one.starts_with("COMPONENT        HEALTH"), "{one}");
+        assert!(one.contains("\nconnect-manager  healthy"), "{one}");
+        let many = render(&[row("postgres"), row("connect-manager-10")]);
+        assert!(many.starts_with("COMPONENT          HEALTH"), "{many}");
+        assert!(many.contains("\npostgres           healthy"), "{many}");
+        assert!(many.contains("\nconnect-manager-10 healthy"), "{many}");
+    }
 
     #[test]
     fn host_and_port_of_urls() {

@@ -7,7 +7,8 @@
 //! `<dir>/pg`, database `nlp_db`), the broker (etl-stack: Apache Kafka, or tansu with
 //! memory or sqlite), the topic, the gateway's host key (`sftp-gateway host-key`, so the
 //! SFTP clients can pin it before the gateway first runs) and the SFTP users' shared
-//! tree, `stack.json`, and the four services as child processes. Postgres and the broker
+//! tree, `stack.json`, and the four services as child processes (connect-manager as one
+//! process per worker with `--workers` > 1, each supervised on its own). Postgres and the broker
 //! carry etl-stack's watchdog, so they stop even if the supervisor is killed; the
 //! services stay in the supervisor's process group, so `down` can kill that group as a
 //! last resort.
@@ -39,7 +40,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::process;
 use crate::stack::{
-    DATABASE, KafkaStorage, Service, ServiceState, StackDir, StackInfo, StackPlan, Tracing, env,
+    DATABASE, Instance, KafkaStorage, Service, ServiceState, StackDir, StackInfo, StackPlan,
+    Tracing, env,
 };
 
 /// How long a service gets between SIGTERM and SIGKILL.
@@ -113,6 +115,9 @@ async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<
 
     if plan.with_services {
         prepare_sftp(&plan).await?;
+        // For the next `up`: whether connect-manager's mode changed (see `up`).
+        dir.write_connect_workers(plan.connect_workers)
+            .with_context(|| format!("cannot write {}", dir.connect_workers_file().display()))?;
     }
 
     let mut info = plan.stack_info(std::process::id(), started_at);
@@ -148,9 +153,9 @@ async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<
 
     let mut services = tokio::task::JoinSet::new();
     if plan.with_services {
-        for service in Service::ALL {
+        for instance in plan.instances() {
             services.spawn(supervise_service(
-                service,
+                instance,
                 plan.clone(),
                 state.clone(),
                 shutdown.clone(),
@@ -160,6 +165,7 @@ async fn run_stack(plan: Arc<StackPlan>, shutdown: &Shutdown) -> anyhow::Result<
     tracing::info!(
         stack = %dir.stack_json().display(),
         services = plan.with_services,
+        connect_workers = plan.connect_workers,
         "stack started"
     );
 
@@ -481,20 +487,24 @@ async fn stop_infra(broker: Option<Broker>, pg: Option<PgCluster>) -> anyhow::Re
     Ok(())
 }
 
-/// Keeps one service running until shutdown, restarting it when it exits.
+/// Keeps one process (a service, or one connect-manager worker) running until
+/// shutdown, restarting it when it exits.
 async fn supervise_service(
-    service: Service,
+    instance: Instance,
     plan: Arc<StackPlan>,
     state: Arc<Mutex<StackInfo>>,
     shutdown: Shutdown,
 ) {
     let dir = &plan.dir;
-    let log = dir.log(service.name());
+    let service = instance.service;
+    // What the log lines call it: `connect-manager-1` for a worker.
+    let name = instance.name();
+    let log = dir.instance_log(instance);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut reported_missing = false;
     let mut quick_deaths = 0u32;
     let set = |s: ServiceState, pid: Option<u32>, exit: Option<String>| {
-        update(&state, dir, service, |info| {
+        update(&state, dir, instance, |info| {
             info.state = s;
             info.pid = pid;
             if let Some(exit) = exit {
@@ -507,7 +517,7 @@ async fn supervise_service(
         let binary = plan.binary(service);
         if !binary.is_file() {
             if !reported_missing {
-                tracing::error!(%service, binary = %binary.display(),
+                tracing::error!(service = %name, binary = %binary.display(),
                     "service binary missing; looking again with backoff (build it with `cargo build --bins`)");
                 reported_missing = true;
                 set(ServiceState::Missing, None, None);
@@ -518,11 +528,11 @@ async fn supervise_service(
             continue;
         }
         reported_missing = false;
-        let mut child = match spawn_service(service, &plan, &log) {
+        let mut child = match spawn_service(instance, &plan, &log) {
             Ok(child) => child,
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::error!(%service, error = format!("{e:#}"), retry_in_s = delay.as_secs(), "cannot start service");
+                tracing::error!(service = %name, error = format!("{e:#}"), retry_in_s = delay.as_secs(), "cannot start service");
                 set(ServiceState::Restarting, None, None);
                 if !shutdown.sleep(delay).await {
                     break;
@@ -531,7 +541,7 @@ async fn supervise_service(
             }
         };
         let pid = child.id();
-        tracing::info!(%service, pid, log = %log.display(), "service started");
+        tracing::info!(service = %name, pid, log = %log.display(), "service started");
         set(ServiceState::Running, pid, None);
         let started = Instant::now();
         tokio::select! {
@@ -545,7 +555,7 @@ async fn supervise_service(
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 let exit = format!("{status} after {}s", uptime.as_secs());
                 if quick_deaths > MAX_QUICK_DEATHS {
-                    tracing::error!(%service, %status, deaths = quick_deaths, log = %log.display(),
+                    tracing::error!(service = %name, %status, deaths = quick_deaths, log = %log.display(),
                         "service keeps dying right after each start; not restarting it any more");
                     log_line(&log, &format!("exited ({exit}); died {quick_deaths} times in a row, not restarted"));
                     set(ServiceState::Failed, None, Some(exit));
@@ -553,7 +563,7 @@ async fn supervise_service(
                     return;
                 }
                 let delay = backoff.next_delay();
-                tracing::warn!(%service, %status, uptime_s = uptime.as_secs(),
+                tracing::warn!(service = %name, %status, uptime_s = uptime.as_secs(),
                     restart_in_ms = delay.as_millis() as u64, log = %log.display(), "service exited; restarting");
                 log_line(&log, &format!("exited ({exit}); restarting in {delay:?}"));
                 set(ServiceState::Restarting, None, Some(exit));
@@ -562,7 +572,7 @@ async fn supervise_service(
                 }
             }
             () = shutdown.wait() => {
-                stop_service(service, &mut child, &log).await;
+                stop_service(&name, &mut child, &log).await;
                 break;
             }
         }
@@ -571,11 +581,12 @@ async fn supervise_service(
 }
 
 fn spawn_service(
-    service: Service,
+    instance: Instance,
     plan: &StackPlan,
     log: &Path,
 ) -> anyhow::Result<tokio::process::Child> {
-    let data = plan.dir.service_data(service);
+    let service = instance.service;
+    let data = plan.dir.instance_data(instance);
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let binary = plan.binary(service);
     log_line(log, &format!("starting {}", binary.display()));
@@ -596,7 +607,7 @@ fn spawn_service(
         command.env_remove(name);
     }
     command
-        .envs(plan.service_env(service, &secrets))
+        .envs(plan.instance_env(instance, &secrets))
         .current_dir(plan.dir.root())
         .stdin(Stdio::null())
         .stdout(out)
@@ -609,7 +620,7 @@ fn spawn_service(
         .with_context(|| format!("cannot run {}", binary.display()))
 }
 
-async fn stop_service(service: Service, child: &mut tokio::process::Child, log: &Path) {
+async fn stop_service(service: &str, child: &mut tokio::process::Child, log: &Path) {
     let Some(pid) = child.id() else {
         return;
     };
@@ -631,15 +642,15 @@ async fn stop_service(service: Service, child: &mut tokio::process::Child, log: 
     }
 }
 
-/// Applies `change` to one service's entry and rewrites `stack.json`.
+/// Applies `change` to one process's entry and rewrites `stack.json`.
 fn update(
     state: &Mutex<StackInfo>,
     dir: &StackDir,
-    service: Service,
+    instance: Instance,
     change: impl FnOnce(&mut crate::stack::ServiceInfo),
 ) {
     let mut info = state.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(entry) = info.service_mut(service) {
+    if let Some(entry) = info.instance_mut(instance) {
         change(entry);
     }
     if let Err(e) = dir.write_stack(&info) {

@@ -6,6 +6,14 @@
 //! every component is healthy, the supervisor dies (its log tail is shown) or the
 //! timeout passes. It writes nothing itself: the supervisor owns `<dir>`.
 //!
+//! connect-manager's workers (`--workers`): a running stack is taken as it is unless a
+//! different number is asked for, which is refused (the cluster's shape is fixed while
+//! it runs). A stack started in the other mode than the one before in the same directory
+//! says what that means for the connectors: standalone keeps them in
+//! `<dir>/connect/connectors.json`, which distributed workers do not read (they keep
+//! theirs in Kafka), and the other way round; `etlctl connectors apply` (and every demo)
+//! creates them again from the connector files.
+//!
 //! `down` sends SIGTERM to the supervisor named by `supervisor.pid` and waits for it;
 //! the supervisor stops everything in order. If it does not finish in time, its
 //! process group (the services) is killed; Postgres and the broker are then stopped by
@@ -21,18 +29,24 @@ use std::os::unix::process::CommandExt as _;
 
 use crate::cli::{DownArgs, supervise_args};
 use crate::process;
-use crate::stack::{StackDir, StackInfo, StackPlan};
+use crate::stack::{KafkaStorage, StackDir, StackInfo, StackPlan};
 use crate::status::{self, Component};
 
 /// Makes sure the stack of `plan.dir` is up and healthy; starts it if it is not.
+/// `workers` is `--workers` as given (`None`: not asked for): a running stack with
+/// another number of connect-manager workers is refused rather than used.
 /// Returns the stack's `stack.json`.
 pub async fn ensure_up(
     plan: &StackPlan,
     timeout: Duration,
     allow_missing: bool,
+    workers: Option<u16>,
 ) -> anyhow::Result<StackInfo> {
     let dir = &plan.dir;
-    if let Some((pid, _)) = status::running_stack(dir)? {
+    if let Some((pid, running)) = status::running_stack(dir)? {
+        if let (Some(asked), Some(running)) = (workers, &running) {
+            check_workers(dir, running, asked)?;
+        }
         let (info, components) =
             wait_healthy(dir, Supervisor::Running(pid), timeout, allow_missing, false).await?;
         println!(
@@ -62,6 +76,8 @@ pub async fn ensure_up(
         );
     }
     check_ports(plan)?;
+    // Read before the supervisor writes this stack's.
+    let last_workers = dir.last_connect_workers();
 
     std::fs::create_dir_all(dir.logs())
         .with_context(|| format!("cannot create {}", dir.logs().display()))?;
@@ -92,7 +108,67 @@ pub async fn ensure_up(
         wait_healthy(dir, Supervisor::Child(child), timeout, allow_missing, true).await?;
     println!("stack up in {}:", dir.root().display());
     print!("{}", status::render(&components));
+    if plan.with_services
+        && let Some(note) = mode_change_note(plan, last_workers)
+    {
+        println!("{note}");
+    }
     Ok(info)
+}
+
+/// Refuses `--workers asked` for a stack that runs with another number of workers.
+fn check_workers(dir: &StackDir, running: &StackInfo, asked: u16) -> anyhow::Result<()> {
+    let has = running.connect.workers;
+    if has == asked {
+        return Ok(());
+    }
+    let shape = |n: u16| {
+        if n > 1 {
+            format!("{n} connect-manager workers (distributed)")
+        } else {
+            "1 connect-manager (standalone)".to_owned()
+        }
+    };
+    anyhow::bail!(
+        "the stack in {} runs {}, not {}: stop it first (`etlctl down --dir {}`), then \
+         `etlctl up --workers {asked}`; or leave --workers (ETL_WORKERS) out to use it as it is",
+        dir.root().display(),
+        shape(has),
+        shape(asked),
+        dir.root().display()
+    )
+}
+
+/// What a change of connect-manager's mode since the last stack in the same directory
+/// (`last`: its workers, if known) means for the connectors: they do not carry over.
+pub fn mode_change_note(plan: &StackPlan, last: Option<u16>) -> Option<String> {
+    let last = last?;
+    if (last > 1) == plan.distributed() {
+        return None;
+    }
+    let apply = "`etlctl connectors apply` (or a demo) creates them from the connector files";
+    let standalone = plan.dir.standalone_connectors_file();
+    Some(if plan.distributed() {
+        format!(
+            "note: connect-manager runs distributed now ({} workers): its connectors live in \
+             Kafka (topic connect-configs), and those of the standalone connect-manager before \
+             ({}) are not among them; {apply}",
+            plan.connect_workers,
+            standalone.display()
+        )
+    } else {
+        let kept = match plan.kafka_storage {
+            KafkaStorage::Memory => "gone with the memory broker",
+            KafkaStorage::Kafka | KafkaStorage::Sqlite => {
+                "still in the broker's topic connect-configs, for the next `--workers` stack"
+            }
+        };
+        format!(
+            "note: connect-manager runs standalone now: it keeps its connectors in {}, not \
+             those of the {last} distributed workers before ({kept}); {apply}",
+            standalone.display()
+        )
+    })
 }
 
 /// Ports the stack will listen on that something already accepts connections on.
@@ -249,7 +325,7 @@ fn stopped_list(info: Option<&StackInfo>) -> Vec<String> {
         .services
         .iter()
         .filter(|s| s.pid.is_some())
-        .map(|s| s.name.to_string())
+        .map(crate::stack::ServiceInfo::display_name)
         .collect();
     let broker = match info.kafka.storage {
         crate::stack::KafkaStorage::Kafka => "kafka",
@@ -270,4 +346,61 @@ async fn wait_gone(pid: u32, timeout: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::plan::test_plan;
+
+    #[test]
+    fn a_running_stack_with_other_workers_is_refused_by_name() {
+        let plan = test_plan("/x");
+        let running = plan.stack_info(1, 2);
+        assert!(check_workers(&plan.dir, &running, 1).is_ok());
+        let err = check_workers(&plan.dir, &running, 3).expect_err("1 running, 3 asked");
+        let message = format!("{err:#}");
+        for needle in [
+            "1 connect-manager (standalone)",
+            "3 connect-manager workers (distributed)",
+            "etlctl down --dir /x",
+        ] {
+            assert!(message.contains(needle), "{needle} not in {message}");
+        }
+    }
+
+    #[test]
+    fn a_change_of_mode_says_the_connectors_stay_behind() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut plan = test_plan(tmp.path().to_str().expect("utf8"));
+        let dir = plan.dir.clone();
+        // A new directory: nothing before, nothing to say.
+        assert_eq!(dir.last_connect_workers(), None);
+        assert_eq!(mode_change_note(&plan, None), None);
+        // A directory of an etlctl from before workers: its standalone connectors.
+        let standalone = dir.standalone_connectors_file();
+        std::fs::create_dir_all(standalone.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&standalone, "{}").expect("write");
+        assert_eq!(dir.last_connect_workers(), Some(1));
+        assert_eq!(mode_change_note(&plan, Some(1)), None, "standalone again");
+
+        plan.connect_workers = 3;
+        let note = mode_change_note(&plan, dir.last_connect_workers()).expect("a change");
+        assert!(
+            note.contains("distributed now (3 workers)") && note.contains("connectors.json"),
+            "{note}"
+        );
+        // The supervisor's note wins over the guess; 3 → 2 workers is one cluster.
+        dir.write_connect_workers(3).expect("write");
+        assert_eq!(dir.last_connect_workers(), Some(3));
+        plan.connect_workers = 2;
+        assert_eq!(mode_change_note(&plan, Some(3)), None);
+
+        plan.connect_workers = 1;
+        let note = mode_change_note(&plan, Some(3)).expect("a change");
+        assert!(
+            note.contains("standalone now") && note.contains("gone with the memory broker"),
+            "{note}"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! What the stack hands its services through the environment: every variable name, once,
-//! and each service's values ([`StackPlan::service_env`]).
+//! and each process's values ([`StackPlan::instance_env`]).
 //!
 //! The names are the env twins of the services' flags (docs/ARCHITECTURE.md, "Flags and
 //! env twins"), so a service started by hand with the same variables behaves the same.
@@ -7,7 +7,7 @@
 //! from `stack.json` by [`StackInfo::placeholder`](super::info::StackInfo::placeholder);
 //! the placeholders that are no service's variable are at the end.
 
-use super::plan::{Service, StackPlan, Tracing};
+use super::plan::{CONNECT_GROUP_ID, Instance, Service, StackPlan, Tracing};
 use super::secrets::{SftpAccount, StackSecrets};
 
 // The control plane (every service).
@@ -30,6 +30,14 @@ pub const TOPIC: &str = "ETL_TOPIC";
 pub const DATA_DIR: &str = "ETL_DATA_DIR";
 /// The extractor's StartRun reads below these directories only.
 pub const INPUT_DIRS: &str = "ETL_INPUT_DIRS";
+
+// connect-manager's cluster.
+/// `standalone` or `distributed` (connect-manager's `--mode`). Set either way, so a
+/// value in the caller's environment cannot turn a one-worker stack distributed.
+pub const MODE: &str = "ETL_MODE";
+/// The distributed cluster's name (Kafka Connect's `group.id`): the same for every
+/// worker of a stack.
+pub const GROUP_ID: &str = "ETL_GROUP_ID";
 
 // SFTP accounts.
 /// The gateway: its default user. The extractor: who it uploads as. The verifier: whose
@@ -79,26 +87,33 @@ pub const PG_HOST: &str = "ETL_PG_HOST";
 pub const PG_PORT: &str = "ETL_PG_PORT";
 pub const PG_DATABASE: &str = "ETL_PG_DATABASE";
 pub const PG_USER: &str = "ETL_PG_USER";
+/// The sink's `tasks.max`: one task per connect-manager worker of the stack.
+pub const SINK_TASKS_MAX: &str = "ETL_SINK_TASKS_MAX";
+/// The source's `tasks.max`: one task per worker, and never fewer than 2 (what it
+/// was before workers: in standalone mode, how many files the source sends at once).
+pub const SOURCE_TASKS_MAX: &str = "ETL_SOURCE_TASKS_MAX";
 
 impl StackPlan {
-    /// The environment of one service: its listeners, its peers, its data directory,
+    /// The environment of one process: its listeners, its peers, its data directory,
     /// the stack's API token file, and its SFTP account (see `secrets`): the gateway
     /// gets both users with their profiles and their one root, the extractor its
     /// uploader login and the gateway's host key to pin, connect-manager the password
-    /// its source connector refers to, the verifier the user whose rejected files it
-    /// watches.
-    pub fn service_env(
+    /// its source connector refers to (and, per worker, its own listeners and data
+    /// directory, the cluster's mode and group), the verifier the user whose rejected
+    /// files it watches.
+    pub fn instance_env(
         &self,
-        service: Service,
+        instance: Instance,
         secrets: &StackSecrets,
     ) -> Vec<(&'static str, String)> {
+        let service = instance.service;
         let mut env = vec![
             (
                 API_TOKEN_FILE,
                 self.dir.api_token_file().display().to_string(),
             ),
             (API_TOKEN, String::new()),
-            (GRPC_ADDR, self.grpc_addr(service)),
+            (GRPC_ADDR, self.instance_grpc_addr(instance)),
             (SFTP_ADDR, self.sftp_addr()),
             (KAFKA_BROKERS, self.kafka_bootstrap()),
             (DATABASE_URL, self.postgres_url()),
@@ -107,7 +122,7 @@ impl StackPlan {
             (TOPIC, self.topic.clone()),
             (
                 DATA_DIR,
-                self.dir.service_data(service).display().to_string(),
+                self.dir.instance_data(instance).display().to_string(),
             ),
             (LOG_FORMAT, "json".to_owned()),
         ];
@@ -146,7 +161,17 @@ impl StackPlan {
             }
             Service::ConnectManager => {
                 env.extend(login(SftpAccount::Connect));
-                env.push((REST_ADDR, self.rest_addr()));
+                env.push((
+                    REST_ADDR,
+                    self.instance_rest_addr(instance)
+                        .unwrap_or_else(|| self.rest_addr()),
+                ));
+                if self.distributed() {
+                    env.push((MODE, "distributed".to_owned()));
+                    env.push((GROUP_ID, CONNECT_GROUP_ID.to_owned()));
+                } else {
+                    env.push((MODE, "standalone".to_owned()));
+                }
             }
             Service::SinkVerifier => {
                 // Whose root's rejected files it watches (the gateway streams a root's
@@ -164,15 +189,16 @@ impl StackPlan {
             }
             // The embedded collector keys Jaeger's "processes" by service.instance.id:
             // without one, every service is "unknown" and all spans of a trace show
-            // the same service name. One instance per service and stack port.
-            let instance = format!(
+            // the same service name. One instance per process and stack port (each
+            // connect-manager worker its own; all of them the service connect-manager).
+            let instance_id = format!(
                 "service.instance.id={}-{}",
                 service.name(),
-                self.ports.grpc(service)
+                self.instance_grpc_port(instance)
             );
             let attributes = match std::env::var(OTEL_RESOURCE_ATTRIBUTES) {
-                Ok(theirs) if !theirs.trim().is_empty() => format!("{theirs},{instance}"),
-                _ => instance,
+                Ok(theirs) if !theirs.trim().is_empty() => format!("{theirs},{instance_id}"),
+                _ => instance_id,
             };
             env.push((OTEL_RESOURCE_ATTRIBUTES, attributes));
         }
@@ -214,14 +240,20 @@ mod tests {
         env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
     }
 
+    fn one(service: Service) -> Instance {
+        Instance::single(service)
+    }
+
     #[test]
     fn each_service_gets_its_listeners_peers_and_data() {
         let mut p = test_plan("/x");
         p.ports.grpc_base = 40000;
-        let env = p.service_env(Service::ConnectManager, &secrets());
+        let env = p.instance_env(one(Service::ConnectManager), &secrets());
         assert_eq!(get(&env, GRPC_ADDR).as_deref(), Some("127.0.0.1:40002"));
         assert_eq!(get(&env, REST_ADDR).as_deref(), Some("127.0.0.1:8083"));
         assert_eq!(get(&env, DATA_DIR).as_deref(), Some("/x/connect"));
+        assert_eq!(get(&env, MODE).as_deref(), Some("standalone"));
+        assert_eq!(get(&env, GROUP_ID), None);
         assert!(env.contains(&(
             OTEL_EXPORTER_OTLP_ENDPOINT,
             "http://127.0.0.1:4317".to_owned()
@@ -234,7 +266,7 @@ mod tests {
         );
         assert!(p.service_env_removed(Service::ConnectManager).is_empty());
         p.tracing = Tracing::Off;
-        let off = p.service_env(Service::ConnectManager, &secrets());
+        let off = p.instance_env(one(Service::ConnectManager), &secrets());
         assert!(!off.iter().any(|(k, _)| k.starts_with("OTEL_")), "{off:?}");
         assert!(
             p.service_env_removed(Service::ConnectManager)
@@ -242,14 +274,14 @@ mod tests {
         );
         p.tracing = Tracing::Endpoint("http://jaeger:4317".to_owned());
         assert!(
-            p.service_env(Service::Extractor, &secrets())
+            p.instance_env(one(Service::Extractor), &secrets())
                 .contains(&(OTEL_EXPORTER_OTLP_ENDPOINT, "http://jaeger:4317".to_owned()))
         );
-        let gw = p.service_env(Service::SftpGateway, &secrets());
+        let gw = p.instance_env(one(Service::SftpGateway), &secrets());
         assert_eq!(get(&gw, DATA_DIR).as_deref(), Some("/x/sftp"));
         assert_eq!(get(&gw, REST_ADDR), None);
         for service in Service::ALL {
-            let env = p.service_env(service, &secrets());
+            let env = p.instance_env(one(service), &secrets());
             assert_eq!(
                 get(&env, API_TOKEN_FILE).as_deref(),
                 Some("/x/api-token"),
@@ -264,7 +296,11 @@ mod tests {
             assert_eq!(names.len(), count, "{service}: {env:?}");
         }
         assert_eq!(
-            get(&p.service_env(Service::Extractor, &secrets()), INPUT_DIRS).as_deref(),
+            get(
+                &p.instance_env(one(Service::Extractor), &secrets()),
+                INPUT_DIRS
+            )
+            .as_deref(),
             Some("/x/input")
         );
     }
@@ -273,7 +309,7 @@ mod tests {
     fn each_sftp_client_logs_in_as_its_own_user() {
         let p = test_plan("/x");
         let s = secrets();
-        let gw = p.service_env(Service::SftpGateway, &s);
+        let gw = p.instance_env(one(Service::SftpGateway), &s);
         assert_eq!(get(&gw, SFTP_USER).as_deref(), Some("extractor"));
         assert_eq!(get(&gw, SFTP_PASSWORD).as_deref(), Some("up-pw"));
         assert_eq!(get(&gw, SFTP_USERS).as_deref(), Some("connect:cm-pw"));
@@ -294,7 +330,7 @@ mod tests {
             );
         }
 
-        let ex = p.service_env(Service::Extractor, &s);
+        let ex = p.instance_env(one(Service::Extractor), &s);
         assert_eq!(get(&ex, SFTP_USER).as_deref(), Some("extractor"));
         assert_eq!(get(&ex, SFTP_PASSWORD).as_deref(), Some("up-pw"));
         assert_eq!(
@@ -302,16 +338,55 @@ mod tests {
             Some("SHA256:key")
         );
 
-        let cm = p.service_env(Service::ConnectManager, &s);
+        let cm = p.instance_env(one(Service::ConnectManager), &s);
         assert_eq!(get(&cm, SFTP_USER).as_deref(), Some("connect"));
         assert_eq!(get(&cm, SFTP_PASSWORD).as_deref(), Some("cm-pw"));
 
-        let verifier = p.service_env(Service::SinkVerifier, &s);
+        let verifier = p.instance_env(one(Service::SinkVerifier), &s);
         assert_eq!(get(&verifier, SFTP_USER).as_deref(), Some("connect"));
         assert_eq!(get(&verifier, SFTP_PASSWORD), None);
         assert_eq!(
             p.service_env_removed(Service::SinkVerifier),
             [SFTP_PASSWORD]
+        );
+    }
+
+    #[test]
+    fn each_worker_gets_its_own_listeners_and_data_and_the_one_group() {
+        let mut p = test_plan("/x");
+        p.connect_workers = 3;
+        let envs: Vec<Vec<(&str, String)>> = (0..3)
+            .map(|k| p.instance_env(Instance::connect_worker(k), &secrets()))
+            .collect();
+        let of = |name: &str| -> Vec<String> {
+            envs.iter()
+                .map(|env| get(env, name).unwrap_or_default())
+                .collect()
+        };
+        assert_eq!(
+            of(GRPC_ADDR),
+            ["127.0.0.1:50053", "127.0.0.1:50055", "127.0.0.1:50056"]
+        );
+        assert_eq!(
+            of(REST_ADDR),
+            ["127.0.0.1:8083", "127.0.0.1:8084", "127.0.0.1:8085"]
+        );
+        assert_eq!(
+            of(DATA_DIR),
+            ["/x/connect-0", "/x/connect-1", "/x/connect-2"]
+        );
+        assert_eq!(of(MODE), ["distributed"; 3]);
+        assert_eq!(of(GROUP_ID), [CONNECT_GROUP_ID; 3]);
+        assert_eq!(of(OTEL_SERVICE_NAME), ["connect-manager"; 3]);
+        let ids: std::collections::BTreeSet<String> =
+            of(OTEL_RESOURCE_ATTRIBUTES).into_iter().collect();
+        assert_eq!(ids.len(), 3, "one service.instance.id per worker: {ids:?}");
+        // The other services do not change with the workers.
+        let verifier = p.instance_env(one(Service::SinkVerifier), &secrets());
+        assert_eq!(get(&verifier, MODE), None);
+        assert_eq!(
+            get(&verifier, GRPC_ADDR).as_deref(),
+            Some("127.0.0.1:50054")
         );
     }
 }

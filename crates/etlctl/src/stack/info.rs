@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::env;
-use super::plan::{DATABASE, KafkaStorage, Service, StackPlan, Tracing};
+use super::plan::{
+    CONNECT_GROUP_ID, DATABASE, Instance, KafkaStorage, Service, StackPlan, Tracing,
+};
 use super::secrets::SftpAccount;
 
 impl StackPlan {
@@ -17,10 +19,11 @@ impl StackPlan {
     /// services `starting` (or `missing`/`disabled`).
     pub fn stack_info(&self, supervisor_pid: u32, started_at_unix_ms: u64) -> StackInfo {
         let logs = self.dir.logs();
-        let services = Service::ALL
+        let services = self
+            .instances()
             .into_iter()
-            .map(|service| {
-                let binary = self.binary(service);
+            .map(|instance| {
+                let binary = self.binary(instance.service);
                 let state = if !self.with_services {
                     ServiceState::Disabled
                 } else if binary.is_file() {
@@ -29,10 +32,15 @@ impl StackPlan {
                     ServiceState::Missing
                 };
                 ServiceInfo {
-                    name: service,
-                    grpc_url: self.grpc_url(service),
+                    name: instance.service,
+                    worker: instance.worker,
+                    grpc_url: self.instance_grpc_url(instance),
+                    rest_url: self
+                        .instance_rest_addr(instance)
+                        .map(|addr| format!("http://{addr}")),
+                    data_dir: Some(self.dir.instance_data(instance)),
                     binary,
-                    log: self.dir.log(service.name()),
+                    log: self.dir.instance_log(instance),
                     state,
                     pid: None,
                     restarts: 0,
@@ -79,6 +87,15 @@ impl StackPlan {
                 })
                 .collect(),
             rest_url: format!("http://{}", self.rest_addr()),
+            connect: ConnectInfo {
+                mode: if self.distributed() {
+                    ConnectMode::Distributed
+                } else {
+                    ConnectMode::Standalone
+                },
+                group_id: self.distributed().then(|| CONNECT_GROUP_ID.to_owned()),
+                workers: self.connect_workers,
+            },
             tracing: TracingInfo {
                 collector: match self.tracing {
                     Tracing::Embedded => CollectorKind::Embedded,
@@ -112,12 +129,58 @@ pub struct StackInfo {
     /// each password is.
     #[serde(default)]
     pub sftp_accounts: Vec<SftpAccountInfo>,
-    /// connect-manager's Kafka-Connect-compatible REST API.
+    /// connect-manager's Kafka-Connect-compatible REST API (worker 0's; every worker's
+    /// is in its `services` entry).
     pub rest_url: String,
+    /// How connect-manager runs: one standalone worker, or a distributed cluster.
+    #[serde(default)]
+    pub connect: ConnectInfo,
     /// Where the services' spans go and where to read them.
     #[serde(default)]
     pub tracing: TracingInfo,
     pub services: Vec<ServiceInfo>,
+}
+
+/// connect-manager's part of `stack.json`: the mode its workers run in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectInfo {
+    pub mode: ConnectMode,
+    /// The distributed cluster's group id (every worker the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// `--workers`: how many connect-manager processes the supervisor runs.
+    pub workers: u16,
+}
+
+/// A stack.json without it is of an etlctl from before workers: one standalone worker.
+impl Default for ConnectInfo {
+    fn default() -> Self {
+        ConnectInfo {
+            mode: ConnectMode::Standalone,
+            group_id: None,
+            workers: 1,
+        }
+    }
+}
+
+/// connect-manager's `--mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectMode {
+    /// One worker; connectors in its data directory's `connectors.json`.
+    #[default]
+    Standalone,
+    /// Workers of one group; connectors, status and offsets in Kafka topics.
+    Distributed,
+}
+
+impl fmt::Display for ConnectMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectMode::Standalone => "standalone",
+            ConnectMode::Distributed => "distributed",
+        })
+    }
 }
 
 /// One SFTP user of the stack's gateway; the password stays in its file.
@@ -194,10 +257,21 @@ pub struct ProcessInfo {
     pub failed: bool,
 }
 
+/// One process of a service (connect-manager runs one per worker with `--workers` > 1,
+/// each its own entry, worker 0 first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceInfo {
     pub name: Service,
+    /// connect-manager worker k of a distributed cluster; absent for a single process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u16>,
     pub grpc_url: String,
+    /// connect-manager's REST API (each worker its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_url: Option<String>,
+    /// Its data directory (`ETL_DATA_DIR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
     pub binary: PathBuf,
     pub log: PathBuf,
     pub state: ServiceState,
@@ -241,6 +315,20 @@ impl fmt::Display for ServiceState {
     }
 }
 
+impl ServiceInfo {
+    pub fn instance(&self) -> Instance {
+        Instance {
+            service: self.name,
+            worker: self.worker,
+        }
+    }
+
+    /// `connect-manager-1` for a worker, else the service's name.
+    pub fn display_name(&self) -> String {
+        self.instance().name()
+    }
+}
+
 impl StackInfo {
     pub fn to_json(&self) -> String {
         // A struct of strings, numbers and paths always serializes.
@@ -251,12 +339,27 @@ impl StackInfo {
         serde_json::from_str(text)
     }
 
+    /// The (first) process of `service`: for connect-manager, worker 0, the one every
+    /// command talks to.
     pub fn service(&self, service: Service) -> Option<&ServiceInfo> {
         self.services.iter().find(|s| s.name == service)
     }
 
     pub fn service_mut(&mut self, service: Service) -> Option<&mut ServiceInfo> {
         self.services.iter_mut().find(|s| s.name == service)
+    }
+
+    /// The entry of one process.
+    pub fn instance_mut(&mut self, instance: Instance) -> Option<&mut ServiceInfo> {
+        self.services.iter_mut().find(|s| s.instance() == instance)
+    }
+
+    /// connect-manager's processes, worker 0 first.
+    pub fn connect_workers(&self) -> Vec<&ServiceInfo> {
+        self.services
+            .iter()
+            .filter(|s| s.name == Service::ConnectManager)
+            .collect()
     }
 
     /// The gRPC URL of `service` in this stack.
@@ -266,6 +369,10 @@ impl StackInfo {
 
     /// The stack's value for a connector file placeholder (`${ETL_PG_PORT:-5432}`…).
     /// The environment is consulted before this; see [`crate::connectors::lookup`].
+    ///
+    /// `tasks.max` follows the workers (`${ETL_SINK_TASKS_MAX:-1}`,
+    /// `${ETL_SOURCE_TASKS_MAX:-2}`): with N workers each connector gets N tasks, so
+    /// every worker has one to run; one worker keeps the files' own defaults.
     ///
     /// The SFTP login is connect-manager's own account, and its password a reference
     /// (`${env:ETL_SFTP_PASSWORD}`) that connect-manager resolves from its environment
@@ -292,6 +399,8 @@ impl StackInfo {
             env::PG_DATABASE => Some(DATABASE.to_owned()),
             env::PG_USER => Some("postgres".to_owned()),
             env::DATABASE_URL => Some(self.postgres.url.clone()),
+            env::SINK_TASKS_MAX => Some(self.connect.workers.max(1).to_string()),
+            env::SOURCE_TASKS_MAX => Some(self.connect.workers.max(2).to_string()),
             _ => None,
         }
     }
@@ -302,6 +411,7 @@ mod tests {
     use super::*;
     use crate::stack::layout::StackDir;
     use crate::stack::plan::test_plan;
+    use std::path::Path;
 
     #[test]
     fn stack_json_round_trips() {
@@ -338,6 +448,11 @@ mod tests {
         assert_eq!(value["services"][1]["name"], "sftp-gateway");
         assert_eq!(value["services"][1]["grpc_url"], "http://127.0.0.1:50052");
         assert_eq!(value["services"][1]["state"], "running");
+        assert_eq!(value["services"][2]["rest_url"], "http://127.0.0.1:8083");
+        assert_eq!(value["services"][2]["data_dir"], "/work/.etl/connect");
+        assert!(value["services"][2].get("worker").is_none());
+        assert_eq!(value["connect"]["mode"], "standalone");
+        assert_eq!(value["connect"]["workers"], 1);
         assert_eq!(
             value["postgres"]["log"],
             "/work/.etl/logs/postgres-5432.log"
@@ -352,9 +467,17 @@ mod tests {
         let object = value.as_object_mut().expect("object");
         object.remove("sftp_host_key");
         object.remove("sftp_accounts");
+        object.remove("connect");
+        for service in value["services"].as_array_mut().expect("services") {
+            let service = service.as_object_mut().expect("service");
+            service.remove("rest_url");
+            service.remove("data_dir");
+        }
         let back = StackInfo::from_json(&value.to_string()).expect("parses");
         assert_eq!(back.sftp_host_key, None);
         assert!(back.sftp_accounts.is_empty());
+        assert_eq!(back.connect, ConnectInfo::default());
+        assert_eq!(back.connect_workers().len(), 1);
     }
 
     #[test]
@@ -388,6 +511,47 @@ mod tests {
         );
         assert_eq!(info.placeholder(env::SFTP_PORT).as_deref(), Some("2222"));
         assert_eq!(info.placeholder("ETL_PG_PASSWORD"), None);
+    }
+
+    #[test]
+    fn every_worker_is_listed_with_its_addresses_worker_0_first() {
+        let mut p = test_plan("/x");
+        p.connect_workers = 3;
+        let mut info = p.stack_info(1, 2);
+        assert_eq!(info.connect.mode, ConnectMode::Distributed);
+        assert_eq!(info.connect.group_id.as_deref(), Some(CONNECT_GROUP_ID));
+        assert_eq!(info.connect.workers, 3);
+        let workers = info.connect_workers();
+        assert_eq!(workers.len(), 3);
+        let w = workers[1];
+        assert_eq!(w.display_name(), "connect-manager-1");
+        assert_eq!(w.grpc_url, "http://127.0.0.1:50055");
+        assert_eq!(w.rest_url.as_deref(), Some("http://127.0.0.1:8084"));
+        assert_eq!(w.data_dir.as_deref(), Some(Path::new("/x/connect-1")));
+        assert_eq!(w.log, Path::new("/x/logs/connect-manager-1.log"));
+        // Every other command's "connect-manager" is worker 0.
+        assert_eq!(
+            info.grpc_url(Service::ConnectManager),
+            Some("http://127.0.0.1:50053")
+        );
+        assert_eq!(info.rest_url, "http://127.0.0.1:8083");
+        // One worker's entry changes alone.
+        if let Some(w) = info.instance_mut(Instance::connect_worker(2)) {
+            w.pid = Some(7);
+        }
+        let pids: Vec<Option<u32>> = info.connect_workers().iter().map(|s| s.pid).collect();
+        assert_eq!(pids, [None, None, Some(7)]);
+        let back = StackInfo::from_json(&info.to_json()).expect("parses");
+        assert_eq!(back, info);
+        // tasks.max follows the workers.
+        assert_eq!(info.placeholder(env::SINK_TASKS_MAX).as_deref(), Some("3"));
+        assert_eq!(
+            info.placeholder(env::SOURCE_TASKS_MAX).as_deref(),
+            Some("3")
+        );
+        let one = test_plan("/x").stack_info(1, 2);
+        assert_eq!(one.placeholder(env::SINK_TASKS_MAX).as_deref(), Some("1"));
+        assert_eq!(one.placeholder(env::SOURCE_TASKS_MAX).as_deref(), Some("2"));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   sftp-extractor-password, sftp-connect-password (0600)     } `etlctl supervise`; see
 //!                                                               `secrets`
 //!   stack.json       endpoints, log paths, service pids and restarts (while up)
+//!   connect-workers  how many connect-manager workers the last stack ran (kept)
 //!   logs/            supervisor.log, postgres-<port>.log, kafka-<port>.log, <service>.log
+//!                    (connect-manager-<k>.log per worker with `--workers` > 1)
 //!   pg/              the Postgres cluster (data survives `down`)
 //!   kafka/           Apache Kafka's log (the default --kafka-storage kafka)
 //!   tansu/           broker data with --kafka-storage sqlite
@@ -15,7 +17,9 @@
 //!     etl/             the one file tree, input/ finished/ error/: the root of both
 //!                      SFTP users (`ETL_SFTP_ROOTS`, see `env`)
 //!     ssh_host_ed25519_key, ssh_host_key.sha256   the host key and its fingerprint
-//!   connect/         connect-manager's connector registry
+//!   connect/         connect-manager's connector registry (one standalone worker)
+//!   connect-<k>/     worker k's data directory with `--workers` > 1 (distributed mode:
+//!                    connectors, status and offsets live in Kafka; see `plan`)
 //!   verifier/, extractor/   the other services' data directories
 //!   input/           generated demo input (the only files StartRun may read)
 //!   report.json      the last demo's report
@@ -25,7 +29,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::info::StackInfo;
-use super::plan::Service;
+use super::plan::{Instance, Service};
 use super::secrets::SftpAccount;
 
 /// The gateway root both SFTP users are given (`--root NAME:ROOT`): the file tree they
@@ -101,6 +105,52 @@ impl StackDir {
     pub fn service_data(&self, service: Service) -> PathBuf {
         self.root.join(service.data_dir_name())
     }
+    /// The data directory of one process: its service's, or `connect-<k>` for
+    /// connect-manager worker k. Workers never share one: in distributed mode a
+    /// worker's id (and its sink consumers' static membership) derive from it, and the
+    /// standalone `connect/` (whose `connectors.json` distributed workers do not read)
+    /// is left as it was for a later one-worker stack.
+    pub fn instance_data(&self, instance: Instance) -> PathBuf {
+        match instance.worker {
+            Some(k) => self
+                .root
+                .join(format!("{}-{k}", instance.service.data_dir_name())),
+            None => self.service_data(instance.service),
+        }
+    }
+    /// The log of one process: `logs/<instance name>.log`.
+    pub fn instance_log(&self, instance: Instance) -> PathBuf {
+        self.log(&instance.name())
+    }
+    /// The standalone connect-manager's connector registry, which a distributed
+    /// cluster does not read (its connectors are in Kafka).
+    pub fn standalone_connectors_file(&self) -> PathBuf {
+        self.service_data(Service::ConnectManager)
+            .join("connectors.json")
+    }
+    /// Where the supervisor notes how many connect-manager workers it runs; kept after
+    /// `down`, so the next `up` knows whether the mode changed.
+    pub fn connect_workers_file(&self) -> PathBuf {
+        self.root.join("connect-workers")
+    }
+
+    /// The workers of the last stack in this directory: the supervisor's note, else
+    /// (a directory of an etlctl from before workers) one if the standalone
+    /// connect-manager left connectors, else unknown.
+    pub fn last_connect_workers(&self) -> Option<u16> {
+        std::fs::read_to_string(self.connect_workers_file())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .or_else(|| self.standalone_connectors_file().is_file().then_some(1))
+    }
+
+    pub fn write_connect_workers(&self, workers: u16) -> std::io::Result<()> {
+        write_atomically(
+            &self.connect_workers_file(),
+            format!("{workers}\n").as_bytes(),
+        )
+    }
+
     /// The file tree the extractor uploads into and the source connector reads.
     pub fn sftp_tree(&self) -> PathBuf {
         self.service_data(Service::SftpGateway).join(SFTP_TREE)

@@ -6,10 +6,11 @@
 //!   SFTP users' shared root, `stack.json` and the pid file on disk.
 //! - [`secrets`]: the API token and the SFTP users' passwords, made once per stack
 //!   (0600); [`SftpAccount`], who logs in to the gateway and with which profile.
-//! - [`plan`]: [`StackPlan`] — the [`Service`]s, the broker, the [`Ports`] and the
+//! - [`plan`]: [`StackPlan`] — the [`Service`]s and their processes ([`Instance`]s: a
+//!   connect-manager per worker with `--workers`), the broker, the [`Ports`] and the
 //!   tracing, computed the same way by `up` and the supervisor.
 //! - [`env`](mod@env): every variable the stack hands its services, named once, and each
-//!   service's values ([`StackPlan::service_env`]).
+//!   process's values ([`StackPlan::instance_env`]).
 //! - [`info`]: the `stack.json` model, [`StackInfo`], and the connector placeholders it
 //!   fills.
 
@@ -20,10 +21,13 @@ pub mod plan;
 pub mod secrets;
 
 pub use info::{
-    CollectorKind, KafkaInfo, PostgresInfo, ProcessInfo, ServiceInfo, ServiceState,
-    SftpAccountInfo, StackInfo, TracingInfo,
+    CollectorKind, ConnectInfo, ConnectMode, KafkaInfo, PostgresInfo, ProcessInfo, ServiceInfo,
+    ServiceState, SftpAccountInfo, StackInfo, TracingInfo,
 };
 pub(crate) use layout::write_atomically;
 pub use layout::{SFTP_TREE, StackDir};
-pub use plan::{DATABASE, KafkaStorage, Ports, Service, StackPlan, Tracing};
+pub use plan::{
+    CONNECT_GROUP_ID, DATABASE, Instance, KafkaStorage, MAX_WORKERS, Ports, Service, StackPlan,
+    Tracing,
+};
 pub use secrets::{SftpAccount, StackSecrets};

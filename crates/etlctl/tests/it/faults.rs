@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Down, TestStack, args, etlctl, run, stderr, stdout};
+use crate::helpers::{Down, TestStack, args, etlctl, require_binaries, run, stderr, stdout};
 
 /// One case at a time (see the module doc).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -239,25 +239,6 @@ impl Case {
             .expect("kill");
         assert!(status.success(), "kill -{signal} {component} ({pid})");
         eprintln!("sent SIG{signal} to {component} (pid {pid})");
-    }
-}
-
-fn require_binaries() {
-    let bin_dir = Path::new(crate::helpers::ETLCTL)
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    for b in [
-        "extractor",
-        "sftp-gateway",
-        "connect-manager",
-        "sink-verifier",
-    ] {
-        assert!(
-            bin_dir.join(b).is_file(),
-            "{b} not built in {}: run `cargo build --workspace --bins` first (make test does)",
-            bin_dir.display()
-        );
     }
 }
 

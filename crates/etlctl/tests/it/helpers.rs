@@ -18,10 +18,18 @@ pub(crate) struct TestStack {
     pub(crate) rest_port: u16,
     pub(crate) otlp_port: u16,
     pub(crate) jaeger_port: u16,
+    /// connect-manager workers (`--workers`, passed only when more than one).
+    pub(crate) workers: u16,
 }
 
 impl TestStack {
     pub(crate) fn new() -> Self {
+        Self::with_workers(1)
+    }
+
+    /// A stack of `workers` connect-manager workers: worker k ≥ 1 listens on gRPC
+    /// base+3+k and REST rest+k, so both runs of ports are picked free.
+    pub(crate) fn with_workers(workers: u16) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("etlctl-it-")
             .tempdir_in("/tmp")
@@ -34,10 +42,11 @@ impl TestStack {
             pg_port: etl_stack::free_port(),
             kafka_port: etl_stack::free_port(),
             sftp_port: etl_stack::free_port(),
-            base_port: four_free_ports(),
-            rest_port: etl_stack::free_port(),
+            base_port: free_ports(4 + workers - 1),
+            rest_port: free_ports(workers),
             otlp_port: etl_stack::free_port(),
             jaeger_port: etl_stack::free_port(),
+            workers,
         }
     }
 
@@ -65,6 +74,14 @@ impl TestStack {
             "--jaeger-port".into(),
             self.jaeger_port.to_string(),
         ]
+        .into_iter()
+        .chain(
+            (self.workers > 1)
+                .then(|| ["--workers".to_owned(), self.workers.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .collect()
     }
 
     pub(crate) fn stack_json(&self) -> Option<serde_json::Value> {
@@ -119,14 +136,15 @@ pub(crate) fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// A port p with p..p+3 all free (the four gRPC ports).
-fn four_free_ports() -> u16 {
+/// A port p with p..p+n all free (the four gRPC ports and the workers' beyond them; the
+/// workers' REST ports).
+fn free_ports(n: u16) -> u16 {
     loop {
         let base = etl_stack::free_port();
-        if base > u16::MAX - 4 {
+        if base > u16::MAX - n {
             continue;
         }
-        if (1..4).all(|i| TcpListener::bind((Ipv4Addr::LOCALHOST, base + i)).is_ok()) {
+        if (1..n).all(|i| TcpListener::bind((Ipv4Addr::LOCALHOST, base + i)).is_ok()) {
             return base;
         }
     }
@@ -216,6 +234,28 @@ pub(crate) fn fake_services(dir: &Path, stubborn: &[&str]) {
         std::fs::write(&path, script).expect("write fake");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
+}
+
+/// Fails (does not skip) unless the four service binaries are built next to etlctl:
+/// `cargo test -p etlctl` alone does not build other packages' binaries, so run
+/// `cargo build --workspace --bins` first (`make test` does). A green run always means
+/// the real services ran.
+pub(crate) fn require_binaries() {
+    let bin_dir = Path::new(ETLCTL).parent().expect("bin dir").to_path_buf();
+    let missing: Vec<&str> = [
+        "extractor",
+        "sftp-gateway",
+        "connect-manager",
+        "sink-verifier",
+    ]
+    .into_iter()
+    .filter(|b| !bin_dir.join(b).is_file())
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not built in {}: run `cargo build --workspace --bins` first (make test does)",
+        bin_dir.display()
+    );
 }
 
 /// Runs `etlctl down --dir` when dropped, so a failing test leaves no stack behind.

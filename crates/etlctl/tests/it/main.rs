@@ -3,13 +3,14 @@
 
 mod faults;
 mod helpers;
+mod workers;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use helpers::{
-    Down, TestStack, alive, args, etlctl, fake_services, run, run_with_env, stderr, stdout, tree,
-    wait_until,
+    Down, TestStack, alive, args, etlctl, fake_services, require_binaries, run, run_with_env,
+    stderr, stdout, tree, wait_until,
 };
 
 #[test]
@@ -299,24 +300,7 @@ fn supervisor_restarts_crashed_services_and_stops_everything() {
 /// test rather than skip it, so a green run always means the demo ran.
 #[test]
 fn demo_lands_every_row() {
-    let bin_dir = std::path::Path::new(helpers::ETLCTL)
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    let missing: Vec<_> = [
-        "extractor",
-        "sftp-gateway",
-        "connect-manager",
-        "sink-verifier",
-    ]
-    .into_iter()
-    .filter(|b| !bin_dir.join(b).is_file())
-    .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not built in {}: run `cargo build --workspace --bins` first (make test does)",
-        bin_dir.display()
-    );
+    require_binaries();
     let stack = TestStack::new();
     let dir = stack.dir().display().to_string();
     let connectors = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/connectors");

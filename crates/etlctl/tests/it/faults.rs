@@ -35,8 +35,11 @@ struct Case {
 
 impl Case {
     fn start(seed: u64) -> Self {
+        Self::start_on(seed, TestStack::new())
+    }
+
+    fn start_on(seed: u64, stack: TestStack) -> Self {
         require_binaries();
-        let stack = TestStack::new();
         let dir = stack.dir().display().to_string();
         let down = Down(dir);
         let mut up = args(&["up", "--no-tracing", "--timeout", "180"]);
@@ -353,6 +356,73 @@ fn sigterm_each_service_mid_run() {
             c.signal(service, "TERM")
         });
     }
+}
+
+/// Scale-out: three connect-manager workers in distributed mode share the run
+/// (`tasks.max` 3 for the sink and the source, one task of each per worker), and
+/// one of them is killed with SIGKILL halfway. The worker group drops the dead
+/// member after its session timeout and Kafka hands its slots to the others; the
+/// sink's consumer group does the same with its partitions; its claimed files are
+/// taken over. The supervisor restarts the killed worker as a new member. The run
+/// must end with the proof, every file finished, nothing twice.
+#[test]
+fn kill_one_of_three_connect_manager_workers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let case = Case::start_on(109, TestStack::with_workers(3));
+    let demo = case.spawn_demo();
+    let dir = case.stack.dir().display().to_string();
+    // Every worker runs tasks before the kill: the fault hits a share of the work.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let output = run(&args(&["status", "--dir", &dir, "--json"]));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let busy = status["connect"]["workers"]
+            .as_array()
+            .map(|ws| {
+                ws.len() == 3
+                    && ws
+                        .iter()
+                        .all(|w| w["tasks"].as_array().is_some_and(|t| !t.is_empty()))
+            })
+            .unwrap_or(false);
+        if busy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the three workers never all ran tasks: {status}"
+        );
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous #[test]: no tokio runtime to block"
+        )]
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    case.wait_rows(expected_rows());
+    let info = case.stack.stack_json().expect("stack.json");
+    let worker_1 = |info: &serde_json::Value| {
+        info["services"].as_array().and_then(|all| {
+            all.iter()
+                .find(|s| s["name"] == "connect-manager" && s["worker"] == 1)
+                .cloned()
+        })
+    };
+    let entry = worker_1(&info).expect("worker 1 in stack.json");
+    let pid = entry["pid"].as_u64().expect("worker 1 pid");
+    let restarts = entry["restarts"].as_u64().unwrap_or(0);
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -9 worker 1 ({pid})");
+    eprintln!("sent SIGKILL to connect-manager worker 1 (pid {pid})");
+    let report = case.finish(demo);
+    case.assert_complete(&report);
+    let info = case.stack.stack_json().expect("stack.json");
+    assert!(
+        worker_1(&info).and_then(|e| e["restarts"].as_u64()) > Some(restarts),
+        "the supervisor did not restart worker 1: {info}"
+    );
 }
 
 /// The extractor's own death: the supervisor restarts it, and rerunning the same demo

@@ -253,10 +253,6 @@ pub(crate) struct TaskContext {
     /// `https://` peers): the source's `WatchFiles` to the gateway.
     pub(crate) client: etl_service::ClientAuth,
     /// The cluster this worker belongs to, in distributed mode; None in standalone.
-    #[expect(
-        dead_code,
-        reason = "read by the source in distributed mode (next commits)"
-    )]
     pub(crate) cluster: Option<crate::cluster::TaskCluster>,
 }
 

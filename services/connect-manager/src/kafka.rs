@@ -175,3 +175,20 @@ pub(crate) fn answers_metadata(client: &BaseConsumer) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+/// A consumer for reading a compacted topic (the source's offsets) by
+/// `assign` to a known end: it never joins a group nor commits, and reports
+/// the end of each partition (`PartitionEOF`), so a reader can tell "read to
+/// the end" even where compaction left the last offsets without records.
+pub(crate) fn offset_reader(brokers: &str) -> KafkaResult<BaseConsumer> {
+    base(brokers)
+        // librdkafka's assign() fails without a group.id ("Local: Unknown
+        // group"); with one it still never joins (no subscribe) nor commits.
+        .set("group.id", "connect-manager-offset-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        // librdkafka's default lets a fetch idle for 500 ms (see DESIGN facts).
+        .set("fetch.wait.max.ms", "10")
+        .create()
+}

@@ -50,6 +50,9 @@ use crate::{
     connector::{self, ConnectorConfig, Kind, Parsed, TaskContext},
     kafka,
     secrets::{self, Scrubber},
+    source::offsets::{
+        OffsetChange, load_source_offsets, reset_source_offsets, write_source_offsets,
+    },
     status::{State, Status, StatusSnapshot},
 };
 
@@ -1416,7 +1419,7 @@ impl Registry {
         };
         match config {
             ConnectorConfig::Source(_) => {
-                let state = self.read_source_state(name)?;
+                let state = self.read_source_state(name).await?;
                 Ok(source_offsets(&state))
             }
             ConnectorConfig::Sink(sink) => {
@@ -1445,7 +1448,31 @@ impl Registry {
                 for o in &offsets {
                     changes.push(parse_source_offset(o)?);
                 }
-                let mut state = self.read_source_state(name)?;
+                if let Some(cluster) = &self.cluster {
+                    let changes: Vec<OffsetChange> = changes
+                        .into_iter()
+                        .map(|(name, offset)| OffsetChange::File {
+                            name,
+                            stat: offset.map(|o| {
+                                (
+                                    o.get(0).and_then(Json::as_u64).unwrap_or(0),
+                                    o.get(1).and_then(Json::as_u64),
+                                )
+                            }),
+                        })
+                        .collect();
+                    write_source_offsets(&self.brokers, cluster.offset_topic(), name, &changes)
+                        .await?;
+                    tracing::info!(
+                        connector = name,
+                        offsets = offsets.len(),
+                        "connector offsets altered"
+                    );
+                    return Ok(
+                        "The offsets for this connector have been altered successfully".into(),
+                    );
+                }
+                let mut state = self.read_source_state(name).await?;
                 let sent = sent_map(&mut state);
                 for (file, offset) in changes {
                     match offset {
@@ -1480,11 +1507,17 @@ impl Registry {
         let c = self.find(name)?;
         let _op = c.lifecycle.lock().await;
         match self.stopped_config(name, &c)? {
-            ConnectorConfig::Source(_) => {
-                let mut state = self.read_source_state(name)?;
-                sent_map(&mut state).clear();
-                self.write_source_state(name, &state)?;
-            }
+            ConnectorConfig::Source(_) => match &self.cluster {
+                Some(cluster) => {
+                    reset_source_offsets(&self.brokers, cluster.offset_topic(), name, false)
+                        .await?;
+                }
+                None => {
+                    let mut state = self.read_source_state(name).await?;
+                    sent_map(&mut state).clear();
+                    self.write_source_state(name, &state)?;
+                }
+            },
             ConnectorConfig::Sink(sink) => {
                 let brokers = self.brokers.clone();
                 let group = sink.group_id.clone();
@@ -1505,7 +1538,16 @@ impl Registry {
 
     /// The state file as JSON (an absent file is an empty object), so that the
     /// keys offsets do not touch (the pinned schema) are written back as they were.
-    fn read_source_state(&self, name: &str) -> Result<Json, Error> {
+    /// In distributed mode: the connector's records of the offset topic, in
+    /// the same shape.
+    async fn read_source_state(&self, name: &str) -> Result<Json, Error> {
+        if let Some(cluster) = &self.cluster {
+            let state = load_source_offsets(&self.brokers, cluster.offset_topic(), name).await?;
+            return serde_json::to_value(&state).map_err(|e| Error::Kafka {
+                brokers: self.brokers.clone(),
+                message: format!("source offsets of {name}: {e}"),
+            });
+        }
         let path = self.source_state_path(name);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Store {

@@ -54,13 +54,17 @@ use records::{ConfigRecord, TaskStatusRecord};
 const SLOTS: i32 = 60;
 /// Kafka Connect's defaults for the status and offset topics' partitions.
 const STATUS_PARTITIONS: i32 = 5;
-const OFFSET_PARTITIONS: i32 = 25;
+pub(crate) const OFFSET_PARTITIONS: i32 = 25;
 /// How long an API write waits for the cluster (the config topic read to its
 /// end, its own record applied) before it answers 503.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A worker that stops heartbeating leaves the worker group after this; its
 /// tasks then move. The broker's default minimum.
 const SESSION_TIMEOUT_MS: &str = "6000";
+/// Without any slot for this long, a worker has lost its place in the group:
+/// well above a session (6 s), which bounds a rebalance waiting for a dead
+/// member, so a slow rebalance does not stop every task.
+const LOST_AFTER: Duration = Duration::from_secs(20);
 /// How often the worker group's members are listed (besides every rebalance).
 const LIVE_EVERY: Duration = Duration::from_secs(3);
 
@@ -76,10 +80,6 @@ pub(crate) struct ClusterConfig {
 
 /// What a task needs to know about the cluster it runs in (None in standalone mode).
 #[derive(Clone, Debug)]
-#[allow(
-    dead_code,
-    reason = "read by the source's claims and offsets (next commit)"
-)]
 pub(crate) struct TaskCluster {
     /// This run of the worker: its stable id (from its host name and data
     /// directory) and a suffix new at every start, so a restarted worker's
@@ -178,6 +178,10 @@ impl Cluster {
             "group {} (config topic {} at {})",
             self.config.group_id, self.config.config_topic, self.brokers
         )
+    }
+
+    pub(crate) fn offset_topic(&self) -> &str {
+        &self.config.offset_topic
     }
 
     pub(crate) fn task_cluster(&self) -> TaskCluster {
@@ -502,6 +506,7 @@ impl Cluster {
         }
         let mut listed = Instant::now() - LIVE_EVERY;
         let mut total = 0;
+        let mut empty_since: Option<Instant> = None;
         while !shutdown.is_triggered() {
             if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
                 tracing::debug!(%group, error = %e, "worker group poll");
@@ -512,14 +517,25 @@ impl Cluster {
                 .unwrap_or_default();
             // An empty assignment is the middle of a rebalance (the eager
             // protocol revokes everything first): keep the tasks until the
-            // new assignment says otherwise.
-            if !mine.is_empty() && mine != self.slots.borrow().mine {
-                if total == 0 {
-                    total = partitions(&consumer, &topic).unwrap_or(SLOTS);
+            // new assignment says otherwise. Empty for longer than a session,
+            // this worker is out of the group (a broker it cannot reach, a
+            // stall): the others have its slots by now, so it stops its tasks.
+            if mine.is_empty() {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= LOST_AFTER && !self.slots.borrow().mine.is_empty() {
+                    tracing::warn!(%group, "no task slot for longer than a session: out of the worker group; stopping this worker's tasks");
+                    self.slots.send_replace(Slots { total, mine });
                 }
-                tracing::info!(%group, slots = mine.len(), of = total, "worker group assignment");
-                self.slots.send_replace(Slots { total, mine });
-                listed = Instant::now() - LIVE_EVERY;
+            } else {
+                empty_since = None;
+                if mine != self.slots.borrow().mine {
+                    if total == 0 {
+                        total = partitions(&consumer, &topic).unwrap_or(SLOTS);
+                    }
+                    tracing::info!(%group, slots = mine.len(), of = total, "worker group assignment");
+                    self.slots.send_replace(Slots { total, mine });
+                    listed = Instant::now() - LIVE_EVERY;
+                }
             }
             if listed.elapsed() >= LIVE_EVERY {
                 listed = Instant::now();

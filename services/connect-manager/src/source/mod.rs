@@ -18,8 +18,20 @@
 //! The record schema is inferred (losslessly, see `etl_core::infer`) and pinned
 //! by the first file, or declared with `value.schema`, which wins: each
 //! declared field is read from the column of its name.
+//!
+//! # Distributed mode
+//! With a cluster (`TaskContext::cluster`), several tasks on several workers
+//! scan the same input directory. Each claims a file before reading it, with
+//! an atomic rename into its worker's claim directory (`claims`), and takes
+//! over the claims of workers that left the group; the files sent and the
+//! pinned schema live in the cluster's offset topic (`offsets`), so all
+//! workers skip the same files and send with the same schema. Without a
+//! cluster nothing of this happens: files are read where they are and the
+//! state lives in the data directory (`state`).
 
+pub(crate) mod claims;
 pub(crate) mod config;
+pub(crate) mod offsets;
 pub(crate) mod state;
 mod watch;
 
@@ -62,10 +74,14 @@ use crate::{
 };
 
 /// How long in-flight files may take to finish once shutdown trips; after
-/// that they are abandoned (left in input/, sent again whole after a restart:
-/// the sink's upsert makes the records already sent harmless). Below the 10 s
+/// that they are abandoned (left in input/, or in distributed mode in the
+/// worker's claim directory, and sent again whole after a restart or by the
+/// worker that takes the claim over: the sink's upsert makes the records
+/// already sent harmless). Below the 10 s
 /// that supervisors (compose, etlctl) give a service between SIGTERM and SIGKILL.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a stopping task may take to hand its leftover claims back.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest row (its values' bytes) the source sends: with the envelope's
 /// schema and JSON escaping it stays under the 1 MB a Kafka record may have by
 /// default (librdkafka's `message.max.bytes`, the broker's `max.message.bytes`).
@@ -80,6 +96,18 @@ const NOTICE_GRACE: Duration = Duration::from_secs(2);
 pub(crate) struct Notice {
     pub(crate) name: String,
     pub(crate) traceparent: String,
+    pub(crate) origin: Origin,
+}
+
+/// Where a file to process is (distributed mode tells them apart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// In the input directory (in distributed mode: to be claimed first).
+    Input,
+    /// In this worker's claim directory already (a retry, or a restart).
+    Claimed,
+    /// In the claim directory of this dead worker: to be taken over first.
+    Orphan(String),
 }
 
 /// Messages from the gateway watcher to the main loop.
@@ -97,7 +125,8 @@ enum Outcome {
     Finished { records: u64, stat: FileStat },
     /// Did not parse: moved to error/ with this reason.
     Rejected(String),
-    /// No longer in input/ (another worker, or a poll that raced a move).
+    /// Nothing to do: no longer in input/ (another worker or task has it, or
+    /// a poll raced a move), or sent already (`cleanup.policy=NONE`).
     Gone,
     /// Kafka or SFTP trouble: left in place, retried by a later poll.
     Retry(String),
@@ -105,7 +134,9 @@ enum Outcome {
     Reconnect(String),
 }
 
-use state::{FileStat, PinnedSchema, SourceState, StateFile};
+use claims::{Claim, Claims};
+use offsets::TopicStore;
+use state::{FileStat, PinnedSchema, SourceState, StateFile, StateStore};
 
 /// Everything a file worker needs, shared.
 struct Shared {
@@ -115,9 +146,20 @@ struct Shared {
     /// after a broker lost its state): a fatal producer never sends again.
     producer: std::sync::Mutex<FutureProducer>,
     status: Arc<Status>,
-    /// Processed files and the pinned schema, saved to `state_file` on change.
+    /// Processed files and the pinned schema, saved to `store` on change.
     state: tokio::sync::Mutex<SourceState>,
-    state_file: StateFile,
+    store: StateStore,
+    /// Distributed mode: this worker's file claims and the group's live workers.
+    cluster: Option<(
+        Claims,
+        tokio::sync::watch::Receiver<std::collections::BTreeSet<String>>,
+    )>,
+}
+
+impl Shared {
+    fn claims(&self) -> Option<&Claims> {
+        self.cluster.as_ref().map(|(c, _)| c)
+    }
 }
 
 pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
@@ -128,19 +170,42 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
         shutdown,
         data_dir,
         client,
+        cluster,
         ..
     } = ctx;
     let span = tracing::info_span!("source", connector = %name);
     async move {
         status.set_state(State::Unassigned);
-        let state_file = StateFile::new(&data_dir, &name);
-        let state = match state_file.load() {
-            Ok(s) => s,
-            Err(e) => {
-                status.halt(e);
-                return;
+        let (store, state) = match &cluster {
+            None => {
+                let file = StateFile::new(&data_dir, &name);
+                match file.load() {
+                    Ok(s) => (StateStore::File(file), s),
+                    Err(e) => {
+                        status.halt(e);
+                        return;
+                    }
+                }
+            }
+            Some(c) => {
+                // Kafka away is a wait, not a failure: every worker reads the
+                // same topic, and it comes back.
+                let store = StateStore::Topic(TopicStore::new(&c.brokers, &c.offset_topic, &name));
+                let what = format!("source offsets in topic {} at {}", c.offset_topic, c.brokers);
+                match retry(&what, &shutdown, || async {
+                    store.load().await.inspect_err(|e| status.waiting(e.clone()))
+                })
+                .await
+                {
+                    Some(s) => (store, s),
+                    None => return,
+                }
             }
         };
+        let cluster = cluster.map(|c| {
+            let scope = format!("{} {}", config.sftp.server(), config.sftp.user);
+            (Claims::new(&config.input_path, &c.worker, &scope), c.live)
+        });
         let producer = match kafka::producer(&brokers) {
             Ok(p) => p,
             Err(e) => {
@@ -157,11 +222,13 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
             return;
         }
         warm_up(&producer, &config.topic).await;
-        let Some(sftp) = connect_sftp(&config, &status, &shutdown).await else {
+        let claim_dir = cluster.as_ref().map(|(c, _)| c.dir().to_string());
+        let Some(sftp) = connect_sftp(&config, claim_dir.as_deref(), &status, &shutdown).await
+        else {
             return;
         };
         status.set_state(State::Running);
-        tracing::info!(topic = %config.topic, input = %config.input_path, server = %config.sftp.server(), "source running");
+        tracing::info!(topic = %config.topic, input = %config.input_path, server = %config.sftp.server(), claims = claim_dir.as_deref().unwrap_or(""), "source running");
         let (tx, rx) = mpsc::channel(1024);
         let watching = Arc::new(AtomicBool::new(false));
         if let Some(url) = &config.gateway_url {
@@ -183,9 +250,10 @@ pub(crate) async fn run(config: SourceConfig, ctx: TaskContext) {
             producer: std::sync::Mutex::new(producer),
             status: status.clone(),
             state: tokio::sync::Mutex::new(state),
-            state_file,
+            store,
+            cluster,
         });
-        main_loop(shared, sftp, rx, watching, shutdown.clone()).await;
+        main_loop(shared, sftp, rx, watching, claim_dir, shutdown.clone()).await;
         if status.snapshot().halted {
             // behavior.on.error=FAIL stopped it: FAILED until restarted.
             shutdown.wait().await;
@@ -241,8 +309,11 @@ async fn warm_up(producer: &FutureProducer, topic: &str) {
     }
 }
 
+/// Connects and makes the directories the source writes to (in distributed
+/// mode also this worker's claim directory, `claim_dir`).
 async fn connect_sftp(
     config: &SourceConfig,
+    claim_dir: Option<&str>,
     status: &Status,
     shutdown: &Shutdown,
 ) -> Option<SftpClient> {
@@ -256,10 +327,13 @@ async fn connect_sftp(
             .await
             .inspect_err(|e| status.waiting(e.to_string()))?;
         for dir in [
-            &config.input_path,
+            config.input_path.as_str(),
             &config.finished_path,
             &config.error_path,
-        ] {
+        ]
+        .into_iter()
+        .chain(claim_dir)
+        {
             client.mkdir_all(dir).await?;
         }
         Ok::<_, SftpError>(client)
@@ -272,6 +346,7 @@ async fn main_loop(
     mut sftp: SftpClient,
     mut events: mpsc::Receiver<WatchEvent>,
     watching: Arc<AtomicBool>,
+    claim_dir: Option<String>,
     shutdown: Shutdown,
 ) {
     let config = &shared.config;
@@ -282,6 +357,8 @@ async fn main_loop(
     let mut job_files: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut queue: VecDeque<Notice> = VecDeque::new();
+    // Distributed mode: since when each worker with claims was seen not live.
+    let mut missing_since: HashMap<String, std::time::Instant> = HashMap::new();
 
     loop {
         let mut reconnect = None;
@@ -293,17 +370,40 @@ async fn main_loop(
                 } else {
                     config.min_age
                 };
-                let sent = shared.state.lock().await.sent.clone();
+                let sent = {
+                    let mut state = shared.state.lock().await;
+                    if shared.cluster.is_some() && config.cleanup == Cleanup::None {
+                        // Other workers' sends, so the scan skips what they put back.
+                        if let Err(e) = shared.store.refresh(&mut state).await {
+                            tracing::warn!(error = %e, "cannot read the files other workers sent; scanning with what is known");
+                        }
+                    }
+                    state.sent.clone()
+                };
                 match scan(&sftp, config, min_age, &sent).await {
                     Ok(names) => {
                         for name in names {
-                            enqueue(&mut queue, &in_flight, name, String::new());
+                            let n = notice(name, String::new(), Origin::Input);
+                            enqueue(&mut queue, &in_flight, n);
                         }
                     }
                     Err(e) if e.is_connection() => reconnect = Some(e.to_string()),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot list the input directory");
                         shared.status.fail(e.to_string());
+                    }
+                }
+                if let Some((claims, live)) = &shared.cluster && reconnect.is_none() {
+                    let live = live.borrow().clone();
+                    match claims.survey(&sftp, &live).await {
+                        Ok(survey) => {
+                            queue_claims(config, survey, &mut missing_since, &mut queue, &in_flight);
+                        }
+                        Err(e) if e.is_connection() => reconnect = Some(e.to_string()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, claims = claim_dir.as_deref().unwrap_or(""), "cannot list the claim directories");
+                            shared.status.fail(e.to_string());
+                        }
                     }
                 }
             }
@@ -320,7 +420,7 @@ async fn main_loop(
                         // again; the poll compares size and mtime to see a new version.
                         tracing::debug!(file = %n.name, "notice for a file already sent; left to the poll");
                     } else if wanted(config, &n.name) {
-                        enqueue(&mut queue, &in_flight, n.name, n.traceparent);
+                        enqueue(&mut queue, &in_flight, n);
                     }
                 }
                 WatchEvent::Rescan => interval.reset_immediately(),
@@ -347,10 +447,11 @@ async fn main_loop(
                         Status::add(&shared.status.records, records);
                         shared.status.set_state(State::Running);
                         shared.status.progress();
-                        if config.cleanup == Cleanup::None {
+                        // In distributed mode the job recorded it before putting
+                        // the file back where every worker's scan sees it.
+                        if config.cleanup == Cleanup::None && shared.cluster.is_none() {
                             let mut state = shared.state.lock().await;
-                            state.sent.insert(name, stat);
-                            if let Err(e) = shared.state_file.save(&state) {
+                            if let Err(e) = shared.store.record_sent(&mut state, &name, stat).await {
                                 tracing::error!(error = %e, "cannot remember a sent file; it may be sent again after a restart");
                             }
                         }
@@ -378,7 +479,7 @@ async fn main_loop(
         if let Some(e) = reconnect {
             tracing::warn!(error = %e, "SFTP session lost; reconnecting");
             shared.status.waiting(e);
-            match connect_sftp(config, &shared.status, &shutdown).await {
+            match connect_sftp(config, claim_dir.as_deref(), &shared.status, &shutdown).await {
                 Some(c) => {
                     sftp = c;
                     shared.status.set_state(State::Running);
@@ -395,7 +496,13 @@ async fn main_loop(
             let sftp = sftp.clone();
             let name = n.name.clone();
             let job = jobs.spawn(async move {
-                let outcome = process_file(&shared, &sftp, &n.name, &n.traceparent).await;
+                let outcome = match shared.claims() {
+                    None => {
+                        let path = join(&shared.config.input_path, &n.name);
+                        process_file(&shared, &sftp, &n.name, &path, &n.traceparent).await
+                    }
+                    Some(claims) => process_claimed(&shared, &sftp, claims, &n).await,
+                };
                 (n.name, outcome)
             });
             job_files.insert(job.id(), name);
@@ -408,28 +515,89 @@ async fn main_loop(
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("files still in flight at shutdown are left in the input directory");
+            tracing::warn!(
+                "files still in flight at shutdown are left in the input (or claim) directory"
+            );
             jobs.abort_all();
+        }
+    }
+    if let Some(claims) = shared.claims() {
+        // Aborted jobs let go of their files (and holds) first.
+        while jobs.join_next().await.is_some() {}
+        // Bounded: a server that does not answer must not hold up the stop;
+        // what stays is resumed by this worker or taken over once it is gone.
+        let released = tokio::time::timeout(
+            RELEASE_TIMEOUT,
+            claims.release(&sftp, &config.input_path, |n| wanted(config, n)),
+        )
+        .await;
+        match released {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(files = n, "claims handed back to the input directory"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot hand the claims back; this worker resumes them, or another once it is gone")
+            }
+            Err(_) => tracing::warn!(
+                "handing the claims back took too long; this worker resumes them, or another once it is gone"
+            ),
         }
     }
 }
 
-/// Queues `name` unless it is queued or in flight already; a notice's trace
-/// context is kept even when a poll queued the file first.
-fn enqueue(queue: &mut VecDeque<Notice>, in_flight: &HashSet<String>, name: String, tp: String) {
-    if in_flight.contains(&name) {
+/// Distributed mode: queues the files of this worker's claim directory, and
+/// those of workers missing from the live set for [`claims::TAKEOVER_GRACE`]
+/// (`missing_since` remembers since when each was seen missing).
+fn queue_claims(
+    config: &SourceConfig,
+    survey: claims::Survey,
+    missing_since: &mut HashMap<String, std::time::Instant>,
+    queue: &mut VecDeque<Notice>,
+    in_flight: &HashSet<String>,
+) {
+    for name in survey.own.into_iter().filter(|n| wanted(config, n)) {
+        enqueue(
+            queue,
+            in_flight,
+            notice(name, String::new(), Origin::Claimed),
+        );
+    }
+    let now = std::time::Instant::now();
+    missing_since.retain(|w, _| survey.orphans.iter().any(|(dead, _)| dead == w));
+    for (dead, name) in survey.orphans {
+        let since = *missing_since.entry(dead.clone()).or_insert(now);
+        if now.duration_since(since) >= claims::TAKEOVER_GRACE && wanted(config, &name) {
+            enqueue(
+                queue,
+                in_flight,
+                notice(name, String::new(), Origin::Orphan(dead)),
+            );
+        }
+    }
+}
+
+fn notice(name: String, traceparent: String, origin: Origin) -> Notice {
+    Notice {
+        name,
+        traceparent,
+        origin,
+    }
+}
+
+/// Queues a file unless a file of its name is queued or in flight already; a
+/// notice's trace context is kept even when a poll queued the file first. (A
+/// name queued from one place waits there for the next poll to be queued
+/// from another.)
+fn enqueue(queue: &mut VecDeque<Notice>, in_flight: &HashSet<String>, n: Notice) {
+    if in_flight.contains(&n.name) {
         return;
     }
-    if let Some(q) = queue.iter_mut().find(|q| q.name == name) {
+    if let Some(q) = queue.iter_mut().find(|q| q.name == n.name) {
         if q.traceparent.is_empty() {
-            q.traceparent = tp;
+            q.traceparent = n.traceparent;
         }
         return;
     }
-    queue.push_back(Notice {
-        name,
-        traceparent: tp,
-    });
+    queue.push_back(n);
 }
 
 /// A name the source processes: not hidden (uploads in progress), matching
@@ -465,18 +633,121 @@ fn join(dir: &str, name: &str) -> String {
     format!("{dir}/{name}")
 }
 
-/// Reads, parses, produces and cleans up one file, inside a `source.file` span
-/// that joins the file's trace. The trace context comes with the gateway's notice
-/// or, for a file found by a scan or the poll, from the server itself: sftp-gateway
-/// keeps each upload's traceparent beside the file and answers the
-/// `traceparent@file-etl` SFTP extension. A server without it (OpenSSH) answers
-/// "unsupported", and the file's trace starts here.
-async fn process_file(shared: &Shared, sftp: &SftpClient, name: &str, tp: &str) -> Outcome {
+/// Distributed mode: claims the file for this worker (or takes it over from
+/// a dead one), then processes it from the claim directory. A file another
+/// worker or task has, or one sent already and put back
+/// (`cleanup.policy=NONE`), is left alone.
+async fn process_claimed(
+    shared: &Shared,
+    sftp: &SftpClient,
+    claims: &Claims,
+    n: &Notice,
+) -> Outcome {
+    let config = &shared.config;
+    let name = n.name.as_str();
+    let Some(_hold) = claims.hold(name) else {
+        tracing::debug!(file = %name, "another task of this worker has the file");
+        return Outcome::Gone;
+    };
+    let claimed = match &n.origin {
+        Origin::Input => {
+            let input = join(&config.input_path, name);
+            if config.cleanup == Cleanup::None {
+                // Sent and put back by some worker: claiming it would only
+                // move it back and forth (and have the gateway announce it
+                // again each time).
+                let stat = match sftp.stat(&input).await {
+                    Ok(s) => (s.size, s.modified_unix),
+                    Err(e) => return sftp_outcome(e),
+                };
+                match already_sent(shared, name, stat).await {
+                    Ok(true) => return Outcome::Gone,
+                    Ok(false) => {}
+                    Err(e) => return Outcome::Retry(format!("file {name}: {e}")),
+                }
+            }
+            claims.claim(sftp, &config.input_path, name).await
+        }
+        Origin::Claimed => Ok(Claim::Won),
+        Origin::Orphan(dead) => claims.take_over(sftp, dead, name).await,
+    };
+    match claimed {
+        Ok(Claim::Won) => {}
+        Ok(Claim::Lost) => return Outcome::Gone,
+        Ok(Claim::Busy) => {
+            tracing::debug!(file = %name, "an earlier file of this name is still claimed; this one waits for it");
+            return Outcome::Gone;
+        }
+        Err(e) => return sftp_outcome(e),
+    }
+    let path = claims.path(name);
+    if config.cleanup == Cleanup::None && n.origin != Origin::Input {
+        // A claim left by a put-back that failed, or by a worker that died
+        // between recording the file and putting it back.
+        let stat = match sftp.stat(&path).await {
+            Ok(s) => (s.size, s.modified_unix),
+            Err(e) => return sftp_outcome(e),
+        };
+        match already_sent(shared, name, stat).await {
+            Ok(true) => {
+                return match put_back(sftp, config, name, &path).await {
+                    Ok(()) => Outcome::Gone,
+                    Err(e) => sftp_outcome(e),
+                };
+            }
+            Ok(false) => {}
+            Err(e) => return Outcome::Retry(format!("file {name}: {e}")),
+        }
+    }
+    process_file(shared, sftp, name, &path, &n.traceparent).await
+}
+
+/// Whether `name` was sent as it is now (`stat`), by any worker: the offset
+/// topic is read first.
+async fn already_sent(shared: &Shared, name: &str, stat: FileStat) -> Result<bool, String> {
+    let mut state = shared.state.lock().await;
+    shared.store.refresh(&mut state).await?;
+    Ok(state.sent.get(name) == Some(&stat))
+}
+
+/// `cleanup.policy=NONE` in distributed mode: the claimed file (sent and
+/// recorded) goes back to the input directory, where it stays. When a new
+/// file of that name was uploaded meanwhile, that one stays and ours (sent
+/// already) is removed, as an upload over the file would have replaced it.
+async fn put_back(
+    sftp: &SftpClient,
+    config: &SourceConfig,
+    name: &str,
+    claimed: &str,
+) -> Result<(), SftpError> {
+    let input = join(&config.input_path, name);
+    if sftp.exists(&input).await? {
+        tracing::info!(file = %name, "a new file of this name was uploaded while it was sent; it stays, the sent one is removed");
+        return sftp.remove(claimed).await;
+    }
+    sftp.rename(claimed, &input).await
+}
+
+/// Reads, parses, produces and cleans up one file (at `path`: in the input
+/// directory, or in distributed mode in this worker's claim directory),
+/// inside a `source.file` span that joins the file's trace. The trace context
+/// comes with the gateway's notice or, for a file found by a scan or the
+/// poll, from the server itself: sftp-gateway keeps each upload's traceparent
+/// with the file (an extended attribute, which follows it through renames,
+/// into the claim directory too) and answers the `traceparent@file-etl` SFTP
+/// extension. A server without it (OpenSSH) answers "unsupported", and the
+/// file's trace starts here.
+async fn process_file(
+    shared: &Shared,
+    sftp: &SftpClient,
+    name: &str,
+    path: &str,
+    tp: &str,
+) -> Outcome {
     let span = tracing::info_span!("source.file", etl.file = %name, etl.rows = Empty);
     let looked_up;
     let tp = if tp.is_empty() {
-        let path = join(&shared.config.input_path, name);
-        looked_up = match sftp.traceparent(&path).await {
+        looked_up = match sftp.traceparent(path).await {
             Ok(found) => found.unwrap_or_default(),
             Err(e) => {
                 tracing::debug!(file = %name, error = %e, "no trace context from the server");
@@ -488,7 +759,7 @@ async fn process_file(shared: &Shared, sftp: &SftpClient, name: &str, tp: &str) 
         tp
     };
     etl_telemetry::context::set_parent(&span, tp);
-    process_file_inner(shared, sftp, name)
+    process_file_inner(shared, sftp, name, path)
         .instrument(span)
         .await
 }
@@ -503,11 +774,10 @@ fn sftp_outcome(e: SftpError) -> Outcome {
     }
 }
 
-async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> Outcome {
+async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str, path: &str) -> Outcome {
     let config = &shared.config;
-    let path = join(&config.input_path, name);
     let started = std::time::Instant::now();
-    let data = match sftp.read(&path).await {
+    let data = match sftp.read(path).await {
         Ok(d) => d,
         Err(e) => return sftp_outcome(e),
     };
@@ -528,7 +798,7 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
         .unwrap_or_else(|| table::detect_delimiter(body));
     let table = match table::parse(body, delimiter) {
         Ok(t) => t,
-        Err(e) => return reject(sftp, config, name, &skipped(e.to_string())).await,
+        Err(e) => return reject(sftp, config, name, path, &skipped(e.to_string())).await,
     };
     drop(data);
     let rows = table.rows.len() as u64;
@@ -537,7 +807,7 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
             "line 1: the file has a header ({} columns) but no data row",
             table.header.len()
         );
-        return reject(sftp, config, name, &skipped(reason)).await;
+        return reject(sftp, config, name, path, &skipped(reason)).await;
     }
     tracing::Span::current().record("etl.rows", rows);
     // Checked before anything is sent, so no row of a file that cannot go through
@@ -553,11 +823,11 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
             "data row {}: {bytes} bytes, above the {MAX_ROW_BYTES} bytes a row may have to fit in one Kafka record",
             row + 1
         );
-        return reject(sftp, config, name, &reason).await;
+        return reject(sftp, config, name, path, &reason).await;
     }
     let fitted = match fit_schema(shared, name, &table).await {
         Ok(s) => s,
-        Err(Fit::Reject(reason)) => return reject(sftp, config, name, &reason).await,
+        Err(Fit::Reject(reason)) => return reject(sftp, config, name, path, &reason).await,
         Err(Fit::Retry(e)) => return Outcome::Retry(format!("file {name}: {e}")),
     };
     if let Err(e) = produce(shared, name, &table, &fitted).await {
@@ -566,19 +836,31 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str) -> O
             let reason = format!(
                 "a row is larger than the broker accepts for one record ({e}); split the file's long values or raise the topic's max.message.bytes"
             );
-            return reject(sftp, config, name, &reason).await;
+            return reject(sftp, config, name, path, &reason).await;
         }
         renew_if_fatal(shared);
         return Outcome::Retry(format!("file {name}: {e}"));
     }
-    let stat = match sftp.stat(&path).await {
+    let stat = match sftp.stat(path).await {
         Ok(s) => (s.size, s.modified_unix),
         Err(e) => return sftp_outcome(e),
     };
     let cleaned = match config.cleanup {
-        Cleanup::Move => sftp.rename(&path, &join(&config.finished_path, name)).await,
-        Cleanup::Delete => sftp.remove(&path).await,
-        Cleanup::None => Ok(()),
+        Cleanup::Move => sftp.rename(path, &join(&config.finished_path, name)).await,
+        Cleanup::Delete => sftp.remove(path).await,
+        Cleanup::None if shared.cluster.is_none() => Ok(()),
+        Cleanup::None => {
+            // Recorded before it is put back, so no worker's scan that sees it
+            // in input/ again takes it for a new file.
+            let mut state = shared.state.lock().await;
+            if let Err(e) = shared.store.record_sent(&mut state, name, stat).await {
+                return Outcome::Retry(format!(
+                    "file {name}: sent, but not recorded as sent ({e}); it stays claimed and is sent again"
+                ));
+            }
+            drop(state);
+            put_back(sftp, config, name, path).await
+        }
     };
     if let Err(e) = cleaned {
         return sftp_outcome(e);
@@ -602,8 +884,15 @@ fn skip_lines(data: &[u8], n: usize) -> &[u8] {
     &data[at..]
 }
 
-/// Moves a file that does not parse to error/, with `<name>.error.txt` beside it.
-async fn reject(sftp: &SftpClient, config: &SourceConfig, name: &str, reason: &str) -> Outcome {
+/// Moves a file that does not parse (at `path`) to error/, with
+/// `<name>.error.txt` beside it.
+async fn reject(
+    sftp: &SftpClient,
+    config: &SourceConfig,
+    name: &str,
+    path: &str,
+    reason: &str,
+) -> Outcome {
     if config.on_error == OnError::Ignore {
         tracing::debug!(file = %name, %reason, "file rejected");
     } else {
@@ -620,13 +909,7 @@ async fn reject(sftp: &SftpClient, config: &SourceConfig, name: &str, reason: &s
     {
         return sftp_outcome(e);
     }
-    match sftp
-        .rename(
-            &join(&config.input_path, name),
-            &join(&config.error_path, name),
-        )
-        .await
-    {
+    match sftp.rename(path, &join(&config.error_path, name)).await {
         Ok(()) => Outcome::Rejected(reason.to_string()),
         Err(e) => sftp_outcome(e),
     }
@@ -735,19 +1018,31 @@ async fn fit_schema(shared: &Shared, name: &str, table: &Table) -> Result<Fitted
         return Ok(fitted(inferred));
     }
     let mut state = shared.state.lock().await;
-    let Some(pinned) = state.schema.clone() else {
-        state.schema = Some(PinnedSchema::of(name, &inferred));
-        shared.state_file.save(&state).map_err(Fit::Retry)?;
-        tracing::info!(file = %name, columns = inferred.fields.len(), "schema pinned by the first file");
-        return Ok(fitted(inferred));
+    if state.schema.is_none() {
+        // Another worker's task may have pinned one since this task read the state.
+        shared.store.refresh(&mut state).await.map_err(Fit::Retry)?;
+    }
+    let pinned = match state.schema.clone() {
+        Some(pinned) => pinned,
+        None => {
+            let mine = PinnedSchema::of(name, &inferred);
+            let pinned = shared
+                .store
+                .pin(&mut state, mine.clone())
+                .await
+                .map_err(Fit::Retry)?;
+            if pinned == mine {
+                tracing::info!(file = %name, columns = inferred.fields.len(), "schema pinned by the first file");
+                return Ok(fitted(inferred));
+            }
+            tracing::info!(file = %name, pinned_by = %pinned.from_file, "another worker pinned the schema first");
+            pinned
+        }
     };
     drop(state);
-    let schema = pinned.schema(&config.schema_name).ok_or_else(|| {
-        Fit::Retry(format!(
-            "the pinned schema in {} names an unknown type; remove the file to pin a new one",
-            shared.state_file.path().display()
-        ))
-    })?;
+    let schema = pinned
+        .schema(&config.schema_name)
+        .ok_or_else(|| Fit::Retry(shared.store.unknown_type_hint()))?;
     check_fits(table, &schema, &pinned.from_file).map_err(Fit::Reject)?;
     Ok(fitted(schema))
 }
@@ -1075,6 +1370,377 @@ mod tests {
         let null = table(&["n"], &[&[""]]);
         let err = fit_declared(&null, &declared, false).expect_err("n is not optional");
         assert!(err.contains("not optional"), "{err}");
+    }
+
+    /// Distributed mode end to end, without the registry: each worker is a
+    /// source task given a `TaskCluster`, against our gateway and Kafka.
+    mod distributed {
+        use std::{
+            collections::{BTreeMap, BTreeSet, HashMap},
+            path::Path,
+            sync::Arc,
+            time::{Duration, Instant},
+        };
+
+        use etl_service::Shutdown;
+        use rdkafka::{
+            ClientConfig, Message, Offset, TopicPartitionList,
+            consumer::{BaseConsumer, Consumer},
+            error::KafkaError,
+        };
+        use tokio::{sync::watch, task::JoinHandle};
+
+        use super::super::{
+            SourceConfig, claims::tests::Gateway, offsets::load_source_offsets, run,
+        };
+        use crate::{
+            cluster::TaskCluster, connector::TaskContext, options::Options, status::Status,
+        };
+
+        const WAIT: Duration = Duration::from_secs(60);
+
+        struct Worker {
+            shutdown: Shutdown,
+            task: JoinHandle<()>,
+            status: Arc<Status>,
+            _data: tempfile::TempDir,
+        }
+
+        impl Worker {
+            async fn stop(self) {
+                self.shutdown.trigger();
+                tokio::time::timeout(Duration::from_secs(20), self.task)
+                    .await
+                    .expect("the source stops in time")
+                    .expect("the source task ends cleanly");
+            }
+        }
+
+        struct Cluster {
+            gw: Gateway,
+            brokers: String,
+            topic: String,
+            offset_topic: String,
+            live: watch::Sender<BTreeSet<String>>,
+        }
+
+        impl Cluster {
+            async fn start(live: &[&str]) -> Self {
+                let brokers = tokio::task::spawn_blocking(|| {
+                    testkit::shared_broker()
+                        .expect("the shared Kafka broker starts")
+                        .bootstrap()
+                })
+                .await
+                .expect("join");
+                Self {
+                    gw: Gateway::start().await,
+                    brokers,
+                    topic: testkit::unique_name("review-etl"),
+                    offset_topic: testkit::unique_name("connect-offsets"),
+                    live: watch::Sender::new(live.iter().map(|s| s.to_string()).collect()),
+                }
+            }
+
+            fn config(&self, extra: &[(&str, &str)]) -> SourceConfig {
+                let port = self.gw.running.sftp_addr.port().to_string();
+                let mut map: BTreeMap<String, String> = [
+                    ("connector.class", "SftpCsvSourceConnector"),
+                    ("kafka.topic", self.topic.as_str()),
+                    ("sftp.host", "127.0.0.1"),
+                    ("sftp.port", port.as_str()),
+                    ("sftp.username", "etl"),
+                    ("sftp.password", "etl"),
+                    // What the registry gives each task in distributed mode.
+                    ("tasks.max", "1"),
+                    ("file.poll.interval.ms", "100"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+                for (k, v) in extra {
+                    map.insert(k.to_string(), v.to_string());
+                }
+                SourceConfig::from_options("src", &Options::new("src", &map)).expect("config")
+            }
+
+            fn worker(&self, id: &str, config: SourceConfig) -> Worker {
+                let (status, shutdown) = (Arc::new(Status::default()), Shutdown::new());
+                let data = tempfile::tempdir().expect("tempdir");
+                let ctx = TaskContext {
+                    name: "src".into(),
+                    task: 0,
+                    brokers: self.brokers.clone(),
+                    status: status.clone(),
+                    shutdown: shutdown.clone(),
+                    instance: id.into(),
+                    data_dir: data.path().to_path_buf(),
+                    client: etl_service::ClientAuth::none(),
+                    cluster: Some(TaskCluster {
+                        worker: id.into(),
+                        live: self.live.subscribe(),
+                        brokers: self.brokers.clone(),
+                        offset_topic: self.offset_topic.clone(),
+                    }),
+                };
+                Worker {
+                    task: tokio::spawn(run(config, ctx)),
+                    shutdown,
+                    status,
+                    _data: data,
+                }
+            }
+
+            fn local(&self, rel: &str) -> std::path::PathBuf {
+                self.gw.root.join(rel)
+            }
+
+            /// Every record key in the topic, in no particular order.
+            async fn keys(&self) -> Vec<String> {
+                let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
+                tokio::task::spawn_blocking(move || record_keys(&brokers, &topic))
+                    .await
+                    .expect("join")
+            }
+        }
+
+        /// Blocking: the keys of every record of `topic` (none when it is missing).
+        fn record_keys(brokers: &str, topic: &str) -> Vec<String> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                // assign() needs a group id; it never joins nor commits.
+                .set("group.id", "source-test-reader")
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "true")
+                .set("fetch.wait.max.ms", "10")
+                .create()
+                .expect("consumer");
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .expect("metadata");
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition_offset(topic, *p, Offset::Beginning)
+                    .expect("partition");
+            }
+            consumer.assign(&tpl).expect("assign");
+            let mut open: BTreeSet<i32> = partitions.into_iter().collect();
+            let mut keys = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !open.is_empty() {
+                assert!(Instant::now() < deadline, "{topic} not read to its end");
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        keys.push(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned())
+                    }
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        open.remove(&p);
+                    }
+                    Some(Err(e)) => panic!("reading {topic}: {e}"),
+                    None => {}
+                }
+            }
+            keys
+        }
+
+        /// Asserts each key appears once, and returns how many there are.
+        fn once_each(keys: &[String]) -> usize {
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            for k in keys {
+                *seen.entry(k).or_default() += 1;
+            }
+            let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(twice.is_empty(), "records sent more than once: {twice:?}");
+            seen.len()
+        }
+
+        fn files_in(dir: &Path) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.path().is_file())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        }
+
+        async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+            let deadline = Instant::now() + WAIT;
+            while !ok() {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        fn csv(rows: usize, seed: usize) -> Vec<u8> {
+            let mut s = String::from("n\tword\n");
+            for r in 0..rows {
+                s.push_str(&format!("{}\tw{seed}x{r}\n", seed * 100 + r));
+            }
+            s.into_bytes()
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn two_workers_share_an_input_directory_and_send_each_file_once() {
+            let c = Cluster::start(&["w1", "w2"]).await;
+            let sftp = c.gw.client().await;
+            let w1 = c.worker("w1", c.config(&[]));
+            let w2 = c.worker("w2", c.config(&[]));
+            for i in 0..16 {
+                sftp.write_atomic("input", &format!("f{i:02}.csv"), &csv(3, i))
+                    .await
+                    .expect("upload");
+            }
+            eventually("16 files in finished/", || {
+                files_in(&c.local("finished")).len() == 16
+            })
+            .await;
+            assert_eq!(once_each(&c.keys().await), 48);
+            assert!(files_in(&c.local("input")).is_empty());
+            for w in ["w1", "w2"] {
+                assert!(
+                    files_in(&c.local(&format!("input/.claims/{w}"))).is_empty(),
+                    "{w}"
+                );
+            }
+            let sent = w1.status.snapshot().files_finished + w2.status.snapshot().files_finished;
+            assert_eq!(sent, 16);
+            w1.stop().await;
+            w2.stop().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_dead_workers_claims_are_sent_by_a_live_one_and_not_before() {
+            let c = Cluster::start(&["w1", "wdead"]).await;
+            let sftp = c.gw.client().await;
+            for (dir, name, seed) in [
+                ("input/.claims/wdead", "d1.csv", 1),
+                ("input/.claims/wdead", "d2.csv", 2),
+                ("input/.claims/wdead", "d3.csv", 3),
+                // A claim of this worker left by its previous life: resumed.
+                ("input/.claims/w1", "mine.csv", 4),
+            ] {
+                sftp.mkdir_all(dir).await.expect("claim dir");
+                sftp.write(&format!("{dir}/{name}"), &csv(2, seed))
+                    .await
+                    .expect("write");
+            }
+            let w1 = c.worker("w1", c.config(&[]));
+            eventually("the resumed claim in finished/", || {
+                files_in(&c.local("finished")) == ["mine.csv"]
+            })
+            .await;
+            // Many polls while the owner is live: its claims stay where they are.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(files_in(&c.local("input/.claims/wdead")).len(), 3);
+            assert_eq!(once_each(&c.keys().await), 2);
+
+            c.live.send_replace(["w1".to_string()].into());
+            eventually("the dead worker's files in finished/", || {
+                files_in(&c.local("finished")).len() == 4
+            })
+            .await;
+            assert!(files_in(&c.local("input/.claims/wdead")).is_empty());
+            assert!(files_in(&c.local("input/.claims/w1")).is_empty());
+            assert_eq!(once_each(&c.keys().await), 8);
+            w1.stop().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn with_cleanup_none_files_are_sent_once_put_back_and_recorded_in_the_offset_topic() {
+            let c = Cluster::start(&["w1", "w2"]).await;
+            let sftp = c.gw.client().await;
+            // With the gateway's notices: putting a file back announces it again,
+            // and no worker may take that for a new file.
+            let gateway = format!("http://{}", c.gw.running.grpc_addr);
+            let config = c.config(&[("cleanup.policy", "NONE"), ("etl.gateway.url", &gateway)]);
+            let w1 = c.worker("w1", config.clone());
+            let w2 = c.worker("w2", config);
+            for i in 0..6 {
+                sftp.write_atomic("input", &format!("n{i}.csv"), &csv(3, i))
+                    .await
+                    .expect("upload");
+            }
+            let (brokers, offsets) = (c.brokers.clone(), c.offset_topic.clone());
+            let deadline = Instant::now() + WAIT;
+            let state = loop {
+                let state = load_source_offsets(&brokers, &offsets, "src")
+                    .await
+                    .expect("offsets");
+                if state.sent.len() == 6 {
+                    break state;
+                }
+                assert!(Instant::now() < deadline, "6 files recorded: {state:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            eventually("every file back in input/", || {
+                files_in(&c.local("input")).len() == 6
+            })
+            .await;
+            for (name, (size, mtime)) in &state.sent {
+                let meta = std::fs::metadata(c.local(&format!("input/{name}"))).expect("stat");
+                assert_eq!(*size, meta.len(), "{name}");
+                let local_mtime = meta
+                    .modified()
+                    .expect("mtime")
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs();
+                assert_eq!(*mtime, Some(local_mtime), "{name}");
+            }
+            assert!(state.schema.is_some(), "the first file pinned the schema");
+            // Many polls and notices later, nothing was sent again.
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            assert_eq!(once_each(&c.keys().await), 18);
+            assert!(files_in(&c.local("finished")).is_empty());
+            for w in ["w1", "w2"] {
+                assert!(
+                    files_in(&c.local(&format!("input/.claims/{w}"))).is_empty(),
+                    "{w}"
+                );
+            }
+            w1.stop().await;
+            w2.stop().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn workers_send_with_the_schema_pinned_first_and_reject_what_does_not_fit() {
+            let c = Cluster::start(&["w1", "w2"]).await;
+            let sftp = c.gw.client().await;
+            let w1 = c.worker("w1", c.config(&[]));
+            let w2 = c.worker("w2", c.config(&[]));
+            sftp.write_atomic("input", "a.csv", b"n\tword\n1\tx\n")
+                .await
+                .expect("upload");
+            sftp.write_atomic("input", "b.csv", b"n\tother\n2\ty\n")
+                .await
+                .expect("upload");
+            eventually("one file sent, one rejected", || {
+                files_in(&c.local("finished")).len() == 1 && files_in(&c.local("error")).len() == 2
+            })
+            .await;
+            let sent = files_in(&c.local("finished")).remove(0);
+            let rejected = if sent == "a.csv" { "b.csv" } else { "a.csv" };
+            let reason = std::fs::read_to_string(c.local(&format!("error/{rejected}.error.txt")))
+                .expect("reason");
+            assert!(reason.contains("the header does not fit"), "{reason}");
+            assert!(reason.contains(&format!("pinned by {sent}")), "{reason}");
+            let state = load_source_offsets(&c.brokers, &c.offset_topic, "src")
+                .await
+                .expect("offsets");
+            assert_eq!(state.schema.map(|p| p.from_file), Some(sent));
+            w1.stop().await;
+            w2.stop().await;
+        }
     }
 
     #[test]

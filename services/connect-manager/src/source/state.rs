@@ -9,6 +9,10 @@
 //!   other types; `etl.schema.evolve=true` turns the guard off.
 //!
 //! Deleting the file resets both (the next file pins a new schema).
+//!
+//! In distributed mode the same state lives in Kafka Connect's offset topic
+//! instead (see `offsets`), where every worker's tasks see it; [`StateStore`]
+//! is what the source uses in both modes.
 
 use std::{
     collections::BTreeMap,
@@ -18,10 +22,12 @@ use std::{
 use etl_core::{Field, FieldType, Schema};
 use serde::{Deserialize, Serialize};
 
+use super::offsets::{OffsetChange, TopicStore};
+
 /// `(size, mtime)` of a file when it was sent.
 pub(crate) type FileStat = (u64, Option<u64>);
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SourceState {
     /// cleanup.policy=NONE: files already sent.
     #[serde(default)]
@@ -147,6 +153,92 @@ impl StateFile {
         let tmp = self.path.with_extension("json.tmp");
         crate::registry::write_private(&tmp, &json).map_err(|e| fail(&e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| fail(&e))
+    }
+}
+
+/// Where a source keeps its state: its file (standalone) or the offset topic
+/// (distributed, shared by every worker).
+pub(crate) enum StateStore {
+    File(StateFile),
+    Topic(TopicStore),
+}
+
+impl StateStore {
+    /// The stored state; an absent file or topic is an empty state.
+    pub(crate) async fn load(&self) -> Result<SourceState, String> {
+        match self {
+            StateStore::File(f) => f.load(),
+            StateStore::Topic(t) => t.read().await,
+        }
+    }
+
+    /// Brings `state` up to what other workers stored since it was read (the
+    /// file has no other writer: nothing to do).
+    pub(crate) async fn refresh(&self, state: &mut SourceState) -> Result<(), String> {
+        if let StateStore::Topic(t) = self {
+            *state = t.read().await?;
+        }
+        Ok(())
+    }
+
+    /// Remembers that `name` was sent as it is now (`cleanup.policy=NONE`),
+    /// durably before returning.
+    pub(crate) async fn record_sent(
+        &self,
+        state: &mut SourceState,
+        name: &str,
+        stat: FileStat,
+    ) -> Result<(), String> {
+        match self {
+            StateStore::File(f) => {
+                state.sent.insert(name.to_string(), stat);
+                f.save(state)
+            }
+            StateStore::Topic(t) => {
+                t.write(&[OffsetChange::File {
+                    name: name.to_string(),
+                    stat: Some(stat),
+                }])
+                .await?;
+                state.sent.insert(name.to_string(), stat);
+                Ok(())
+            }
+        }
+    }
+
+    /// Pins `mine` (no schema is pinned in `state`) and returns the schema
+    /// pinned now: `mine`, or in the topic another worker's that came first.
+    pub(crate) async fn pin(
+        &self,
+        state: &mut SourceState,
+        mine: PinnedSchema,
+    ) -> Result<PinnedSchema, String> {
+        let pinned = match self {
+            StateStore::File(f) => {
+                state.schema = Some(mine.clone());
+                f.save(state)?;
+                mine
+            }
+            StateStore::Topic(t) => t.pin(&mine).await?,
+        };
+        state.schema = Some(pinned.clone());
+        Ok(pinned)
+    }
+
+    /// Where the pinned schema is kept and how to reset it, for the error of
+    /// a pinned schema this version cannot read.
+    pub(crate) fn unknown_type_hint(&self) -> String {
+        match self {
+            StateStore::File(f) => format!(
+                "the pinned schema in {} names an unknown type; remove the file to pin a new one",
+                f.path().display()
+            ),
+            StateStore::Topic(t) => format!(
+                "the pinned schema (key {} in {}) names an unknown type; write a tombstone for that key to pin a new one",
+                t.schema_key(),
+                t.describe()
+            ),
+        }
     }
 }
 

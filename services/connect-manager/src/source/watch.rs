@@ -14,7 +14,7 @@ use etl_proto::v1::WatchFilesRequest;
 use etl_service::{Backoff, Shutdown};
 use tokio::sync::mpsc;
 
-use super::{Notice, WatchEvent};
+use super::{Notice, Origin, WatchEvent};
 
 /// How long to wait for the next replayed event after subscribing: the replay
 /// arrives at once, so a short quiet gap means it is over.
@@ -23,7 +23,11 @@ const REPLAY_WINDOW: Duration = Duration::from_millis(150);
 fn notice_of(ev: etl_proto::v1::FileReady) -> WatchEvent {
     let name = etl_core::naming::base_name(&ev.path).to_string();
     let traceparent = ev.trace.map(|t| t.traceparent).unwrap_or_default();
-    WatchEvent::File(Notice { name, traceparent })
+    WatchEvent::File(Notice {
+        name,
+        traceparent,
+        origin: Origin::Input,
+    })
 }
 
 pub(crate) async fn watch_gateway(

@@ -117,6 +117,12 @@ fn dir_name(worker: &str) -> String {
     }
 }
 
+/// A worker run's stable part: its id without the suffix new at every start
+/// (`w1a2b3c4d-0f1e2d` → `w1a2b3c4d`); an id without a suffix is all stable.
+fn stable_part(run: &str) -> &str {
+    run.rsplit_once('-').map_or(run, |(stable, _)| stable)
+}
+
 impl Claims {
     /// The claims of `worker` in `input` on the server `scope` names (its
     /// address and user).
@@ -248,8 +254,11 @@ impl Claims {
     }
 
     /// Lists the claim directories: our own files, and the files of workers
-    /// not in `live` (none when `live` is empty: no view of the group yet).
-    /// The caller applies [`TAKEOVER_GRACE`].
+    /// not in `live` (none when `live` is empty: no view of the group yet, or
+    /// a broker that does not list a group's members, as tansu), and always
+    /// those of an earlier run of this same worker (the same stable id before
+    /// the run's suffix: one data directory has one process, so an earlier run
+    /// is dead). The caller applies [`TAKEOVER_GRACE`].
     pub(crate) async fn survey(
         &self,
         sftp: &SftpClient,
@@ -264,7 +273,8 @@ impl Claims {
         let mut survey = Survey::default();
         for d in dirs.into_iter().filter(|d| d.is_dir) {
             let ours = d.name == self.worker;
-            if !ours && (live.is_empty() || live.contains(&d.name)) {
+            let earlier_run = !ours && stable_part(&d.name) == stable_part(&self.worker);
+            if !ours && !earlier_run && (live.is_empty() || live.contains(&d.name)) {
                 continue;
             }
             let files = match sftp.list(&format!("{}/{}", self.root, d.name)).await {
@@ -632,6 +642,39 @@ pub(crate) mod tests {
         );
         drop(first);
         assert!(b.hold("h.csv").is_some(), "released on drop");
+    }
+
+    /// A restarted worker is a new run of the same worker: it takes its
+    /// earlier run's claims over even where the broker lists no group members
+    /// (tansu), and another worker's claims stay where they are then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_worker_takes_its_earlier_runs_claims_over() {
+        let gw = Gateway::start().await;
+        let client = gw.client().await;
+        client.mkdir_all("input").await.expect("input");
+        let earlier = Claims::new("input", "w1a2b3c4d-00aa11", "s");
+        let other = Claims::new("input", "w99999999-00bb22", "s");
+        let now = Claims::new("input", "w1a2b3c4d-00cc33", "s");
+        for (w, name) in [(&earlier, "e.csv"), (&other, "o.csv")] {
+            client.mkdir_all(w.dir()).await.expect("claim dir");
+            client
+                .write(&format!("input/{name}"), b"h\n1\n")
+                .await
+                .expect("upload");
+            assert_eq!(
+                w.claim(&client, "input", name).await.expect("claim"),
+                Claim::Won
+            );
+        }
+        client.mkdir_all(now.dir()).await.expect("claim dir");
+        let survey = now.survey(&client, &live(&[])).await.expect("survey");
+        assert_eq!(
+            survey.orphans,
+            vec![("w1a2b3c4d-00aa11".to_string(), "e.csv".to_string())]
+        );
+        assert!(survey.own.is_empty());
+        assert_eq!(stable_part("w1a2b3c4d-00aa11"), "w1a2b3c4d");
+        assert_eq!(stable_part("wb"), "wb");
     }
 
     #[test]

@@ -27,7 +27,12 @@
 //! - `sink`: Kafka → Postgres batches and offset commits (`sink::config` parses
 //!   JDBC URLs and the sink's options).
 //! - `postgres`: DDL (create, add column, widen) and the COPY + upsert write.
-//! - `registry`: the running connectors, persisted in `<data-dir>/connectors.json`.
+//! - `registry`: the running connectors, persisted in `<data-dir>/connectors.json`
+//!   (standalone) or mirrored from the cluster's config topic (distributed).
+//! - `cluster`: distributed mode: the config, status and offset topics, and the
+//!   worker group (a Kafka consumer group) that shares the tasks out.
+//! - `source::claims`, `source::offsets`: a source file claimed by one worker
+//!   at a time; source offsets in the offset topic.
 //! - `status`: each connector's state and counters.
 //! - `api`: gRPC `etl.v1.ConnectManager`; `rest`: the Kafka-Connect-compatible
 //!   REST API. Both need the API token when one is set (`ETL_API_TOKEN` or

@@ -14,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Down, TestStack, args, etlctl, require_binaries, run, stderr, stdout};
+use crate::helpers::{
+    Down, TestStack, args, etlctl, require_binaries, run, signal, stderr, stdout,
+};
 
 /// One case at a time (see the module doc).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -234,14 +236,10 @@ impl Case {
         .unwrap_or(0)
     }
 
-    fn signal(&self, component: &str, signal: &str) {
+    fn signal(&self, component: &str, sig: &str) {
         let pid = self.pid(component);
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {component} ({pid})");
-        eprintln!("sent SIG{signal} to {component} (pid {pid})");
+        signal(u64::from(pid), sig);
+        eprintln!("sent SIG{sig} to {component} (pid {pid})");
     }
 }
 
@@ -410,11 +408,7 @@ fn kill_one_of_three_connect_manager_workers() {
     let entry = worker_1(&info).expect("worker 1 in stack.json");
     let pid = entry["pid"].as_u64().expect("worker 1 pid");
     let restarts = entry["restarts"].as_u64().unwrap_or(0);
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -9 worker 1 ({pid})");
+    signal(pid, "KILL");
     eprintln!("sent SIGKILL to connect-manager worker 1 (pid {pid})");
     let report = case.finish(demo);
     case.assert_complete(&report);

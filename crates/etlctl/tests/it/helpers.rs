@@ -193,6 +193,28 @@ pub(crate) fn tree(pid: u32) -> Vec<Proc> {
     found
 }
 
+/// Stops a foreground supervisor with SIGTERM and checks that it exited cleanly
+/// and took every process of `processes` (its tree, taken before) with it.
+pub(crate) fn terminate_supervisor(supervisor: &mut std::process::Child, processes: &[Proc]) {
+    signal(u64::from(supervisor.id()), "TERM");
+    let status = supervisor.wait().expect("wait");
+    assert!(status.success(), "supervisor exited with {status}");
+    let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after the supervisor stopped: {left:?}"
+    );
+}
+
+/// Sends `signal` (`KILL`, `TERM`, …) to `pid`, a process the test started.
+pub(crate) fn signal(pid: u64, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
 /// Whether the process still runs (zombies count as gone: nobody may reap them in a
 /// container whose init does not).
 pub(crate) fn alive(proc: Proc) -> bool {

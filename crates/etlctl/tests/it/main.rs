@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use helpers::{
     Down, TestStack, alive, args, etlctl, fake_services, require_binaries, run, run_with_env,
-    stderr, stdout, tree, wait_until,
+    stderr, stdout, terminate_supervisor, tree, wait_until,
 };
 
 #[test]
@@ -274,17 +274,7 @@ fn supervisor_restarts_crashed_services_and_stops_everything() {
 
     let processes = tree(supervisor.id());
     assert!(processes.len() >= 9, "{processes:?}");
-    Command::new("kill")
-        .args(["-TERM", &supervisor.id().to_string()])
-        .status()
-        .expect("kill");
-    let status = supervisor.wait().expect("wait");
-    assert!(status.success(), "supervisor exited with {status}");
-    let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();
-    assert!(
-        left.is_empty(),
-        "still running after the supervisor stopped: {left:?}"
-    );
+    terminate_supervisor(&mut supervisor, &processes);
     assert!(!stack.dir().join("stack.json").exists());
     let connect_log =
         std::fs::read_to_string(stack.dir().join("logs/connect-manager.log")).expect("log");

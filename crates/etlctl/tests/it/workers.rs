@@ -4,12 +4,12 @@
 //! (what the supervisor does); the second the real ones (what connect-manager's
 //! distributed mode does with them).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{
-    Down, TestStack, alive, args, etlctl, fake_services, require_binaries, run, stderr, stdout,
-    tree, wait_until,
+    Down, TestStack, args, etlctl, fake_services, require_binaries, run, signal, stderr, stdout,
+    terminate_supervisor, tree, wait_until,
 };
 
 const WORKERS: u16 = 3;
@@ -26,14 +26,6 @@ fn pid_of(entry: &serde_json::Value) -> Option<u64> {
     (entry["state"] == "running")
         .then(|| entry["pid"].as_u64())
         .flatten()
-}
-
-fn kill_9(pid: u64) {
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -9 {pid}");
 }
 
 /// The supervisor in the foreground with fake binaries and `--workers 3`: every worker
@@ -121,7 +113,7 @@ fn each_worker_is_supervised_on_its_own() {
 
     // SIGKILL one worker: the supervisor restarts it, and only it.
     let before: Vec<u64> = (0..WORKERS).map(|k| running(k).expect("pid")).collect();
-    kill_9(before[1]);
+    signal(before[1], "KILL");
     wait_until("worker 1 restarted", Duration::from_secs(30), || {
         stack.stack_json().is_some_and(|info| {
             worker(&info, 1).is_some_and(|w| {
@@ -180,17 +172,7 @@ fn each_worker_is_supervised_on_its_own() {
     );
 
     let processes = tree(supervisor.id());
-    Command::new("kill")
-        .args(["-TERM", &supervisor.id().to_string()])
-        .status()
-        .expect("kill");
-    let status = supervisor.wait().expect("wait");
-    assert!(status.success(), "supervisor exited with {status}");
-    let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();
-    assert!(
-        left.is_empty(),
-        "still running after the supervisor stopped: {left:?}"
-    );
+    terminate_supervisor(&mut supervisor, &processes);
 }
 
 /// Tasks by worker from `etlctl status --json`: worker name → `connector/task` labels,
@@ -302,7 +284,7 @@ fn three_workers_come_up_healthy_and_share_the_tasks() {
     // SIGKILL worker 2 (its pid as the supervisor recorded it): restarted, healthy again.
     let info = stack.stack_json().expect("stack.json");
     let pid = worker(&info, 2).and_then(pid_of).expect("worker 2's pid");
-    kill_9(pid);
+    signal(pid, "KILL");
     wait_until(
         "worker 2 restarted and healthy",
         Duration::from_secs(90),

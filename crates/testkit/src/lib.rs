@@ -8,18 +8,24 @@
 //! - [`shared_postgres`] / [`shared_broker`] (Apache Kafka) / [`shared_tansu`]: one
 //!   lazily started server per test binary; each test takes its own database or topic
 //!   ([`PgCluster::create_unique_database`], [`Broker::create_unique_topic`]);
-//! - the per-test log directories ([`test_log_dir`]) the servers write to, which CI keeps.
+//! - the per-test log directories ([`test_log_dir`]) the servers write to, which CI keeps;
+//! - [`Sshd`]: a private OpenSSH `sshd` serving SFTP, one per test, for code that must
+//!   work with any SFTP server, not only `sftp-gateway`.
 //!
 //! # Layout
 //! - [`shared`]: the shared servers and [`SharedError`].
+//! - [`sshd`]: [`Sshd`] and the `ssh-keygen` helpers ([`sshd::keygen`], [`sshd::pub_key`]).
 //! - re-exports from `etl_stack`: [`PgCluster`], [`Broker`], [`Storage`], [`free_port`],
 //!   [`wait_for_tcp`], [`unique_name`], [`test_log_dir`], [`Error`], … (see that crate).
 //!
 //! # What the machine needs
 //! What `etl-stack` needs: Debian's `postgresql-15`, a JDK 17+ with Apache Kafka's jars
 //! (`make kafka`), and for tansu `cargo install tansu --locked --features dynostore,libsql`.
+//! [`Sshd`] needs root and `/usr/sbin/sshd` (Debian `openssh-server`, plus
+//! `openssh-client` for `ssh-keygen`).
 
 pub mod shared;
+pub mod sshd;
 
 pub use etl_stack::{
     Broker, BrokerBuilder, Error, KAFKA_VERSION, PgBuilder, PgCluster, Result, Storage,
@@ -27,3 +33,4 @@ pub use etl_stack::{
     test_log_dir, unique_name, wait_for_tcp, wait_for_tcp_blocking,
 };
 pub use shared::{SharedError, shared_broker, shared_postgres, shared_tansu};
+pub use sshd::Sshd;

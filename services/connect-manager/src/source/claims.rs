@@ -689,108 +689,27 @@ pub(crate) mod tests {
         );
     }
 
-    /// OpenSSH's sshd (`internal-sftp`) on a free port: the claim needs
+    /// OpenSSH's sshd (`internal-sftp`, [`testkit::Sshd`]): the claim needs
     /// nothing of our gateway. Needs root and `/usr/sbin/sshd`.
     mod openssh {
-        use std::{
-            path::PathBuf,
-            process::{Child, Command, Stdio},
-            time::{Duration, Instant},
-        };
-
         use etl_sftp::{SftpAuth, SftpClient, SftpConfig};
-
-        struct Sshd {
-            port: u16,
-            key: PathBuf,
-            child: Child,
-            dir: tempfile::TempDir,
-        }
-
-        impl Drop for Sshd {
-            fn drop(&mut self) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-
-        fn keygen(dir: &std::path::Path, name: &str) -> PathBuf {
-            let path = dir.join(name);
-            let ok = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&path)
-                .status()
-                .expect("ssh-keygen runs (install openssh-client)")
-                .success();
-            assert!(ok, "ssh-keygen failed");
-            path
-        }
-
-        fn start() -> Sshd {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let root = dir.path().join("root");
-            std::fs::create_dir_all(&root).expect("root");
-            std::fs::create_dir_all("/run/sshd").expect("create /run/sshd (run tests as root)");
-            let host_key = keygen(dir.path(), "host_key");
-            let key = keygen(dir.path(), "id_ed25519");
-            let authorized = dir.path().join("authorized_keys");
-            std::fs::copy(key.with_extension("pub"), &authorized).expect("authorized_keys");
-            let port = testkit::free_port();
-            let config = dir.path().join("sshd_config");
-            std::fs::write(
-                &config,
-                format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\nForceCommand internal-sftp -d {}\n",
-                    host_key.display(),
-                    dir.path().join("sshd.pid").display(),
-                    authorized.display(),
-                    root.display()
-                ),
-            )
-            .expect("sshd_config");
-            let log = std::fs::File::create(dir.path().join("sshd.log")).expect("log");
-            let child = Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("sshd runs (install openssh-server)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "sshd did not listen on {port}");
-                #[expect(
-                    clippy::disallowed_methods,
-                    reason = "a test waiting for a child process"
-                )]
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Sshd {
-                port,
-                key,
-                child,
-                dir,
-            }
-        }
+        use testkit::Sshd;
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn two_claimers_race_and_exactly_one_wins_on_openssh() {
-            let sshd = tokio::task::spawn_blocking(start).await.expect("sshd");
+            let sshd = tokio::task::spawn_blocking(Sshd::start)
+                .await
+                .expect("sshd");
             let config = SftpConfig {
                 host: "127.0.0.1".into(),
                 port: sshd.port,
-                user: "root".into(),
+                user: sshd.user.clone(),
                 auth: SftpAuth::KeyFile(sshd.key.clone()),
             };
             let connect = || async {
                 match SftpClient::connect(&config).await {
                     Ok(c) => c,
-                    Err(e) => panic!(
-                        "connect to sshd: {e}\n{}",
-                        std::fs::read_to_string(sshd.dir.path().join("sshd.log"))
-                            .unwrap_or_default()
-                    ),
+                    Err(e) => panic!("connect to sshd: {e}\n{}", sshd.log()),
                 }
             };
             super::race(connect().await, connect().await, "input", 40).await;

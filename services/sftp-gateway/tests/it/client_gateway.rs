@@ -4,11 +4,9 @@ use std::time::Duration;
 
 use etl_sftp::{SftpAuth, SftpClient, SftpError};
 use sftp_gateway::config::{KeySpec, UserSpec};
+use testkit::sshd::{keygen, pub_key};
 
-use crate::{
-    contract,
-    helpers::{Gateway, keygen, pub_key},
-};
+use crate::{contract, helpers::Gateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_operations() {

@@ -7,7 +7,12 @@ use std::path::Path;
 use etl_sftp::{HostKeyPolicy, SftpAuth, SftpClient, SftpError};
 use sftp_gateway::config::KeySpec;
 
-use crate::helpers::{Gateway, Sshd, keygen_with_passphrase, pub_key};
+use testkit::{
+    Sshd,
+    sshd::{keygen_with_passphrase, pub_key},
+};
+
+use crate::helpers::{Gateway, sshd_config};
 
 /// A known_hosts line for `127.0.0.1:port` with the public key in `pub_file`.
 fn known_hosts_line(port: u16, pub_file: &Path) -> String {
@@ -113,9 +118,9 @@ async fn known_hosts_work_with_openssh() {
         .expect("sshd");
     let dir = tempfile::tempdir().expect("tempdir");
     let known = dir.path().join("known_hosts");
-    let host_pub = sshd.dir.path().join("ssh_host_ed25519_key.pub");
+    let host_pub = pub_key(&sshd.host_key);
     std::fs::write(&known, known_hosts_line(sshd.port, &host_pub)).expect("write");
-    let client = SftpClient::connect_with(&sshd.config(), &HostKeyPolicy::KnownHosts(known))
+    let client = SftpClient::connect_with(&sshd_config(&sshd), &HostKeyPolicy::KnownHosts(known))
         .await
         .unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()));
     client.write("k.csv", b"k").await.expect("write");
@@ -127,7 +132,7 @@ async fn known_hosts_work_with_openssh() {
         known_hosts_line(sshd.port, &gw.data_dir.join("ssh_host_ed25519_key.pub")),
     )
     .expect("write");
-    let err = SftpClient::connect_with(&sshd.config(), &HostKeyPolicy::KnownHosts(wrong))
+    let err = SftpClient::connect_with(&sshd_config(&sshd), &HostKeyPolicy::KnownHosts(wrong))
         .await
         .expect_err("mismatch");
     assert!(matches!(err, SftpError::HostKeyChanged { .. }), "{err}");

@@ -2,11 +2,12 @@
 //! any SFTP server, not just ours.
 
 use etl_sftp::{SftpAuth, SftpClient, SftpError};
+use testkit::Sshd;
 
-use crate::{contract, helpers::Sshd};
+use crate::{contract, helpers::sshd_config};
 
 async fn connect(sshd: &Sshd) -> SftpClient {
-    match SftpClient::connect(&sshd.config()).await {
+    match SftpClient::connect(&sshd_config(sshd)).await {
         Ok(c) => c,
         Err(e) => panic!("connect to sshd: {e}\nsshd log:\n{}", sshd.log()),
     }
@@ -33,7 +34,7 @@ async fn openssh_refusals_are_reported() {
     let sshd = tokio::task::spawn_blocking(Sshd::start)
         .await
         .expect("sshd");
-    let mut cfg = sshd.config();
+    let mut cfg = sshd_config(&sshd);
     cfg.auth = SftpAuth::Password("root".into());
     let err = SftpClient::connect(&cfg)
         .await

@@ -1,11 +1,12 @@
-//! Test helpers: the gateway in-process on port 0, OpenSSH's `sshd` on a free
-//! port, OpenSSH's `sftp` client, keys made with `ssh-keygen`.
+//! Test helpers: the gateway in-process on port 0, OpenSSH's `sftp` client.
+//! OpenSSH's `sshd` and keys made with `ssh-keygen` come from `testkit`
+//! ([`testkit::Sshd`], [`testkit::sshd::keygen`]).
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Stdio,
+    time::Duration,
 };
 
 use etl_proto::v1::{FileReady, sftp_gateway_client::SftpGatewayClient};
@@ -13,6 +14,7 @@ use etl_service::Shutdown;
 use etl_sftp::{SftpAuth, SftpClient, SftpConfig};
 use sftp_gateway::{Config, Running};
 use tempfile::TempDir;
+use testkit::Sshd;
 use tokio::sync::broadcast;
 use tonic::transport::Channel;
 
@@ -155,48 +157,6 @@ pub(crate) fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// An ed25519 key pair made by `ssh-keygen`; returns the private key path
-/// (the public key is beside it with `.pub`).
-pub(crate) fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "file-etl-test", "-f"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("ssh-keygen runs (install openssh-client)");
-    assert!(status.success(), "ssh-keygen failed");
-    path
-}
-
-/// Like [`keygen`], with the private key encrypted under `passphrase`.
-pub(crate) fn keygen_with_passphrase(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            passphrase,
-            "-C",
-            "file-etl-test",
-            "-f",
-        ])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("ssh-keygen runs (install openssh-client)");
-    assert!(status.success(), "ssh-keygen failed");
-    path
-}
-
-pub(crate) fn pub_key(private: &Path) -> PathBuf {
-    let mut p = private.as_os_str().to_owned();
-    p.push(".pub");
-    PathBuf::from(p)
-}
-
 /// A port that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -315,127 +275,14 @@ fn rand_suffix() -> String {
     N.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
-/// OpenSSH's `sshd` serving SFTP only (`internal-sftp`) on a free loopback
-/// port, for one test: its own host key, `authorized_keys`, pid file and log
-/// in a temporary directory; root logs in with a fresh key; the SFTP session
-/// starts in [`Sshd::root`]. Needs root (sshd's privilege separation) and
-/// `/usr/sbin/sshd` (Debian `openssh-server`). Killed on drop.
-pub(crate) struct Sshd {
-    pub(crate) port: u16,
-    /// The login directory of SFTP sessions.
-    pub(crate) root: PathBuf,
-    /// The private key that may log in as `user`.
-    pub(crate) key: PathBuf,
-    pub(crate) user: String,
-    pub(crate) dir: TempDir,
-    child: Child,
-}
-
-impl Sshd {
-    pub(crate) fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).expect("sftp root");
-        // sshd refuses to start without its privilege separation directory,
-        // which Debian creates only when the service is started by systemd.
-        std::fs::create_dir_all("/run/sshd").expect("create /run/sshd (run tests as root)");
-        let host_key = keygen(dir.path(), "ssh_host_ed25519_key");
-        let key = keygen(dir.path(), "id_ed25519");
-        let authorized = dir.path().join("authorized_keys");
-        std::fs::copy(pub_key(&key), &authorized).expect("authorized_keys");
-        let config = dir.path().join("sshd_config");
-        let log_path = dir.path().join("sshd.log");
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            std::fs::write(
-                &config,
-                format!(
-                    "Port {port}\n\
-                     ListenAddress 127.0.0.1\n\
-                     HostKey {host}\n\
-                     PidFile {pid}\n\
-                     AuthorizedKeysFile {auth}\n\
-                     PermitRootLogin prohibit-password\n\
-                     PasswordAuthentication no\n\
-                     KbdInteractiveAuthentication no\n\
-                     UsePAM no\n\
-                     StrictModes no\n\
-                     Subsystem sftp internal-sftp\n\
-                     ForceCommand internal-sftp -d {root}\n",
-                    host = host_key.display(),
-                    pid = dir.path().join("sshd.pid").display(),
-                    auth = authorized.display(),
-                    root = root.display(),
-                ),
-            )
-            .expect("sshd_config");
-            let log = std::fs::File::create(&log_path).expect("sshd log");
-            let mut child = Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("sshd runs (install openssh-server)");
-            if wait_for_banner(port, Duration::from_secs(10)) {
-                return Self {
-                    port,
-                    root,
-                    key,
-                    user: "root".into(),
-                    dir,
-                    child,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        }
-        panic!("sshd did not start; its log:\n{last_log}");
+/// How `etl-sftp` logs in to `sshd`: as its user, with its key.
+pub(crate) fn sshd_config(sshd: &Sshd) -> SftpConfig {
+    SftpConfig {
+        host: "127.0.0.1".into(),
+        port: sshd.port,
+        user: sshd.user.clone(),
+        auth: SftpAuth::KeyFile(sshd.key.clone()),
     }
-
-    pub(crate) fn config(&self) -> SftpConfig {
-        SftpConfig {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: self.user.clone(),
-            auth: SftpAuth::KeyFile(self.key.clone()),
-        }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether an SSH server answers on `port` with its banner within `limit`.
-fn wait_for_banner(port: u16, limit: Duration) -> bool {
-    use std::io::Read;
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 8];
-            if stream.read_exact(&mut buf).is_ok() && buf.starts_with(b"SSH-") {
-                return true;
-            }
-        }
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "Sshd::start runs on spawn_blocking, outside the runtime"
-        )]
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// Moves `input/<name>` to `error/` as connect-manager rejects a file: the

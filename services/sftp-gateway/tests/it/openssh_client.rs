@@ -2,7 +2,9 @@
 
 use sftp_gateway::config::KeySpec;
 
-use crate::helpers::{CliAuth, Gateway, keygen, next_event, openssh_sftp, pattern, pub_key};
+use testkit::sshd::{keygen, pub_key};
+
+use crate::helpers::{CliAuth, Gateway, next_event, openssh_sftp, pattern};
 
 async fn gateway_with_key() -> (Gateway, std::path::PathBuf) {
     let gw = Gateway::start_with(|c, dir| {

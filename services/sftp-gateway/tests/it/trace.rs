@@ -7,11 +7,12 @@ use etl_proto::v1::{
     AnnounceUploadRequest, FileEventKind, FileReady, TraceContext, WatchFilesRequest,
 };
 use etl_sftp::{SftpClient, SftpError};
+use testkit::Sshd;
 use tonic::Streaming;
 
 use crate::{
     events::{assert_quiet, next_grpc},
-    helpers::{Gateway, Sshd, next_event, reject},
+    helpers::{Gateway, next_event, reject, sshd_config},
 };
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -156,7 +157,7 @@ async fn openssh_files_have_no_traceparent() {
     let sshd = tokio::task::spawn_blocking(Sshd::start)
         .await
         .expect("sshd");
-    let client = match SftpClient::connect(&sshd.config()).await {
+    let client = match SftpClient::connect(&sshd_config(&sshd)).await {
         Ok(c) => c,
         Err(e) => panic!("connect to sshd: {e}\nsshd log:\n{}", sshd.log()),
     };

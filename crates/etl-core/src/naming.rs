@@ -38,6 +38,28 @@ pub fn sanitize(s: &str) -> String {
     }
 }
 
+/// A name (a connector's, a worker's) as one visible path segment, for a
+/// directory or file named after it: anything but ASCII letters, digits, `-`,
+/// `_` and `.` becomes `_`, and so does a leading `.` (a hidden name would be
+/// skipped as an upload in progress); empty becomes `_`.
+pub fn path_segment(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match safe.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None if safe.is_empty() => "_".to_string(),
+        None => safe,
+    }
+}
+
 /// Hidden names (leading '.') are in-progress uploads; nobody processes them.
 pub fn is_hidden(name: &str) -> bool {
     name.starts_with('.')

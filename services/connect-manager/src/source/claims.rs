@@ -100,21 +100,7 @@ pub(crate) struct Claims {
 
 /// A worker id as a directory name: one path segment, never hidden.
 fn dir_name(worker: &str) -> String {
-    let name: String = worker
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match name.strip_prefix('.') {
-        Some(rest) => format!("_{rest}"),
-        None if name.is_empty() => "_".to_string(),
-        None => name,
-    }
+    etl_core::naming::path_segment(worker)
 }
 
 /// A worker run's stable part: its id without the suffix new at every start

@@ -110,16 +110,7 @@ pub(crate) struct StateFile {
 impl StateFile {
     pub(crate) fn new(data_dir: &Path, connector: &str) -> Self {
         // Connector names may hold characters a file name should not.
-        let safe: String = connector
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = etl_core::naming::path_segment(connector);
         Self {
             path: data_dir.join("source-state").join(format!("{safe}.json")),
         }

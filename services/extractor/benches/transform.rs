@@ -1,7 +1,8 @@
-//! Per-row transform cost with language detection on: the label mapping, whatlang
-//! on title + body (cut to `detect_chars`), and the output row; plus encoding a
-//! chunk (TSV + digests). Input: generated reviews, so the mix of languages and
-//! lengths is the demo's.
+//! Per-row transform cost with language detection on: the label mapping,
+//! language detection on title + body (cut to `detect_chars`), and the output
+//! row; language detection alone, ours against `whatlang::Detector` (the same
+//! answers); plus encoding a chunk (TSV + digests). Input: generated reviews,
+//! so the mix of languages and lengths is the demo's.
 //!
 //! `cargo bench -p extractor` — throughput is reported in rows/s ("elem/s").
 
@@ -12,9 +13,11 @@ use etl_core::review::LabelScheme;
 use extractor::{
     chunk,
     generate::generate_rows,
+    language::Detector,
     source::RawRecord,
-    transform::{self, Outcome, Transform, TransformOptions},
+    transform::{self, MARKETPLACE_LANGUAGES, Outcome, Transform, TransformOptions, iso639_1},
 };
+use whatlang::Lang;
 
 const ROWS: usize = 2000;
 
@@ -68,6 +71,50 @@ fn bench_transform(c: &mut Criterion) {
                     }
                 }
                 black_box(kept)
+            })
+        });
+    }
+    group.finish();
+
+    // Detection alone, on the default detection text (title + body, 200 chars).
+    let texts: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!("{} {}", r.title, r.body)
+                .chars()
+                .take(extractor::transform::DEFAULT_DETECT_CHARS)
+                .collect()
+        })
+        .collect();
+    let marketplace: Vec<Lang> = Lang::all()
+        .iter()
+        .copied()
+        .filter(|l| MARKETPLACE_LANGUAGES.contains(&iso639_1(*l)))
+        .collect();
+    let mut group = c.benchmark_group("detect");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.sample_size(20);
+    for (name, candidates) in [
+        ("marketplace_langs", Some(marketplace)),
+        ("all_langs", None),
+    ] {
+        let ours = Detector::new(candidates.clone());
+        group.bench_function(format!("indexed_{name}"), |b| {
+            b.iter(|| {
+                for text in &texts {
+                    black_box(ours.detect(text));
+                }
+            })
+        });
+        let whatlang = match candidates {
+            Some(list) => whatlang::Detector::with_allowlist(list),
+            None => whatlang::Detector::new(),
+        };
+        group.bench_function(format!("whatlang_{name}"), |b| {
+            b.iter(|| {
+                for text in &texts {
+                    black_box(whatlang.detect(text));
+                }
             })
         });
     }

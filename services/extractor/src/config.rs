@@ -202,7 +202,7 @@ pub struct RunDefaults {
     pub detect_chars: usize,
 
     /// Languages the detector chooses among, ISO 639-1 codes, comma-separated, or
-    /// "all" (every language it knows: about 3x slower). The kept --languages are
+    /// "all" (every language it knows: ~25% more CPU). The kept --languages are
     /// always candidates. Default: the languages of Amazon's marketplaces. A review
     /// in another language is counted under the nearest candidate.
     #[arg(

@@ -9,6 +9,8 @@
 //! - `binary`: the executable's subcommands and help.
 //! - `api`: gRPC `StartRun` + `WatchRun` through the extractor server.
 //! - `language`: the language filter's accuracy on generated reviews.
+//! - `pinned`: digests of the transform's output (detections, chunk files),
+//!   pinned so that making it faster cannot change it.
 //! - `security`: the API token on every call (and on the calls the extractor
 //!   makes), StartRun confined to the input directories.
 
@@ -17,5 +19,6 @@ mod binary;
 mod extract;
 mod helpers;
 mod language;
+mod pinned;
 mod recovery;
 mod security;

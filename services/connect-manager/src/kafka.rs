@@ -39,13 +39,21 @@ pub(crate) fn producer(brokers: &str) -> KafkaResult<FutureProducer> {
         .create()
 }
 
-/// A consumer in `group` that commits only what the sink wrote, as the static
-/// member `instance`: a restart with the same instance id takes the member's
-/// partitions back at once (no wait for the dead one's session to expire).
-pub(crate) fn consumer(brokers: &str, group: &str, instance: &str) -> KafkaResult<StreamConsumer> {
-    base(brokers)
+/// A consumer in `group` that commits only what the sink wrote; with
+/// `instance`, as that static member: a restart with the same instance id
+/// takes the member's partitions back at once (no wait for the dead one's
+/// session to expire).
+pub(crate) fn consumer(
+    brokers: &str,
+    group: &str,
+    instance: Option<&str>,
+) -> KafkaResult<StreamConsumer> {
+    let mut config = base(brokers);
+    if let Some(instance) = instance {
+        config.set("group.instance.id", instance);
+    }
+    config
         .set("group.id", group)
-        .set("group.instance.id", instance)
         // A worker that died without a restart hands its partitions over after this.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")

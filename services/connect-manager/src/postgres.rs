@@ -336,11 +336,22 @@ pub(crate) async fn ensure_table(
                     table: table.into(),
                 });
             }
-            let refs: Vec<&Field> = fields.iter().collect();
-            tx.batch_execute(&create_table_sql(table, &refs, spec.pk))
-                .await?;
-            tracing::info!(table, columns = fields.len(), "created table");
+            // Several tasks (a sink's, or several workers') may create the
+            // table at once, and concurrent CREATE TABLE IF NOT EXISTS collide
+            // in pg_type: one at a time, then look again.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("file-etl create {table}")],
+            )
+            .await?;
             cols = load_columns(tx, table).await?;
+            if cols.is_empty() {
+                let refs: Vec<&Field> = fields.iter().collect();
+                tx.batch_execute(&create_table_sql(table, &refs, spec.pk))
+                    .await?;
+                tracing::info!(table, columns = fields.len(), "created table");
+                cols = load_columns(tx, table).await?;
+            }
         }
         cache.tables.insert(table.to_string(), cols);
     }

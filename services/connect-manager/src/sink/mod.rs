@@ -200,8 +200,17 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
     let instance = ctx.instance.clone();
     let shutdown = shutdown.clone();
     status.set_state(State::Unassigned);
-    let instance_id = format!("{}-{instance}-0", config.group_id);
-    let consumer = match kafka::consumer(&brokers, &config.group_id, &instance_id) {
+    // Standalone, the task is a static member: a restart of the worker takes
+    // its partitions back at once. Distributed, a task moves between workers,
+    // and a static member left behind would hold its partitions until its
+    // session ends (a broker that never ends it, as tansu, holds them for
+    // good): a dynamic member leaves the group when it stops, and the
+    // partitions move at once.
+    let instance_id = ctx
+        .cluster
+        .is_none()
+        .then(|| format!("{}-{instance}-0", config.group_id));
+    let consumer = match kafka::consumer(&brokers, &config.group_id, instance_id.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             status.fail(format!("cannot create Kafka consumer for {brokers}: {e}"));

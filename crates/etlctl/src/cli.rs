@@ -41,7 +41,8 @@ pub enum Command {
     /// of every service the file went through.
     Trace(TraceArgs),
     /// The verifier's report of a run (as it stands now): rows expected and landed,
-    /// missing, duplicates, altered, rejected files, content duplicates, latency.
+    /// missing, duplicates, altered, rejected files, copied files (content duplicates),
+    /// overlapping rows (a warning), latency.
     /// Exits 0 when the run passed, 2 when it failed, 3 while it is still running.
     Report(ReportArgs),
     /// Exits 0 when the gRPC health service at --addr is SERVING, 1 otherwise.
@@ -87,8 +88,8 @@ pub struct StackArgs {
 
     /// The broker: kafka = Apache Kafka (KRaft) with its log in <dir>/kafka, durable
     /// (survives `down`/`up` and a broker crash; needs `make kafka` and a JDK);
-    /// memory = tansu in memory (no JVM, gone after `down`, and a consumer resuming
-    /// inside a producer batch misses its rest: benchmarks only); sqlite = tansu
+    /// memory = tansu in memory (no JVM, gone after `down` or a broker crash:
+    /// benchmarks only); sqlite = tansu
     /// with sqlite in <dir>/tansu (durable, far slower to consume).
     #[arg(long, env = "ETL_KAFKA_STORAGE", value_enum, default_value_t = KafkaStorage::Kafka)]
     pub kafka_storage: KafkaStorage,

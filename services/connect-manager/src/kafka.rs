@@ -2,17 +2,20 @@
 //! source, the manually committing consumer of the sink, topic creation, and
 //! the metadata probe behind the health status.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    client::{ClientContext, DefaultClientContext},
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaResult,
     producer::FutureProducer,
     types::RDKafkaErrorCode,
 };
+
+use crate::config::Compression;
 
 /// Partitions of a topic the sink has to create (the source's default too).
 pub(crate) const DEFAULT_PARTITIONS: i32 = 3;
@@ -26,17 +29,59 @@ fn base(brokers: &str) -> ClientConfig {
     c
 }
 
+/// The worker's `--producer-compression-type`: set at start, read by every
+/// producer made after. Process-wide because every producer of a worker
+/// (source tasks, dead letters, cluster records) takes the worker's setting,
+/// as in Kafka Connect.
+static COMPRESSION: Mutex<Compression> = Mutex::new(Compression::Lz4);
+
+/// Sets the compression of the producers made from now on.
+pub(crate) fn set_compression(compression: Compression) {
+    *COMPRESSION.lock().unwrap_or_else(|e| e.into_inner()) = compression;
+}
+
+fn compression() -> Compression {
+    *COMPRESSION.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Every record of a file acknowledged by all replicas, exactly once per send.
 pub(crate) fn producer(brokers: &str) -> KafkaResult<FutureProducer> {
     base(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
+        .set("compression.type", compression().as_str())
         // A file whose records cannot be delivered in this time is retried later.
         .set("message.timeout.ms", "30000")
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
         .create()
+}
+
+/// The sink consumer's context: counts rebalances, so the sink's gap guard
+/// (`sink::gaps`) can tell that what it learned about a partition's offsets may
+/// no longer hold.
+#[derive(Default)]
+pub(crate) struct Rebalances {
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Rebalances {
+    /// Bumped after every assignment and revocation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    // Runs inside the consumer's poll, before the next message is returned, so
+    // every message after a rebalance sees the new generation.
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A consumer in `group` that commits only what the sink wrote; with
@@ -47,7 +92,7 @@ pub(crate) fn consumer(
     brokers: &str,
     group: &str,
     instance: Option<&str>,
-) -> KafkaResult<StreamConsumer> {
+) -> KafkaResult<StreamConsumer<Rebalances>> {
     let mut config = base(brokers);
     if let Some(instance) = instance {
         config.set("group.instance.id", instance);
@@ -66,7 +111,7 @@ pub(crate) fn consumer(
         // and the service's peak RSS under 100 MB (`make bench`).
         .set("queued.max.messages.kbytes", "16384")
         .set("enable.partition.eof", "false")
-        .create()
+        .create_with_context(Rebalances::default())
 }
 
 /// Creates `topic` unless it exists (tansu does not auto-create topics).

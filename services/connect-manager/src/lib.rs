@@ -66,7 +66,7 @@ mod source;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-pub use config::{Config, Mode};
+pub use config::{Compression, Config, Mode};
 pub use connector::Kind;
 pub use error::Error;
 use etl_proto::v1::connect_manager_server::ConnectManagerServer;
@@ -110,6 +110,7 @@ async fn join(what: &'static str, task: JoinHandle<Result<(), Error>>) -> Result
 /// restores the connectors stored in the data directory and returns. Kafka is
 /// awaited in the background: health is NOT_SERVING until it answers.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    kafka::set_compression(config.producer_compression_type);
     let security = config.security.server()?;
     let client = config.security.client()?;
     // A failing server stops its sibling through this child, not the caller's token.

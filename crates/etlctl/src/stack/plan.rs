@@ -129,8 +129,9 @@ pub enum KafkaStorage {
     /// Apache Kafka (KRaft, one node) with its log in `.etl/kafka`: durable across
     /// `down`/`up` and broker crashes, and what compose runs. The default.
     Kafka,
-    /// tansu in memory: no JVM, topics gone after `down`, and a consumer that
-    /// resumes inside a producer batch misses its rest: benchmarks only.
+    /// tansu in memory: no JVM, topics gone after `down` or a broker crash:
+    /// benchmarks only (its fetch skips the rest of a producer batch a consumer
+    /// resumes inside; the sink's gap guard fetches it again).
     Memory,
     /// tansu with sqlite in `.etl/tansu`: durable, far slower to consume.
     Sqlite,

@@ -26,12 +26,20 @@
 //! (`consumer.override.group.id`, default `connect-<name>`), so each sees
 //! every record and commits its own offsets.
 //!
+//! Records are taken in offset order per partition, and a jump forward is
+//! fetched again before anything past it counts ([`gaps`]): tansu's memory
+//! engine can skip a batch that is not stored yet, or the rest of a producer
+//! batch a consumer resumed inside; a gap the broker serves again with the
+//! records below it (compaction, transaction markers on Apache Kafka) is real
+//! and accepted.
+//!
 //! The consumer is a *static* group member (`group.instance.id`, derived from
 //! the worker's data directory): a sink restarted after a crash takes its
 //! partitions back at once instead of waiting for the dead member's session
 //! to expire, and a clean stop does not make the rest of the group rebalance.
 
 pub(crate) mod config;
+mod gaps;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -50,10 +58,11 @@ use tracing::{Instrument, Span};
 
 pub(crate) use config::SinkConfig;
 use config::{DeadLetters, PkMode, RetryPolicy, Tolerance};
+use gaps::{GapGuard, Verdict};
 
 use crate::{
     connector::TaskContext,
-    kafka,
+    kafka::{self, Rebalances},
     postgres::{self, Change, SinkRow, TableCache, WriteError, WriteSpec},
     status::{State, Status},
 };
@@ -278,6 +287,10 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
     // Gathering and decoding the next batch overlaps the write of the previous
     // one; the channel holds one batch, so a slow database slows consumption.
     let consumer = Arc::new(consumer);
+    let mut guard = Guard {
+        gaps: GapGuard::default(),
+        consumer: consumer.clone(),
+    };
     let (tx, rx) = mpsc::channel::<Batch>(1);
     let writer = tokio::spawn(write_loop(
         config.clone(),
@@ -304,6 +317,9 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         let mut batch = Batch::default();
         match first {
             Ok(m) => {
+                if !guard.admit(&m).await {
+                    continue;
+                }
                 if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_shape).await {
                     stopped = Some(bad);
                 }
@@ -320,6 +336,9 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         while stopped.is_none() && batch.rows.len() < config.batch_size {
             match tokio::time::timeout(GATHER_IDLE, consumer.recv()).await {
                 Ok(Ok(m)) => {
+                    if !guard.admit(&m).await {
+                        continue;
+                    }
                     if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_shape).await {
                         stopped = Some(bad);
                     }
@@ -379,7 +398,7 @@ async fn write_loop(
     config: SinkConfig,
     status: Arc<Status>,
     shutdown: Shutdown,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Rebalances>>,
     client: Client,
     mut batches: mpsc::Receiver<Batch>,
 ) {
@@ -452,6 +471,100 @@ async fn connect(
                 }
             }
         }
+    }
+}
+
+/// The gap guard ([`gaps`]) on the sink's consumer: starts over from the
+/// group's committed offsets after every rebalance, and seeks a partition back
+/// when a message has to wait for a refetch.
+struct Guard {
+    gaps: GapGuard,
+    consumer: Arc<StreamConsumer<Rebalances>>,
+}
+
+impl Guard {
+    /// Whether `m` goes into the batch. A message held back is fetched again.
+    async fn admit(&mut self, m: &BorrowedMessage<'_>) -> bool {
+        let generation = self.consumer.context().generation();
+        if generation != self.gaps.generation() {
+            self.gaps.rebalanced(generation);
+            for (topic, partition, next) in committed(&self.consumer).await {
+                self.gaps.resume_at(&topic, partition, next);
+            }
+        }
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        match self.gaps.check(topic, partition, offset) {
+            Verdict::Take => true,
+            Verdict::Skip => false,
+            Verdict::Healed { missing, refetches } => {
+                tracing::info!(%topic, partition, from = missing.start, to = missing.end - 1, refetches,
+                    "offsets the broker skipped were fetched again");
+                true
+            }
+            Verdict::Accepted { missing } => {
+                tracing::info!(%topic, partition, from = missing.start, to = missing.end - 1,
+                    "offset gap with no records (compaction or transaction markers); going on");
+                true
+            }
+            Verdict::Refetch { from } => {
+                tracing::debug!(%topic, partition, from, got = offset,
+                    "offset gap; fetching again from before it");
+                seek(&self.consumer, topic, partition, from).await;
+                false
+            }
+        }
+    }
+}
+
+/// The group's committed offset of each partition assigned now: where its
+/// fetching resumed. Empty when unknown (the first messages set the baseline).
+async fn committed(consumer: &Arc<StreamConsumer<Rebalances>>) -> Vec<(String, i32, i64)> {
+    let consumer = consumer.clone();
+    let found =
+        tokio::task::spawn_blocking(move || consumer.committed(Duration::from_secs(5))).await;
+    match found {
+        Ok(Ok(tpl)) => tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
+                _ => None,
+            })
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cannot read the committed offsets; the first records set the baseline");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Seeks the partition to `offset`. librdkafka drops the records of that
+/// partition it had fetched already (a version barrier), so the next record of
+/// the partition is the one at `offset`, or the first after it the broker has.
+/// Blocking until the fetcher took the new position, so on a blocking thread.
+async fn seek(
+    consumer: &Arc<StreamConsumer<Rebalances>>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    let (consumer, t) = (consumer.clone(), topic.to_string());
+    let sought = tokio::task::spawn_blocking(move || {
+        consumer.seek(
+            &t,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        )
+    })
+    .await;
+    match sought {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(%topic, partition, offset, error = %e, "cannot seek back over an offset gap; trying again at the next record")
+        }
+        Err(e) => tracing::warn!(error = %e, "seek task failed"),
     }
 }
 
@@ -870,7 +983,10 @@ fn file_spans(topic: &str, table: &str, incoming: &[Incoming]) -> Vec<(String, S
 /// Commits `offset + 1` per partition: the next record to read. librdkafka's
 /// synchronous commit blocks its thread for a broker round trip, so it runs on a
 /// blocking thread, not on the runtime.
-async fn commit(consumer: &Arc<StreamConsumer>, offsets: &BTreeMap<(String, i32), i64>) {
+async fn commit(
+    consumer: &Arc<StreamConsumer<Rebalances>>,
+    offsets: &BTreeMap<(String, i32), i64>,
+) {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
         if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1)) {

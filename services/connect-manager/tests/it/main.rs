@@ -24,6 +24,7 @@ mod connect_api;
 mod faults;
 mod helpers;
 mod kafka_connect;
+mod offset_gaps;
 mod pipeline;
 mod rest;
 mod security;

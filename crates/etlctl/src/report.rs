@@ -46,6 +46,17 @@ impl From<&RunProgress> for ExtractSummary {
     }
 }
 
+/// A landed file that holds exactly the rows of another landed file of another run.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileCopy {
+    /// The file that landed later (it may be a file nobody registered).
+    pub copy: String,
+    pub original: String,
+}
+
+/// At most this many copies are named in the text report (all are in the JSON).
+const COPIES_NAMED: usize = 10;
+
 /// `report.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DemoReport {
@@ -67,9 +78,18 @@ pub struct DemoReport {
     pub files_rejected: u64,
     #[serde(default)]
     pub rejected: BTreeMap<String, String>,
-    /// Rows whose content also landed under another file name.
+    /// Rows of the run's files that are in a copied file: a file whose landed rows
+    /// are exactly another landed file's of another run, or the original of one.
+    /// They fail the run.
     #[serde(default)]
     pub content_duplicates: u64,
+    /// The copies among the run's files, and the copies of them, with their originals.
+    #[serde(default)]
+    pub copies: Vec<FileCopy>,
+    /// Rows whose content also landed under another file that is neither a copy
+    /// of theirs nor copied by it: a warning, not a failure.
+    #[serde(default)]
+    pub overlapping_rows: u64,
     /// The verifier's verdict: RUNNING, PASSED or FAILED.
     #[serde(default)]
     pub state: String,
@@ -131,6 +151,8 @@ impl DemoReport {
                 .map(|f| (f.file_name.clone(), f.reject_reason.clone()))
                 .collect(),
             content_duplicates: report.content_duplicates,
+            copies: copies(report),
+            overlapping_rows: report.overlapping_rows,
             state: report.state.clone(),
             latency_ms: LatencyMs { p50, p95, p99, max },
             elapsed_ms,
@@ -186,10 +208,20 @@ impl DemoReport {
         for (file, reason) in &self.rejected {
             problems.push(format!("{file} rejected: {}", reason.trim()));
         }
-        if self.content_duplicates > 0 {
+        if self.content_duplicates > 0 || !self.copies.is_empty() {
             problems.push(format!(
-                "{} rows also landed under another file name (content duplicates)",
-                self.content_duplicates
+                "{} rows are in copied files: a landed file came again under another name \
+                 (content duplicates)",
+                group(self.content_duplicates)
+            ));
+        }
+        for c in self.copies.iter().take(COPIES_NAMED) {
+            problems.push(format!("{} is a copy of {}", c.copy, c.original));
+        }
+        if self.copies.len() > COPIES_NAMED {
+            problems.push(format!(
+                "… and {} more copies (all in the JSON report)",
+                self.copies.len() - COPIES_NAMED
             ));
         }
         if self.state == "FAILED" && problems.is_empty() {
@@ -202,6 +234,19 @@ impl DemoReport {
             ));
         }
         problems
+    }
+
+    /// What is worth knowing but does not fail the run.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.overlapping_rows > 0 {
+            warnings.push(format!(
+                "{} rows also landed under other files that are not copies (overlapping rows: \
+                 an earlier input with the same start, or the same review twice); not a failure",
+                group(self.overlapping_rows)
+            ));
+        }
+        warnings
     }
 
     pub fn to_json(&self) -> String {
@@ -242,11 +287,13 @@ impl DemoReport {
         );
         let _ = writeln!(
             out,
-            "  missing          {}\n  duplicates       {}\n  altered          {}\n  content copies   {}",
+            "  missing          {}\n  duplicates       {}\n  altered          {}\n  copied rows      {} ({} copies)\n  overlapping rows {}",
             group(self.missing),
             group(self.duplicates),
             group(self.altered),
-            group(self.content_duplicates)
+            group(self.content_duplicates),
+            group(self.copies.len() as u64),
+            group(self.overlapping_rows)
         );
         let _ = writeln!(
             out,
@@ -272,8 +319,32 @@ impl DemoReport {
         for problem in self.problems() {
             let _ = writeln!(out, "  ✗ {problem}");
         }
+        for warning in self.warnings() {
+            let _ = writeln!(out, "  ! warning: {warning}");
+        }
         out
     }
+}
+
+/// Every copy the report's files take part in, as the copy or as its original,
+/// once each, in name order.
+fn copies(report: &RunReport) -> Vec<FileCopy> {
+    let mut copies = std::collections::BTreeSet::new();
+    for f in &report.file_reports {
+        for original in &f.copy_of {
+            copies.insert(FileCopy {
+                copy: f.file_name.clone(),
+                original: original.clone(),
+            });
+        }
+        for copy in &f.copies {
+            copies.insert(FileCopy {
+                copy: copy.clone(),
+                original: f.file_name.clone(),
+            });
+        }
+    }
+    copies.into_iter().collect()
 }
 
 /// `1234567` → `1,234,567`.
@@ -314,6 +385,7 @@ mod tests {
             complete,
             files_rejected: 0,
             content_duplicates: 0,
+            overlapping_rows: 0,
             state: if complete { "PASSED" } else { "RUNNING" }.to_owned(),
             file_reports: vec![
                 FileReport {
@@ -446,6 +518,74 @@ mod tests {
         assert!(text.contains("1.5 s"), "{text}");
         assert!(text.contains("1,000 rows/s"), "{text}");
         assert!(text.contains("✗ 3 rows duplicated"), "{text}");
+    }
+
+    #[test]
+    fn a_copy_fails_the_run_and_is_named() {
+        let mut r = run_report(true);
+        r.state = "FAILED".to_owned();
+        r.content_duplicates = 1000;
+        r.file_reports[0].content_duplicates = 1000;
+        r.file_reports[0].copies = vec!["copy-of-demo-1__in__chunk_000001.csv".to_owned()];
+        let report = DemoReport::new(&r, String::new(), 1500, Duration::ZERO, None);
+        assert!(!report.passed);
+        assert_eq!(
+            report.copies,
+            [FileCopy {
+                copy: "copy-of-demo-1__in__chunk_000001.csv".to_owned(),
+                original: "demo-1__in__chunk_000001.csv".to_owned(),
+            }]
+        );
+        let text = report.render();
+        assert!(text.contains("run demo-1: FAILED"), "{text}");
+        assert!(text.contains("✗ 1,000 rows are in copied files"), "{text}");
+        assert!(
+            text.contains(
+                "✗ copy-of-demo-1__in__chunk_000001.csv is a copy of demo-1__in__chunk_000001.csv"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+        assert_eq!(
+            json["copies"][0]["original"],
+            "demo-1__in__chunk_000001.csv"
+        );
+        // The copy's own run names the same pair from its side.
+        let mut r = run_report(true);
+        r.state = "FAILED".to_owned();
+        r.file_reports[1].copy_of = vec!["other-run__in__chunk_000002.csv".to_owned()];
+        let report = DemoReport::new(&r, String::new(), 1500, Duration::ZERO, None);
+        assert!(!report.passed);
+        assert_eq!(report.copies[0].copy, "demo-1__in__chunk_000002.csv");
+    }
+
+    #[test]
+    fn overlapping_rows_are_a_warning_not_a_failure() {
+        let mut r = run_report(true);
+        r.overlapping_rows = 1234;
+        r.file_reports[0].overlapping_rows = 1234;
+        let report = DemoReport::new(&r, String::new(), 1500, Duration::ZERO, None);
+        assert!(report.passed, "{:?}", report.problems());
+        assert!(report.problems().is_empty());
+        let text = report.render();
+        assert!(text.contains("run demo-1: PASSED"), "{text}");
+        assert!(text.contains("overlapping rows 1,234"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("  ! warning: 1,234 rows also landed under other files")),
+            "{text}"
+        );
+        assert!(!text.contains('✗'), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+        assert_eq!(json["overlapping_rows"], 1234);
+        assert_eq!(json["passed"], true);
+        // A report.json written before these fields still reads.
+        let mut old = json.clone();
+        let fields = old.as_object_mut().expect("object");
+        fields.remove("overlapping_rows");
+        fields.remove("copies");
+        let read: DemoReport = serde_json::from_value(old).expect("old report.json");
+        assert_eq!((read.overlapping_rows, read.copies.len()), (0, 0));
     }
 
     #[test]

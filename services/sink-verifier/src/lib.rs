@@ -29,8 +29,10 @@
 //!   each column by its Postgres type, renders it as the text it was written as,
 //!   digests and counts (landed, missing, altered, duplicates), and emits the
 //!   file's `verify file` span into the file's trace.
-//! - `duplicates`: rows whose content landed under two file names (a file
-//!   uploaded again under a new name, a rerun under a new run id).
+//! - `duplicates`: rows whose content landed under two file names, told apart
+//!   as a copied file (a landed file uploaded again under a new name, a rerun
+//!   of a chunk under a new run id) or overlapping rows (files that share some
+//!   rows, like a bigger input with a smaller one's start).
 //! - `gateway`: with `--gateway-url`, follows the sftp-gateway's rejected files
 //!   (`error/`) of `--sftp-user` (default `etl`), with the same token, so a file the connector refused ends its run as FAILED with the
 //!   reason instead of keeping it waiting.
@@ -65,7 +67,11 @@
 //!   ends it, the other finds it ended and reports that same end;
 //! - marking a file verified and looking up its rows in other runs' verified
 //!   files is one transaction under an advisory lock, so of two copies proven
-//!   at the same moment by two verifiers, the second still finds the first.
+//!   at the same moment by two verifiers, the second still finds the first
+//!   (and is named its copy);
+//! - a file nobody registered is compared at each of its NOTIFYs, and the
+//!   comparison that saw the most of its rows is the one stored, whichever
+//!   verifier commits last.
 //!
 //! Each verifier's memory only decides what to check next; it catches up with
 //! the other's registrations through the NOTIFYs of their rows and, at the
@@ -94,9 +100,13 @@
 //! A run is RUNNING until it is complete: CompleteRun said how many files it
 //! has, all are registered, and each is verified or rejected. It is then PASSED
 //! if every row of every file landed once and unaltered, no file was rejected
-//! and no row's content also landed under another file name; otherwise FAILED.
-//! A content duplicate found after a run passed (a copy uploaded later) turns it
-//! FAILED.
+//! and none of its files is a copy or has one; otherwise FAILED. A copy is a
+//! file whose landed rows are the same multiset of contents as another landed
+//! file's, the two not of one run. A copy found after a run passed (a file
+//! uploaded again later) turns it FAILED. Rows whose content also landed under
+//! a file that is no copy (overlapping rows: a bigger input that starts with a
+//! smaller one's rows, the same review in two datasets) are counted in the
+//! report and leave the state alone.
 
 mod api;
 mod duplicates;

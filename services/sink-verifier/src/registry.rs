@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use crate::{
     Error,
     manifest::Manifest,
-    report::{self, FileFacts},
+    report::{self, ContentFacts, FileFacts},
     store::{CheckStored, Registration, Store, StoredFile},
     verify::FileCheck,
 };
@@ -69,7 +69,7 @@ struct FileEntry {
     check: Option<FileCheck>,
     committed_at_unix_ms: Option<i64>,
     rejected: Option<String>,
-    content_duplicates: u64,
+    content: ContentFacts,
 }
 
 impl FileEntry {
@@ -79,7 +79,7 @@ impl FileEntry {
             check: None,
             committed_at_unix_ms: None,
             rejected: None,
-            content_duplicates: 0,
+            content: ContentFacts::NONE,
         }
     }
 
@@ -89,7 +89,7 @@ impl FileEntry {
             check: stored.check,
             committed_at_unix_ms: stored.committed_at_unix_ms,
             rejected: stored.rejected,
-            content_duplicates: stored.content_duplicates,
+            content: stored.content,
         }
     }
 
@@ -102,7 +102,7 @@ impl FileEntry {
             check: self.check.as_ref(),
             committed_at_unix_ms: self.committed_at_unix_ms,
             rejected: self.rejected.as_deref(),
-            content_duplicates: self.content_duplicates,
+            content: &self.content,
         }
     }
 
@@ -177,8 +177,8 @@ impl Inner {
 enum Loaded {
     /// Unfinished: now in memory.
     Live,
-    /// Finished: its report as stored.
-    Finished(RunReport),
+    /// Finished: its report as stored (boxed: far bigger than the other variants).
+    Finished(Box<RunReport>),
     Unknown,
 }
 
@@ -236,8 +236,8 @@ impl Registry {
                     self.load(&run_id).await?;
                 }
                 for other in unmatched {
-                    let n = self.store.content_duplicates(other).await?;
-                    self.set_content_duplicates(other, n);
+                    let facts = self.store.content_facts(other).await?;
+                    self.set_content(other, facts);
                 }
                 self.finish_if_complete(&run_id).await;
             }
@@ -303,7 +303,7 @@ impl Registry {
             return Ok(Subscription::Live(rx));
         }
         match self.load(run_id).await? {
-            Loaded::Finished(report) => Ok(Subscription::Finished(report)),
+            Loaded::Finished(report) => Ok(Subscription::Finished(*report)),
             // It may have finished between loading and now.
             Loaded::Live | Loaded::Unknown => match self.live(run_id) {
                 Some(rx) => Ok(Subscription::Live(rx)),
@@ -405,16 +405,26 @@ impl Registry {
             run.publish(&run_id);
         }
         for twin in &twins {
-            tracing::warn!(
-                file = %file,
-                run = %run_id,
-                other = %twin.other,
-                rows = twin.rows,
-                "rows of this file also landed under a file of another run"
-            );
+            if twin.copy {
+                tracing::warn!(
+                    file = %file,
+                    run = %run_id,
+                    original = %twin.other,
+                    rows = twin.rows,
+                    "this file is a copy of a file of another run: the same rows landed again"
+                );
+            } else {
+                tracing::info!(
+                    file = %file,
+                    run = %run_id,
+                    other = %twin.other,
+                    rows = twin.rows,
+                    "rows of this file also landed under a file of another run (overlapping rows, not a copy)"
+                );
+            }
             for name in [file, twin.other.as_str()] {
-                let n = self.store.content_duplicates(name).await?;
-                self.set_content_duplicates(name, n);
+                let facts = self.store.content_facts(name).await?;
+                self.set_content(name, facts);
             }
         }
         self.finish_if_complete(&run_id).await;
@@ -461,14 +471,14 @@ impl Registry {
         Ok(())
     }
 
-    /// Sets the content duplicates of `file` if it is in memory (the store has
-    /// them either way).
-    pub(crate) fn set_content_duplicates(&self, file: &str, total: u64) {
+    /// Sets what the content-duplicate checks found for `file` if it is in
+    /// memory (the store has it either way).
+    pub(crate) fn set_content(&self, file: &str, facts: ContentFacts) {
         let mut inner = self.lock();
         if let Some((run_id, run)) = inner.entry_mut(file) {
             let run_id = run_id.to_string();
             if let Some(entry) = run.files.get_mut(file) {
-                entry.content_duplicates = total;
+                entry.content = facts;
             }
             run.publish(&run_id);
         }
@@ -535,7 +545,7 @@ impl Registry {
         };
         if stored.finished {
             self.lock().remove_run(run_id);
-            return Ok(Loaded::Finished(stored.report()));
+            return Ok(Loaded::Finished(Box::new(stored.report())));
         }
         let mut fresh = Vec::new();
         let mut known = Vec::new();
@@ -570,7 +580,7 @@ impl Registry {
                     if f.rejected.is_some() {
                         entry.rejected = f.rejected;
                     }
-                    entry.content_duplicates = f.content_duplicates;
+                    entry.content = f.content;
                 }
             }
             run.publish(run_id);

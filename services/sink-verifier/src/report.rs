@@ -11,9 +11,48 @@ use crate::verify::FileCheck;
 pub(crate) const RUNNING: &str = "RUNNING";
 /// Complete, and every row of every file landed once and unaltered.
 pub(crate) const PASSED: &str = "PASSED";
-/// Complete, with a rejected file, or rows missing, altered, duplicated or
-/// landed twice under two file names.
+/// Complete, with a rejected file, rows missing, altered or duplicated, or a
+/// copied file (see [`ContentFacts`]).
 pub(crate) const FAILED: &str = "FAILED";
+
+/// What the content-duplicate checks ([`crate::duplicates`]) found for one file.
+///
+/// A *copy* is a file whose landed rows are the same multiset of contents as
+/// another landed file's, the two not of one run: a landed file uploaded again
+/// under a new name, or a rerun of the same chunk under a new run id. Either
+/// side of a copy fails its run. Rows whose content also landed under a file
+/// that is not a copy of this one (nor copied by it) are *overlapping*: the
+/// same review in two inputs, or a bigger input starting with a smaller one's
+/// rows (the generator draws the same stream for the same seed). They are
+/// reported, and do not fail the run. Within one run, the same line twice is
+/// neither: the manifests expect both.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ContentFacts {
+    /// Rows whose content also landed under a copy of the file, or under the
+    /// file it is a copy of.
+    pub(crate) copied_rows: u64,
+    /// Rows whose content also landed under another file, not counted above.
+    pub(crate) overlapping_rows: u64,
+    /// The files this one is a copy of (byte order).
+    pub(crate) copy_of: Vec<String>,
+    /// The files that are copies of this one (byte order).
+    pub(crate) copies: Vec<String>,
+}
+
+impl ContentFacts {
+    /// No row of the file landed anywhere else.
+    pub(crate) const NONE: ContentFacts = ContentFacts {
+        copied_rows: 0,
+        overlapping_rows: 0,
+        copy_of: Vec::new(),
+        copies: Vec::new(),
+    };
+
+    /// A copy, or the original of one: the run fails.
+    pub(crate) fn copied(&self) -> bool {
+        self.copied_rows > 0 || !self.copy_of.is_empty() || !self.copies.is_empty()
+    }
+}
 
 /// What the report needs to know about one file.
 #[derive(Clone, Copy, Debug)]
@@ -28,7 +67,7 @@ pub(crate) struct FileFacts<'a> {
     pub(crate) committed_at_unix_ms: Option<i64>,
     /// Why the connector rejected the file, if it did.
     pub(crate) rejected: Option<&'a str>,
-    pub(crate) content_duplicates: u64,
+    pub(crate) content: &'a ContentFacts,
 }
 
 impl FileFacts<'_> {
@@ -70,11 +109,13 @@ pub(crate) fn build<'a>(
     let mut last_commit: Option<i64> = None;
     let mut registered = 0u64;
     let mut done = 0u64;
+    let mut copied = false;
     for f in files {
         registered += 1;
         if f.done() {
             done += 1;
         }
+        copied |= f.content.copied();
         let file = file_report(&f);
         first_upload =
             Some(first_upload.map_or(f.uploaded_at_unix_ms, |t| t.min(f.uploaded_at_unix_ms)));
@@ -94,6 +135,7 @@ pub(crate) fn build<'a>(
         report.duplicates += file.duplicates;
         report.altered += file.altered;
         report.content_duplicates += file.content_duplicates;
+        report.overlapping_rows += file.overlapping_rows;
         report.file_reports.push(file);
     }
     report.files = registered.max(expected_files.unwrap_or(0));
@@ -115,7 +157,7 @@ pub(crate) fn build<'a>(
         && report.duplicates == 0
         && report.altered == 0
         && report.files_rejected == 0
-        && report.content_duplicates == 0
+        && !copied
     {
         PASSED
     } else {
@@ -136,7 +178,10 @@ fn file_report(f: &FileFacts<'_>) -> FileReport {
         } else {
             String::new()
         },
-        content_duplicates: f.content_duplicates,
+        content_duplicates: f.content.copied_rows,
+        overlapping_rows: f.content.overlapping_rows,
+        copy_of: f.content.copy_of.clone(),
+        copies: f.content.copies.clone(),
         ..FileReport::default()
     };
     match f.check {
@@ -202,6 +247,8 @@ mod tests {
         assert_eq!(latency_ms(1_000, 1_250), 250);
     }
 
+    static NO_MATCHES: ContentFacts = ContentFacts::NONE;
+
     fn facts<'a>(
         name: &'a str,
         rows: u64,
@@ -217,7 +264,7 @@ mod tests {
             check,
             committed_at_unix_ms: committed,
             rejected: None,
-            content_duplicates: 0,
+            content: &NO_MATCHES,
         }
     }
 
@@ -346,19 +393,79 @@ mod tests {
     }
 
     #[test]
-    fn content_duplicates_fail_a_complete_run() {
+    fn a_copied_file_fails_a_complete_run() {
         let ca = verified(2);
+        // The original of a copy someone uploaded under another name.
+        let copied = ContentFacts {
+            copied_rows: 2,
+            copies: vec!["copy of a".into()],
+            ..ContentFacts::default()
+        };
         let a = FileFacts {
-            content_duplicates: 2,
+            content: &copied,
             ..facts("a", 2, 1_000, Some(&ca), Some(1_100))
         };
         let r = build("r", Some(1), [a]);
         assert!(r.complete);
         assert_eq!((r.content_duplicates, r.state.as_str()), (2, FAILED));
         assert_eq!(r.file_reports[0].content_duplicates, 2);
+        assert_eq!(r.file_reports[0].copies, ["copy of a"]);
+        assert!(r.file_reports[0].copy_of.is_empty());
         // Still running: the state waits for completion.
         let r = build("r", Some(2), [a]);
         assert_eq!(r.state, RUNNING);
+        // The copy's side, in its own run, fails too.
+        let copy = ContentFacts {
+            copied_rows: 2,
+            copy_of: vec!["a".into()],
+            ..ContentFacts::default()
+        };
+        let b = FileFacts {
+            content: &copy,
+            ..facts("b", 2, 1_000, Some(&ca), Some(1_100))
+        };
+        let r = build("rerun", Some(1), [b]);
+        assert_eq!((r.content_duplicates, r.state.as_str()), (2, FAILED));
+        assert_eq!(r.file_reports[0].copy_of, ["a"]);
+    }
+
+    #[test]
+    fn overlapping_rows_are_reported_and_do_not_fail_a_run() {
+        let (ca, cb) = (verified(930), verified(5));
+        // A bigger demo with the same seed: 93 rows of an earlier, smaller run's
+        // file are in this one, which is no copy of it.
+        let overlap = ContentFacts {
+            overlapping_rows: 93,
+            ..ContentFacts::default()
+        };
+        let a = FileFacts {
+            content: &overlap,
+            ..facts("a", 930, 1_000, Some(&ca), Some(1_100))
+        };
+        let r = build(
+            "r",
+            Some(2),
+            [a, facts("b", 5, 1_000, Some(&cb), Some(1_200))],
+        );
+        assert!(r.complete);
+        assert_eq!(r.state, PASSED);
+        assert_eq!((r.overlapping_rows, r.content_duplicates), (93, 0));
+        assert_eq!(r.file_reports[0].overlapping_rows, 93);
+        assert_eq!(r.file_reports[1].overlapping_rows, 0);
+        // Overlap beside a copy: the copy decides.
+        let both = ContentFacts {
+            copied_rows: 5,
+            overlapping_rows: 1,
+            copy_of: vec!["x".into()],
+            ..ContentFacts::default()
+        };
+        let b = FileFacts {
+            content: &both,
+            ..facts("b", 5, 1_000, Some(&cb), Some(1_200))
+        };
+        let r = build("r", Some(2), [a, b]);
+        assert_eq!(r.state, FAILED);
+        assert_eq!((r.overlapping_rows, r.content_duplicates), (94, 5));
     }
 
     #[test]

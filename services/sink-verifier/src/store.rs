@@ -9,6 +9,8 @@
 //! | `row_digests` | row of a registered file, indexed by digest | RegisterFile |
 //! | `rejections` | file the gateway reported in `error/`, with the reason | the gateway watch, registered or not yet |
 //! | `content_matches` | row of a registered file whose content also landed under another file name | the content-duplicate checks |
+//! | `copies` | file that holds exactly the rows of a registered file of another run, and that file | the content-duplicate checks |
+//! | `unregistered_files` | file nobody registered whose rows were compared: how many rows the latest comparison saw | the check of an unregistered file |
 //!
 //! The database is the truth: every write is an upsert keyed by file name (or
 //! by file, row and twin file), and a verified file is never written back to
@@ -20,17 +22,21 @@
 //!   from one verifier's memory; a check of a file already verified or of a
 //!   finished run is not stored. Whichever verifier ends a run, both report the
 //!   same end.
-//! - content matches are written under the row lock of the run of the file
-//!   they count against, and marking a file verified is one transaction with
-//!   the lookup of its twins in other runs, under an advisory lock: of two
-//!   twins proven at the same moment by two verifiers, the second sees the first.
+//! - content matches and copies are written under the row lock of the run of
+//!   the file they count against, and marking a file verified is one
+//!   transaction with the lookup of its twins in other runs, under an advisory
+//!   lock: of two twins proven at the same moment by two verifiers, the second
+//!   sees the first, and finds it a copy if it holds the same rows. The
+//!   comparison of a file nobody registered takes the same lock and is stored
+//!   only if it saw at least as many rows as the one stored before, so of two
+//!   verifiers reading a copy while it lands, the fuller reading wins.
 //!
 //! The in-memory [`crate::registry`] is a cache of the unfinished runs.
 //!
 //! Digests are `u64` stored in `bigint` columns bit for bit (`as i64`): only
 //! equality matters.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use etl_proto::v1::{FileManifest, RunReport};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
@@ -39,7 +45,7 @@ use tokio_postgres::{Client, GenericClient, Transaction, error::SqlState};
 use crate::{
     Error, duplicates,
     manifest::{Content, Manifest},
-    report,
+    report::{self, ContentFacts},
     verify::FileCheck,
 };
 
@@ -55,7 +61,7 @@ CREATE TABLE IF NOT EXISTS etl_verifier.runs (
     created_at timestamptz NOT NULL DEFAULT now(),
     -- Set once every file is verified or rejected; the run then leaves memory.
     finished_at timestamptz,
-    -- RUNNING, PASSED or FAILED (a content duplicate found later turns PASSED into FAILED).
+    -- RUNNING, PASSED or FAILED (a copy found later turns PASSED into FAILED).
     state text NOT NULL DEFAULT 'RUNNING'
 );
 CREATE INDEX IF NOT EXISTS runs_unfinished ON etl_verifier.runs (run_id) WHERE finished_at IS NULL;
@@ -100,11 +106,28 @@ CREATE TABLE IF NOT EXISTS etl_verifier.content_matches (
     PRIMARY KEY (file_name, row_no, twin_file)
 );
 CREATE INDEX IF NOT EXISTS content_matches_twin ON etl_verifier.content_matches (twin_file);
+-- copy_file holds the same multiset of rows as original_file, a registered file of
+-- another run that landed before it; copy_file may be a file nobody registered.
+CREATE TABLE IF NOT EXISTS etl_verifier.copies (
+    copy_file text NOT NULL,
+    original_file text NOT NULL REFERENCES etl_verifier.files (file_name),
+    PRIMARY KEY (copy_file, original_file)
+);
+CREATE INDEX IF NOT EXISTS copies_original ON etl_verifier.copies (original_file);
+-- A file nobody registered, as last compared: the stored comparison is the one
+-- that saw the most rows.
+CREATE TABLE IF NOT EXISTS etl_verifier.unregistered_files (
+    file_name text PRIMARY KEY,
+    rows_seen bigint NOT NULL,
+    compared_at timestamptz NOT NULL DEFAULT now()
+);
 "#;
 
 /// Taken by the transaction that marks a file verified, around the lookup of
 /// its twins: of two files with the same rows in two runs, proven at the same
 /// moment (by two verifiers), the second to commit must see the first verified.
+/// The comparison of a file nobody registered takes it too, so the only
+/// transactions that lock the rows of several runs take them one at a time.
 const VERIFIED_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtext('etl_verifier verified'))";
 
 /// What storing a check did.
@@ -128,6 +151,28 @@ pub(crate) struct Twin {
     pub(crate) other: String,
     /// Rows of the verified file that the other file also holds.
     pub(crate) rows: usize,
+    /// The verified file holds exactly the other's rows: it is its copy.
+    pub(crate) copy: bool,
+}
+
+/// Rows of a registered file that a file nobody registered also holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnregisteredMatch {
+    pub(crate) registered: String,
+    /// Row numbers of the registered file.
+    pub(crate) rows: Vec<i64>,
+    /// The unregistered file holds exactly the registered file's rows.
+    pub(crate) copy: bool,
+}
+
+/// What [`Store::record_unregistered`] stored.
+#[derive(Debug, Default)]
+pub(crate) struct UnregisteredStored {
+    /// This comparison saw at least as many rows as any stored before, so its
+    /// copies replaced theirs.
+    pub(crate) newest: bool,
+    /// Registered files whose content facts may have changed.
+    pub(crate) changed: BTreeSet<String>,
 }
 
 /// A run's end, as [`Store::finish`] found or made it.
@@ -183,7 +228,7 @@ pub(crate) struct StoredFile {
     pub(crate) check: Option<FileCheck>,
     pub(crate) committed_at_unix_ms: Option<i64>,
     pub(crate) rejected: Option<String>,
-    pub(crate) content_duplicates: u64,
+    pub(crate) content: ContentFacts,
 }
 
 impl StoredFile {
@@ -196,7 +241,7 @@ impl StoredFile {
             check: self.check.as_ref(),
             committed_at_unix_ms: self.committed_at_unix_ms,
             rejected: self.rejected.as_deref(),
-            content_duplicates: self.content_duplicates,
+            content: &self.content,
         }
     }
 }
@@ -216,6 +261,8 @@ pub(crate) struct DigestMatch {
     pub(crate) file_name: String,
     pub(crate) row_no: i64,
     pub(crate) digest: u64,
+    /// Rows of the whole file `file_name`.
+    pub(crate) row_count: u64,
 }
 
 /// Which stored rows a digest lookup may match.
@@ -616,56 +663,116 @@ impl Store {
             .map_err(self.pg("looking up row digests"))
     }
 
-    /// Stores that rows `rows` (row numbers) of registered `file` have their
-    /// content also under `twin`, a file nobody had registered when its rows
-    /// were read, and returns the file's content duplicates: its rows with a
-    /// twin anywhere. A finished run that now has one is FAILED. If `twin` has
-    /// been registered in `file`'s run since, nothing is stored: within a run
+    /// Stores what a comparison of `file`, which nobody had registered when its
+    /// `rows_seen` rows were read, found: for each registered file, its rows
+    /// that `file` also holds, and whether `file` holds exactly its rows (a
+    /// copy). Matches are facts that stay; the copies of `file` are replaced by
+    /// these, unless a comparison that saw more rows was stored before (two
+    /// verifiers reading a file while it lands), or `file` has been registered
+    /// since (its verification decides then). Matches against files of the
+    /// run `file` has been registered in since are not stored: within a run
     /// the same line twice is not a duplicate (this and the registration are
-    /// ordered by the run's row lock, whichever comes first).
-    pub(crate) async fn record_match(
+    /// ordered by the run's row lock, whichever comes first). A finished run
+    /// whose files gained or lost a copy gets its state again.
+    pub(crate) async fn record_unregistered(
         &self,
         file: &str,
-        twin: &str,
-        rows: &[i64],
-    ) -> Result<u64, Error> {
+        rows_seen: u64,
+        matches: &[UnregisteredMatch],
+    ) -> Result<UnregisteredStored, Error> {
         let mut client = self.client().await?;
         let pg = || self.pg(format!("storing content duplicates of file {file:?}"));
         let tx = client.transaction().await.map_err(pg())?;
-        lock_run_of(&tx, file).await.map_err(pg())?;
-        let same_run: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM etl_verifier.files t \
-                   JOIN etl_verifier.files f USING (run_id) \
-                   WHERE t.file_name = $2 AND f.file_name = $1)",
-                &[&file, &twin],
-            )
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(pg())?;
-        if !same_run {
-            insert_matches(&tx, file, twin, rows).await.map_err(pg())?;
+        tx.execute(VERIFIED_LOCK_SQL, &[]).await.map_err(pg())?;
+        let mut stored = UnregisteredStored::default();
+        // Several runs' rows are locked here: the advisory lock above keeps
+        // every transaction that does so (this, a verified check) one at a time.
+        let mut matches: Vec<&UnregisteredMatch> = matches.iter().collect();
+        matches.sort_by(|a, b| a.registered.cmp(&b.registered));
+        let mut originals = Vec::new();
+        for m in &matches {
+            let run = lock_run_of(&tx, &m.registered).await.map_err(pg())?;
+            // Read after the lock: a registration of `file` in this run has
+            // committed by now, or waits for this transaction and then drops
+            // what it stores against its own run.
+            if run.is_some() && run == run_of(&tx, file).await.map_err(pg())? {
+                continue;
+            }
+            insert_matches(&tx, &m.registered, file, &m.rows)
+                .await
+                .map_err(pg())?;
+            stored.changed.insert(m.registered.clone());
+            if m.copy {
+                originals.push(m.registered.clone());
+            }
+        }
+        if run_of(&tx, file).await.map_err(pg())?.is_none() {
+            stored.newest = tx
+                .query_opt(
+                    "INSERT INTO etl_verifier.unregistered_files (file_name, rows_seen) \
+                     VALUES ($1, $2) ON CONFLICT (file_name) DO UPDATE \
+                     SET rows_seen = EXCLUDED.rows_seen, compared_at = now() \
+                     WHERE etl_verifier.unregistered_files.rows_seen <= EXCLUDED.rows_seen \
+                     RETURNING 1",
+                    &[&file, &to_i64(rows_seen)],
+                )
+                .await
+                .map_err(pg())?
+                .is_some();
+            if stored.newest {
+                let changed = set_copies(&tx, file, &originals).await.map_err(pg())?;
+                stored.changed.extend(changed);
+            }
         }
         tx.commit().await.map_err(pg())?;
-        drop(client);
-        self.content_duplicates(file).await
+        Ok(stored)
     }
 
-    /// The content duplicates of registered `file`: its rows with a twin.
-    pub(crate) async fn content_duplicates(&self, file: &str) -> Result<u64, Error> {
+    /// What the content-duplicate checks found for registered `file`.
+    pub(crate) async fn content_facts(&self, file: &str) -> Result<ContentFacts, Error> {
         let client = self.client().await?;
+        let pg = || self.pg(format!("reading content duplicates of file {file:?}"));
         let row = client
             .query_one(
-                "SELECT count(DISTINCT row_no) FROM etl_verifier.content_matches \
-                 WHERE file_name = $1",
+                &format!("SELECT {CONTENT_FACTS_SQL} FROM (SELECT $1::text AS file_name) f"),
                 &[&file],
             )
             .await
-            .map_err(self.pg(format!("reading content duplicates of file {file:?}")))?;
-        row.try_get(0)
-            .map(to_u64)
-            .map_err(self.pg(format!("reading content duplicates of file {file:?}")))
+            .map_err(pg())?;
+        content_facts(&row, 0).map_err(pg())
     }
+}
+
+/// The columns of [`ContentFacts`] for the file `f.file_name`, in the order
+/// [`content_facts`] reads them: rows with a twin anywhere, rows with a twin in
+/// a copy or original, the files it copies and the files that copy it (byte
+/// order).
+const CONTENT_FACTS_SQL: &str = "\
+    (SELECT count(DISTINCT c.row_no) FROM etl_verifier.content_matches c \
+     WHERE c.file_name = f.file_name), \
+    (SELECT count(DISTINCT c.row_no) FROM etl_verifier.content_matches c \
+     WHERE c.file_name = f.file_name AND c.twin_file IN ( \
+         SELECT p.original_file FROM etl_verifier.copies p WHERE p.copy_file = f.file_name \
+         UNION ALL \
+         SELECT p.copy_file FROM etl_verifier.copies p WHERE p.original_file = f.file_name)), \
+    ARRAY(SELECT p.original_file FROM etl_verifier.copies p \
+          WHERE p.copy_file = f.file_name ORDER BY p.original_file COLLATE \"C\"), \
+    ARRAY(SELECT p.copy_file FROM etl_verifier.copies p \
+          WHERE p.original_file = f.file_name ORDER BY p.copy_file COLLATE \"C\")";
+
+/// Reads the columns of [`CONTENT_FACTS_SQL`], starting at `at`.
+fn content_facts(
+    row: &tokio_postgres::Row,
+    at: usize,
+) -> Result<ContentFacts, tokio_postgres::Error> {
+    let twinned = to_u64(row.try_get(at)?);
+    let copied_rows = to_u64(row.try_get(at + 1)?);
+    Ok(ContentFacts {
+        copied_rows,
+        overlapping_rows: twinned.saturating_sub(copied_rows),
+        copy_of: row.try_get(at + 2)?,
+        copies: row.try_get(at + 3)?,
+    })
 }
 
 /// Inserts the run if new and locks its row, so registrations and completion of
@@ -688,21 +795,37 @@ async fn lock_run(
     Ok(row.try_get::<_, Option<i64>>(0)?.map(to_u64))
 }
 
+/// The run `file` is registered in, `None` for a file nobody registered.
+async fn run_of(tx: &Transaction<'_>, file: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    tx.query_opt(
+        "SELECT run_id FROM etl_verifier.files WHERE file_name = $1",
+        &[&file],
+    )
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()
+}
+
 /// Locks the row of the run `file` is registered in, for a write to the
 /// results of its files: it waits for a registration or the run's end, and
-/// they wait for it.
-async fn lock_run_of(tx: &Transaction<'_>, file: &str) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "SELECT 1 FROM etl_verifier.runs WHERE run_id = \
+/// they wait for it. Returns the run, `None` for a file nobody registered.
+async fn lock_run_of(
+    tx: &Transaction<'_>,
+    file: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    tx.query_opt(
+        "SELECT run_id FROM etl_verifier.runs WHERE run_id = \
            (SELECT run_id FROM etl_verifier.files WHERE file_name = $1) FOR NO KEY UPDATE",
         &[&file],
     )
-    .await
-    .map(drop)
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()
 }
 
 /// Stores rows `rows` of `file` as twins of `twin`, under the row lock of
-/// `file`'s run, and turns that run FAILED if it finished already.
+/// `file`'s run. Rows that landed twice do not change a run's state on their
+/// own: a copy does ([`set_copies`]).
 async fn insert_matches(
     tx: &Transaction<'_>,
     file: &str,
@@ -719,44 +842,125 @@ async fn insert_matches(
         &[&file, &twin, &rows],
     )
     .await?;
+    Ok(())
+}
+
+/// Makes `originals` the files `copy` is a copy of, in place of those stored
+/// before, and gives the finished runs of the originals added or dropped their
+/// state again from their stored files. Returns those originals.
+async fn set_copies(
+    tx: &Transaction<'_>,
+    copy: &str,
+    originals: &[String],
+) -> Result<BTreeSet<String>, tokio_postgres::Error> {
+    let before: BTreeSet<String> = tx
+        .query(
+            "SELECT original_file FROM etl_verifier.copies WHERE copy_file = $1",
+            &[&copy],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let after: BTreeSet<String> = originals.iter().cloned().collect();
+    let changed: BTreeSet<String> = before.symmetric_difference(&after).cloned().collect();
+    if changed.is_empty() {
+        return Ok(changed);
+    }
+    let gone: Vec<&String> = before.difference(&after).collect();
+    let new: Vec<&String> = after.difference(&before).collect();
+    // Every run is locked before its files' copies change (the caller holds
+    // the advisory lock that serializes transactions locking several runs).
+    for original in &changed {
+        lock_run_of(tx, original).await?;
+    }
     tx.execute(
-        "UPDATE etl_verifier.runs SET state = $2 \
-         WHERE finished_at IS NOT NULL AND state <> $2 \
-           AND run_id = (SELECT run_id FROM etl_verifier.files WHERE file_name = $1)",
-        &[&file, &report::FAILED],
+        "DELETE FROM etl_verifier.copies WHERE copy_file = $1 AND original_file = ANY($2)",
+        &[&copy, &gone],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO etl_verifier.copies (copy_file, original_file) \
+         SELECT $1, o FROM unnest($2::text[]) AS o ON CONFLICT DO NOTHING",
+        &[&copy, &new],
+    )
+    .await?;
+    for original in &changed {
+        restate_run_of(tx, original).await?;
+    }
+    Ok(changed)
+}
+
+/// Decides the state of the finished run holding `file` again from its stored
+/// files: a copy found (or dropped) after the run ended changes its verdict.
+/// The caller holds the run's row lock.
+async fn restate_run_of(tx: &Transaction<'_>, file: &str) -> Result<(), tokio_postgres::Error> {
+    let Some(run) = tx
+        .query_opt(
+            "SELECT r.run_id, r.expected_files FROM etl_verifier.runs r \
+             JOIN etl_verifier.files f USING (run_id) \
+             WHERE f.file_name = $1 AND r.finished_at IS NOT NULL",
+            &[&file],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let run_id: String = run.try_get(0)?;
+    let expected_files = run.try_get::<_, Option<i64>>(1)?.map(to_u64);
+    let stored = StoredRun {
+        files: stored_files(tx, &run_id).await?,
+        run_id,
+        expected_files,
+        finished: true,
+    };
+    let report = stored.report();
+    tx.execute(
+        "UPDATE etl_verifier.runs SET state = $2 WHERE run_id = $1 AND state <> $2",
+        &[&stored.run_id, &report.state],
     )
     .await?;
     Ok(())
 }
 
-/// Looks up `m`'s rows among the verified files of other runs and stores the
-/// matches on both sides (see [`crate::duplicates`]). Runs under
-/// [`VERIFIED_LOCK_SQL`].
+/// Looks up `m`'s rows among the verified files of other runs, stores the
+/// matches on both sides, and makes `m`'s file the copy of each whose rows it
+/// holds exactly (see [`crate::duplicates`]). Runs under [`VERIFIED_LOCK_SQL`]
+/// with `m`'s run locked.
 async fn record_twins(
     tx: &Transaction<'_>,
     m: &Manifest,
 ) -> Result<Vec<Twin>, tokio_postgres::Error> {
     let digests: HashSet<u64> = m.row_digests.iter().copied().collect();
-    if digests.is_empty() {
-        return Ok(Vec::new());
-    }
     let digests: Vec<u64> = digests.into_iter().collect();
-    let matches = match_digests(
-        tx,
-        &m.columns,
-        &digests,
-        MatchScope::VerifiedOutsideRun(&m.run_id),
-    )
-    .await?;
+    let matches = if digests.is_empty() {
+        Vec::new()
+    } else {
+        match_digests(
+            tx,
+            &m.columns,
+            &digests,
+            MatchScope::VerifiedOutsideRun(&m.run_id),
+        )
+        .await?
+    };
     let mut twins = Vec::new();
+    let mut originals = Vec::new();
     for pair in duplicates::twin_rows(m, matches) {
         insert_matches(tx, &m.file_name, &pair.other, &pair.ours).await?;
         insert_matches(tx, &pair.other, &m.file_name, &pair.theirs).await?;
+        if pair.copy {
+            originals.push(pair.other.clone());
+        }
         twins.push(Twin {
             rows: pair.ours.len(),
             other: pair.other,
+            copy: pair.copy,
         });
     }
+    // Its verification is the last word on what the file copies: a comparison
+    // made while it was a file nobody registered is replaced.
+    set_copies(tx, &m.file_name, &originals).await?;
     Ok(twins)
 }
 
@@ -773,7 +977,7 @@ async fn match_digests(
     };
     let rows = client
         .query(
-            "SELECT d.file_name, d.row_no, d.digest \
+            "SELECT d.file_name, d.row_no, d.digest, f.row_count \
              FROM etl_verifier.row_digests d JOIN etl_verifier.files f USING (file_name) \
              WHERE d.digest = ANY($1) AND f.columns = $2 \
                AND ($3::text IS NULL OR f.run_id <> $3) AND (f.verified OR NOT $4)",
@@ -786,6 +990,7 @@ async fn match_digests(
                 file_name: r.try_get(0)?,
                 row_no: r.try_get(1)?,
                 digest: r.try_get::<_, i64>(2)? as u64,
+                row_count: to_u64(r.try_get(3)?),
             })
         })
         .collect()
@@ -799,13 +1004,14 @@ async fn stored_files(
 ) -> Result<Vec<StoredFile>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT f.file_name, f.row_count, f.columns, f.checksum, f.uploaded_at_unix_ms, \
-                    f.trace_id, f.traceparent, f.checked_at IS NOT NULL, f.rows_landed, \
-                    f.missing, f.duplicates, f.altered, f.committed_at_unix_ms, j.reason, \
-                    (SELECT count(DISTINCT c.row_no) \
-                     FROM etl_verifier.content_matches c WHERE c.file_name = f.file_name) \
-             FROM etl_verifier.files f LEFT JOIN etl_verifier.rejections j USING (file_name) \
-             WHERE f.run_id = $1 ORDER BY f.file_name COLLATE \"C\"",
+            &format!(
+                "SELECT f.file_name, f.row_count, f.columns, f.checksum, f.uploaded_at_unix_ms, \
+                        f.trace_id, f.traceparent, f.checked_at IS NOT NULL, f.rows_landed, \
+                        f.missing, f.duplicates, f.altered, f.committed_at_unix_ms, j.reason, \
+                        {CONTENT_FACTS_SQL} \
+                 FROM etl_verifier.files f LEFT JOIN etl_verifier.rejections j USING (file_name) \
+                 WHERE f.run_id = $1 ORDER BY f.file_name COLLATE \"C\""
+            ),
             &[&run_id],
         )
         .await?;
@@ -841,7 +1047,7 @@ async fn stored_files(
                 check,
                 committed_at_unix_ms: r.try_get(12)?,
                 rejected: r.try_get(13)?,
-                content_duplicates: to_u64(r.try_get(14)?),
+                content: content_facts(r, 14)?,
             })
         })
         .collect()
@@ -934,22 +1140,33 @@ async fn register_tx(
     .await
     .map_err(pg)?;
     // Rows of this file that landed before it was registered were compared as
-    // an unknown file's: within its own run they are not duplicates.
-    let unmatched = tx
-        .query(
-            "DELETE FROM etl_verifier.content_matches c USING etl_verifier.files f \
-             WHERE c.twin_file = $1 AND f.file_name = c.file_name AND f.run_id = $2 \
-             RETURNING c.file_name",
-            &[&m.file_name, &m.run_id],
-        )
-        .await
-        .map_err(pg)?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<std::collections::BTreeSet<String>, _>>()
-        .map_err(pg)?
-        .into_iter()
-        .collect();
+    // an unknown file's: within its own run they are not duplicates, nor is it
+    // a copy of a file of its own run. (The run is locked and not finished: no
+    // state to decide again.)
+    let mut unmatched = std::collections::BTreeSet::new();
+    for sql in [
+        "DELETE FROM etl_verifier.content_matches c USING etl_verifier.files f \
+         WHERE c.twin_file = $1 AND f.file_name = c.file_name AND f.run_id = $2 \
+         RETURNING c.file_name",
+        "DELETE FROM etl_verifier.copies c USING etl_verifier.files f \
+         WHERE c.copy_file = $1 AND f.file_name = c.original_file AND f.run_id = $2 \
+         RETURNING c.original_file",
+    ] {
+        for r in tx
+            .query(sql, &[&m.file_name, &m.run_id])
+            .await
+            .map_err(pg)?
+        {
+            unmatched.insert(r.try_get::<_, String>(0).map_err(pg)?);
+        }
+    }
+    let unmatched = unmatched.into_iter().collect();
+    tx.execute(
+        "DELETE FROM etl_verifier.unregistered_files WHERE file_name = $1",
+        &[&m.file_name],
+    )
+    .await
+    .map_err(pg)?;
     let rejected = tx
         .query_opt(
             "SELECT reason FROM etl_verifier.rejections WHERE file_name = $1",

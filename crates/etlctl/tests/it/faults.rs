@@ -446,7 +446,8 @@ fn kill_the_extractor_then_rerun() {
 }
 
 /// The same demo twice adds no row; a copy of a landed file under a new name is
-/// reported as content duplicates.
+/// reported as content duplicates, names the copy and its original, and turns the
+/// original's run FAILED (rows merely shared with other files would be a warning).
 #[test]
 fn rerun_adds_nothing_and_copies_are_content_duplicates() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -487,6 +488,24 @@ fn rerun_adds_nothing_and_copies_are_content_duplicates() {
             && report["content_duplicates"].as_u64().unwrap_or(0) > 0
         {
             assert_eq!(report["passed"], false, "{report}");
+            assert_eq!(report["state"], "FAILED", "{report}");
+            assert_eq!(
+                report["copies"],
+                serde_json::json!([{ "copy": copy, "original": original }]),
+                "{report}"
+            );
+            // Every row of the original (a chunk of ~930 kept rows) is in the copy.
+            let original_rows = report["content_duplicates"].as_u64().unwrap_or(0);
+            assert!(original_rows > 500, "{report}");
+            assert_eq!(
+                (report["missing"].as_u64(), report["altered"].as_u64()),
+                (Some(0), Some(0))
+            );
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "report exits 2 for a failed run"
+            );
             break;
         }
         assert!(

@@ -3,6 +3,7 @@
 
 mod faults;
 mod helpers;
+mod overlap;
 mod workers;
 
 use std::process::{Child, Command, Stdio};

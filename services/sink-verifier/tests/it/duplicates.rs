@@ -1,5 +1,8 @@
 //! Content duplicates: the same rows landed under two file names. The lineage
-//! key cannot see them; the verifier compares row digests.
+//! key cannot see them; the verifier compares row digests. A file holding
+//! exactly another landed file's rows (of another run) is a copy and fails
+//! both runs; rows shared by files that are not copies are overlapping rows,
+//! reported without failing anything.
 
 use std::time::Duration;
 
@@ -36,6 +39,9 @@ async fn a_copy_under_a_new_name_fails_the_run_of_the_original() -> TestResult {
     assert!(failed.complete);
     assert_eq!(failed.content_duplicates, 6);
     assert_eq!(failed.file_reports[0].content_duplicates, 6);
+    // The report names the copy.
+    assert_eq!(failed.file_reports[0].copies, ["copy of a.csv"]);
+    assert_eq!(failed.overlapping_rows, 0);
     // The file itself still landed once and unaltered.
     assert!(failed.file_reports[0].verified);
     assert_eq!(
@@ -48,7 +54,10 @@ async fn a_copy_under_a_new_name_fails_the_run_of_the_original() -> TestResult {
         .await?;
     h.insert_reviews("copy of a.csv", &[], true).await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(h.report(run).await?.content_duplicates, 6);
+    let report = h.report(run).await?;
+    assert_eq!((report.content_duplicates, report.overlapping_rows), (6, 0));
+    // The partial copy holds two of its rows, not all: it is no copy.
+    assert_eq!(report.file_reports[0].copies, ["copy of a.csv"]);
     let state: String =
         h.db.query_one(
             "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
@@ -61,8 +70,10 @@ async fn a_copy_under_a_new_name_fails_the_run_of_the_original() -> TestResult {
 }
 
 /// The same rows registered again in another run (a rerun under a new run id)
-/// are duplicates for both runs; the same line twice within one run's input is
-/// not, even when the second file's rows landed before it was registered.
+/// make a copy, which fails both runs; the same line twice within one run's
+/// input is not a duplicate, even when the second file's rows landed before it
+/// was registered, and a line of a copied file that another file of the
+/// original's run also holds is an overlapping row there.
 #[tokio::test]
 async fn a_rerun_under_a_new_run_id_is_caught_and_a_line_repeated_in_one_run_is_not() -> TestResult
 {
@@ -101,8 +112,11 @@ async fn a_rerun_under_a_new_run_id_is_caught_and_a_line_repeated_in_one_run_is_
     h.insert_reviews(b, &numbered(&a1_rows), true).await?;
     let report = h.watch_until(rerun, WAIT, |r| r.complete).await?;
     assert_eq!(report.state, "FAILED");
-    // B's 4 rows, row 1 of them with twins in both A1 and A2: counted once.
+    // B's 4 rows, row 1 of them with twins in both A1 and A2: counted once,
+    // as rows of a copy.
     assert_eq!(report.content_duplicates, 4);
+    assert_eq!(report.overlapping_rows, 0);
+    assert_eq!(report.file_reports[0].copy_of, [a1]);
     assert_eq!((report.files_verified, report.missing), (1, 0));
 
     let report = poll_report(&mut h.grpc, first, WAIT, |r| r.state == "FAILED").await?;
@@ -111,9 +125,119 @@ async fn a_rerun_under_a_new_run_id_is_caught_and_a_line_repeated_in_one_run_is_
             .file_reports
             .iter()
             .find(|f| f.file_name == name)
-            .map(|f| f.content_duplicates)
+            .map(|f| (f.content_duplicates, f.overlapping_rows, f.copies.clone()))
     };
-    assert_eq!((by_name(a1), by_name(a2)), (Some(4), Some(1)));
-    assert_eq!(report.content_duplicates, 5);
+    assert_eq!(by_name(a1), Some((4, 0, vec![b.to_string()])));
+    assert_eq!(by_name(a2), Some((0, 1, vec![])));
+    assert_eq!((report.content_duplicates, report.overlapping_rows), (4, 1));
+    Ok(())
+}
+
+/// A bigger input that starts with a smaller one's rows (the demo generator
+/// with the same seed), and the same review in two datasets: overlapping rows,
+/// reported on both sides, while both runs pass. Neither file copies the other,
+/// and a file holding one line twice is no copy of a file holding it once.
+#[tokio::test]
+async fn overlapping_rows_are_reported_and_both_runs_pass() -> TestResult {
+    let mut h = start("review", true, NO_POLL).await?;
+    let (small, big) = ("run-small", "run-big");
+    let s = "run-small__demo__chunk_000000.csv";
+    let g = "run-big__demo__chunk_000000.csv";
+    let small_rows = review_rows("demo", 4);
+    // The bigger input: the smaller one's rows, one of them again (the
+    // generator's sentence pool repeats itself), and more.
+    let mut big_rows = small_rows.clone();
+    big_rows.push(small_rows[2].clone());
+    big_rows.extend(review_rows("more", 3));
+    h.register(manifest(small, s, &REVIEW_COLUMNS, &small_rows))
+        .await?;
+    h.complete(small, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(s, &numbered(&small_rows), true).await?;
+    let report = h.watch_until(small, WAIT, |r| r.complete).await?;
+    assert_eq!(report.state, "PASSED", "{report:?}");
+
+    h.register(manifest(big, g, &REVIEW_COLUMNS, &big_rows))
+        .await?;
+    h.complete(big, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(g, &numbered(&big_rows), true).await?;
+    let report = h.watch_until(big, WAIT, |r| r.complete).await?;
+    assert_eq!(report.state, "PASSED", "{report:?}");
+    assert_eq!(
+        (report.overlapping_rows, report.content_duplicates),
+        (5, 0),
+        "{report:?}"
+    );
+    let file = &report.file_reports[0];
+    assert!(
+        file.copy_of.is_empty() && file.copies.is_empty(),
+        "{file:?}"
+    );
+
+    let report = h.report(small).await?;
+    assert_eq!(report.state, "PASSED", "{report:?}");
+    assert_eq!((report.overlapping_rows, report.content_duplicates), (4, 0));
+
+    // The same rows as the small file, but one of them twice: no copy either.
+    let twice = "run-twice";
+    let t = "run-twice__demo__chunk_000000.csv";
+    let mut twice_rows = small_rows.clone();
+    twice_rows.push(small_rows[0].clone());
+    h.register(manifest(twice, t, &REVIEW_COLUMNS, &twice_rows))
+        .await?;
+    h.complete(twice, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(t, &numbered(&twice_rows), true).await?;
+    let report = h.watch_until(twice, WAIT, |r| r.complete).await?;
+    assert_eq!(report.state, "PASSED", "{report:?}");
+    assert_eq!((report.overlapping_rows, report.content_duplicates), (5, 0));
+    let state: String =
+        h.db.query_one(
+            "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
+            &[&small],
+        )
+        .await?
+        .get(0);
+    assert_eq!(state, "PASSED");
+    Ok(())
+}
+
+/// A file nobody registered is read again at each NOTIFY: while it holds
+/// exactly a registered file's rows it is that file's copy (and fails the
+/// original's run); once more rows landed under it, it is not, and the rows it
+/// shares are overlapping rows.
+#[tokio::test]
+async fn an_unregistered_file_is_a_copy_only_while_it_holds_exactly_the_rows() -> TestResult {
+    let mut h = start("review", true, NO_POLL).await?;
+    let (run, file) = ("run-orig", "run-orig__a__chunk_000001.csv");
+    let rows = review_rows(file, 5);
+    h.register(manifest(run, file, &REVIEW_COLUMNS, &rows))
+        .await?;
+    h.complete(run, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(file, &numbered(&rows), true).await?;
+    let passed = h.watch_until(run, WAIT, |r| r.complete).await?;
+    assert_eq!(passed.state, "PASSED");
+
+    // Its first rows land: a copy as far as anyone can tell.
+    let other = "appended.csv";
+    h.insert_reviews(other, &numbered(&rows), true).await?;
+    let failed = poll_report(&mut h.grpc, run, WAIT, |r| r.state == "FAILED").await?;
+    assert_eq!(failed.file_reports[0].copies, [other]);
+    // More rows land under it: it was a bigger file, overlapping.
+    h.insert_reviews(other, &[(6, review_rows("extra", 1).remove(0))], true)
+        .await?;
+    let report = poll_report(&mut h.grpc, run, WAIT, |r| r.state == "PASSED").await?;
+    assert!(report.file_reports[0].copies.is_empty(), "{report:?}");
+    assert_eq!((report.overlapping_rows, report.content_duplicates), (5, 0));
+    let state: String =
+        h.db.query_one(
+            "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
+            &[&run],
+        )
+        .await?
+        .get(0);
+    assert_eq!(state, "PASSED");
     Ok(())
 }

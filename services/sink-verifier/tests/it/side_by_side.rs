@@ -165,6 +165,7 @@ async fn two_verifiers_side_by_side_agree_on_every_run_and_count_once() -> TestR
     tokio::time::sleep(Duration::from_millis(10)).await;
     let landed = numbered(&rows);
     insert_reviews_together(&mut a.db, &[(x, &landed), (y, &landed)]).await?;
+    let mut named = Vec::new();
     for run in [first, rerun] {
         let report = both_until(&mut a, &mut b, run, |r| r.state == "FAILED").await?;
         assert!(report.complete, "{report:?}");
@@ -174,6 +175,49 @@ async fn two_verifiers_side_by_side_agree_on_every_run_and_count_once() -> TestR
             (0, 0, 0)
         );
         assert_eq!(report.content_duplicates, 6, "{report:?}");
+        assert_eq!(report.overlapping_rows, 0, "{report:?}");
+        let f = &report.file_reports[0];
+        named.push((f.copy_of.clone(), f.copies.clone()));
+    }
+    // Whichever was proven second is the copy of the other, named on both sides.
+    let (x, y) = (x.to_string(), y.to_string());
+    assert!(
+        named == [(vec![], vec![y.clone()]), (vec![x.clone()], vec![])]
+            || named == [(vec![y], vec![]), (vec![], vec![x])],
+        "{named:?}"
+    );
+
+    // Two runs whose files share rows without being copies (a bigger input
+    // with a smaller one's start), proven at the same moment: overlapping
+    // rows on both sides, and both runs pass.
+    let (small, big) = ("run-overlap-1", "run-overlap-2");
+    let (s, g) = (
+        "run-overlap-1__a__chunk_000001.csv",
+        "run-overlap-2__a__chunk_000001.csv",
+    );
+    let small_rows = review_rows(s, 3);
+    let mut big_rows = small_rows.clone();
+    big_rows.extend(review_rows(g, 2));
+    a.register(manifest(small, s, &REVIEW_COLUMNS, &small_rows))
+        .await?;
+    a.complete(small, 1).await?;
+    b.register(manifest(big, g, &REVIEW_COLUMNS, &big_rows))
+        .await?;
+    b.complete(big, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    insert_reviews_together(
+        &mut a.db,
+        &[(s, &numbered(&small_rows)), (g, &numbered(&big_rows))],
+    )
+    .await?;
+    for run in [small, big] {
+        let report = both_until(&mut a, &mut b, run, |r| r.complete).await?;
+        assert_eq!(report.state, "PASSED", "{report:?}");
+        assert_eq!(
+            (report.overlapping_rows, report.content_duplicates),
+            (3, 0),
+            "{report:?}"
+        );
     }
 
     // Nothing was stored twice.
@@ -183,14 +227,16 @@ async fn two_verifiers_side_by_side_agree_on_every_run_and_count_once() -> TestR
                     (SELECT count(*) FROM etl_verifier.files), \
                     (SELECT sum(rows_landed)::bigint FROM etl_verifier.files), \
                     (SELECT count(*) FROM etl_verifier.row_digests), \
-                    (SELECT count(*) FROM etl_verifier.content_matches)",
+                    (SELECT count(*) FROM etl_verifier.content_matches), \
+                    (SELECT count(*) FROM etl_verifier.copies)",
             &[],
         )
         .await?;
-    let counts: Vec<i64> = (0..5).map(|i| stored.get(i)).collect();
-    // Runs; files 4 + 3 + 1 + 1; rows landed 22 + 11 + 6 + 6; digests 22 + 12
-    // + 6 + 6; each twin's 6 rows matched to the other's.
-    assert_eq!(counts, [4, 9, 45, 46, 12]);
+    let counts: Vec<i64> = (0..6).map(|i| stored.get(i)).collect();
+    // Runs; files 4 + 3 + 1 + 1 + 1 + 1; rows landed 22 + 11 + 6 + 6 + 3 + 5;
+    // digests 22 + 12 + 6 + 6 + 3 + 5; each twin's 6 rows matched to the
+    // other's, and the 3 shared rows on each side; one copy.
+    assert_eq!(counts, [6, 11, 53, 54, 18, 1]);
     let runs =
         a.db.query(
             "SELECT run_id, state, finished_at IS NOT NULL FROM etl_verifier.runs \
@@ -207,6 +253,8 @@ async fn two_verifiers_side_by_side_agree_on_every_run_and_count_once() -> TestR
         runs,
         [
             expect("run-damaged", "RUNNING", false),
+            expect("run-overlap-1", "PASSED", true),
+            expect("run-overlap-2", "PASSED", true),
             expect("run-side", "PASSED", true),
             expect("run-twin-1", "FAILED", true),
             expect("run-twin-2", "FAILED", true),

@@ -5,12 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: the source and sink allocate per record
-/// (parsed fields, envelopes, decoded values), and glibc's allocator was a
-/// quarter of connect-manager's CPU in a 100k-row burst (`perf`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Runs file-etl connectors: an SFTP CSV/TSV source producing to Kafka and a
 /// JDBC-style sink writing to Postgres. gRPC etl.v1.ConnectManager and a
 /// Kafka-Connect-compatible REST API manage them.

@@ -7,10 +7,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: SFTP packets are allocated and freed per read and write; the same choice as connect-manager's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The file-etl SFTP server: per-user roots with input/, finished/ and error/,
 /// and FileReady events over gRPC (etl.v1.SftpGateway) for completed uploads.
 #[derive(Parser)]

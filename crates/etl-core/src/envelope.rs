@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -119,24 +120,26 @@ thread_local! {
     /// The last schema decoded on this thread, with its JSON text. Every
     /// record of a file carries the same schema: parsing it once per change
     /// instead of once per record was most of the sink's decoding cost.
-    static LAST_SCHEMA: RefCell<Option<(Box<str>, Schema)>> = const { RefCell::new(None) };
+    static LAST_SCHEMA: RefCell<Option<(Box<str>, Arc<Schema>)>> = const { RefCell::new(None) };
 }
 
 /// Decodes an envelope into its schema and the values in schema field order.
+/// Consecutive records with the same schema share one `Arc` (a sink compares
+/// it per record, and cloning a schema per record cost a dozen allocations).
 ///
 /// One pass over the bytes for the envelope as Kafka Connect and our source
 /// write it (`schema` first, then `payload`, no field name twice). Anything
 /// else, and every error, goes through [`decode_generic`], the reader of any
 /// valid envelope, so both paths give the same answer (a property test holds
 /// them to it).
-pub fn decode(bytes: &[u8]) -> Result<(Schema, Vec<Value>), EnvelopeError> {
+pub fn decode(bytes: &[u8]) -> Result<(Arc<Schema>, Vec<Value>), EnvelopeError> {
     match decode_fast(bytes) {
         Some(decoded) => Ok(decoded),
-        None => decode_generic(bytes),
+        None => decode_generic(bytes).map(|(schema, values)| (Arc::new(schema), values)),
     }
 }
 
-fn decode_fast(bytes: &[u8]) -> Option<(Schema, Vec<Value>)> {
+fn decode_fast(bytes: &[u8]) -> Option<(Arc<Schema>, Vec<Value>)> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded = de.deserialize_map(EnvelopeVisitor).ok()??;
     de.end().ok()?;
@@ -145,14 +148,14 @@ fn decode_fast(bytes: &[u8]) -> Option<(Schema, Vec<Value>)> {
 
 /// The schema of `text`, from the thread's cache when it is the last one seen.
 /// `None` for a schema the fast path leaves to [`decode_generic`].
-fn cached_schema(text: &str) -> Option<Schema> {
+fn cached_schema(text: &str) -> Option<Arc<Schema>> {
     LAST_SCHEMA.with_borrow_mut(|last| {
         if let Some((t, schema)) = last.as_ref()
             && **t == *text
         {
             return Some(schema.clone());
         }
-        let schema = parse_schema(&serde_json::from_str(text).ok()?).ok()?;
+        let schema = Arc::new(parse_schema(&serde_json::from_str(text).ok()?).ok()?);
         let mut names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
@@ -167,7 +170,7 @@ fn cached_schema(text: &str) -> Option<Schema> {
 struct EnvelopeVisitor;
 
 impl<'de> Visitor<'de> for EnvelopeVisitor {
-    type Value = Option<(Schema, Vec<Value>)>;
+    type Value = Option<(Arc<Schema>, Vec<Value>)>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a Kafka Connect envelope")
@@ -510,7 +513,7 @@ mod tests {
             Value::Null,
         ];
         let (s, v) = decode(&enc.encode(&vals)).expect("decodes");
-        assert_eq!(s, schema());
+        assert_eq!(*s, schema());
         assert_eq!(v, vals);
     }
 
@@ -526,13 +529,12 @@ mod tests {
             Value::Double(2.5),
             Value::Null,
         ]);
-        for _ in 0..2 {
-            // Twice: the second one meets the cached schema.
-            assert_eq!(
-                decode_fast(&ours),
-                Some(decode_generic(&ours).expect("valid"))
-            );
-        }
+        let (schema, values) = decode_generic(&ours).expect("valid");
+        let first = decode_fast(&ours).expect("fast path");
+        assert_eq!((&*first.0, &first.1), (&schema, &values));
+        // The second record meets the cached schema: the same Arc.
+        let second = decode_fast(&ours).expect("fast path");
+        assert!(Arc::ptr_eq(&first.0, &second.0));
         let connect = br#"{"schema":{"type":"struct","fields":[{"type":"int64","optional":false,"field":"n"},{"type":"string","optional":true,"field":"t\u00e9"}],"optional":false},"payload":{"t\u00e9":"a\nb","n":-1,"extra":[1]}}"#;
         let (s, v) = decode_fast(connect).expect("fast path");
         assert_eq!(s.fields[1].name, "té");

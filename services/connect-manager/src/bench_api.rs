@@ -22,11 +22,10 @@ pub fn build_copy_batch(records: &[(String, i64, Vec<u8>)]) -> Result<Vec<u8>, S
         let (schema, values) = envelope::decode(value).map_err(|e| e.to_string())?;
         // Rows of one file share their schema, as in the sink.
         let schema = match &last {
-            Some(s) if **s == schema => s.clone(),
+            Some(s) if Arc::ptr_eq(s, &schema) || **s == *schema => s.clone(),
             _ => {
-                let s = Arc::new(schema);
-                last = Some(s.clone());
-                s
+                last = Some(schema.clone());
+                schema
             }
         };
         changes.push(Change::Row(SinkRow {

@@ -697,7 +697,7 @@ async fn dead_letter(
 /// (`quote.sql.identifiers`), and where the key fields are.
 struct Shape {
     /// The schema as the record carried it.
-    source: Schema,
+    source: Arc<Schema>,
     schema: Arc<Schema>,
     /// Positions in the record's values of the fields kept; None: all of them.
     keep: Option<Vec<usize>>,
@@ -706,7 +706,7 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(config: &SinkConfig, source: Schema) -> Result<Self, String> {
+    fn new(config: &SinkConfig, source: Arc<Schema>) -> Result<Self, String> {
         let named: Vec<Field> = source
             .fields
             .iter()
@@ -816,7 +816,10 @@ fn decode(
         );
     };
     let (schema, values) = envelope::decode(payload).map_err(|e| e.to_string())?;
-    if !last_shape.as_ref().is_some_and(|s| s.source == schema) {
+    if !last_shape
+        .as_ref()
+        .is_some_and(|s| Arc::ptr_eq(&s.source, &schema) || s.source == schema)
+    {
         *last_shape = Some(Shape::new(config, schema)?);
     }
     let shape = last_shape.as_ref().ok_or("no shape")?;

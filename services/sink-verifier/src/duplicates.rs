@@ -16,37 +16,48 @@
 //! once it is verified), a file nobody registered has the rows Postgres holds.
 //!
 //! The row digests of every registered file are kept in the store, indexed by
-//! digest, so the happy path pays one indexed lookup per verified file:
+//! digest, and what a check costs grows with the file's own rows, not with how
+//! many files hold the same content (a small sentence pool puts one review in
+//! every file):
+//! - [`twinning`]: a registered file is being recorded verified
+//!   (`Store::record_check`), in the transaction that marks it verified, under
+//!   an advisory lock, so of two twins the second to be verified finds the
+//!   first, even when two verifiers prove them at the same moment. For each of
+//!   its digests the store keeps the runs whose verified files hold it
+//!   (`digest_runs`, a few entries read per digest): its rows whose digest
+//!   another run holds are twinned; where exactly one other run held the
+//!   digest, that run's verified rows with it had no twin yet and are twinned
+//!   now (once per digest: from then on every verified row with it has one).
+//!   Its copies are found by fingerprint ([`digest_sum`] and the row count,
+//!   indexed), each candidate confirmed by comparing its digests
+//!   ([`same_multiset`]). Within one run the same line may appear twice in the
+//!   input, and the manifests expect both, so that is not a duplicate.
 //! - [`unknown_file`]: the sink NOTIFYs a file nobody registered. Its rows are
 //!   read back, digested over the column list of the registered files, and
 //!   looked up; each registered file whose rows match counts them, and is its
 //!   original if the unknown file holds exactly its rows. Every later NOTIFY
 //!   reads the file again, and the store keeps the reading that saw the most
 //!   rows (rows only ever land), so two verifiers reading at different moments
-//!   agree, and a copy still landing is told apart once it is all there.
-//! - [`twin_rows`]: a registered file is being recorded verified
-//!   (`Store::record_check`). Its digests are looked up among the verified
-//!   files of *other* runs, in the transaction that marks it verified, under an
-//!   advisory lock; both sides count the match, and an exact match makes it
-//!   the copy of the file verified before it. So of two twins the second to be
-//!   verified finds the first, even when two verifiers prove them at the same
-//!   moment. Within one run the same line may appear twice in the input, and
-//!   the manifests expect both, so that is not a duplicate.
+//!   agree, and a copy still landing is told apart once it is all there. These
+//!   matches name the unknown file (it may be registered later in the run of a
+//!   file it matched, and then they no longer count), so they are stored per
+//!   row and registered file that match.
 //!
-//! What is stored is each matched row (file, row number, other file) and each
-//! copy (copy, original); a file counts its rows that have a twin anywhere, so
-//! checking again, two verifiers checking, or a row with twins in two files
-//! never counts twice.
+//! What is stored is each twinned row once (`twinned_rows`, counted per file as
+//! rows are added), each row matched with a file nobody registered or with a
+//! copy or original, by name (`content_matches`), and each copy (copy,
+//! original); a file counts its rows that have a twin anywhere, so checking
+//! again, two verifiers checking, or a row with twins in two files never
+//! counts twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tokio_postgres::Client;
 
 use crate::{
     Error,
-    manifest::Manifest,
     registry::Registry,
-    store::{DigestMatch, MatchScope, UnregisteredMatch},
+    store::{DigestMatch, UnregisteredMatch},
     verify::Verifier,
 };
 
@@ -120,9 +131,7 @@ pub(crate) async fn unknown_file(
             .collect::<HashSet<u64>>()
             .into_iter()
             .collect();
-        let matches = store
-            .match_digests(&columns, &digests, MatchScope::AllFiles)
-            .await?;
+        let matches = store.match_digests(&columns, &digests).await?;
         for (registered, matched) in by_file(matches) {
             let copy = exact
                 .as_ref()
@@ -158,70 +167,71 @@ pub(crate) async fn unknown_file(
             );
         }
     }
-    for registered in stored.changed {
-        let facts = store.content_facts(&registered).await?;
-        registry.set_content(&registered, facts);
-    }
+    let changed: Vec<String> = stored.changed.into_iter().collect();
+    registry.refresh_content(&changed).await?;
     Ok(found)
 }
 
-/// The rows a registered file shares with another run's file.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct TwinRows {
-    pub(crate) other: String,
-    /// Row numbers of the registered file whose content the other holds.
-    pub(crate) ours: Vec<i64>,
-    /// Row numbers of the other file whose content the registered one holds.
-    pub(crate) theirs: Vec<i64>,
-    /// The two hold the same multiset of rows: the registered file is a copy
-    /// of the other.
-    pub(crate) copy: bool,
+/// How many runs [`twinning`] needs to know of per digest: enough to tell "none
+/// but the file's own", "exactly one other" and "more".
+pub(crate) const RUNS_LOOKED_UP: usize = 2;
+
+/// What a file's verification twins.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Twinning {
+    /// Its rows (numbered from 1) whose content a verified file of another
+    /// run holds, ascending.
+    pub(crate) rows: Vec<i64>,
+    /// Its digests that exactly one run held so far, another than its own, with
+    /// that run: that run's verified rows with the digest had no twin, and
+    /// get this file's now (ascending).
+    pub(crate) first_twins: Vec<(u64, String)>,
 }
 
-/// Pairs `manifest`'s rows with `matches`, the stored rows (of other files)
-/// that have one of its digests: one entry per other file, rows ascending.
-pub(crate) fn twin_rows(manifest: &Manifest, matches: Vec<DigestMatch>) -> Vec<TwinRows> {
-    let ours_counted = counts(manifest.row_digests.iter().copied());
-    let rows = manifest.row_digests.len() as u64;
-    by_file(matches)
-        .into_iter()
-        .map(|(other, matched)| {
-            let other_digests: BTreeSet<u64> = matched.rows.values().copied().collect();
-            let ours = (1..)
-                .zip(&manifest.row_digests)
-                .filter(|(_, d)| other_digests.contains(d))
-                .map(|(row, _)| row)
-                .collect();
-            let copy = matched.holds_exactly(&ours_counted, rows);
-            TwinRows {
-                other,
-                ours,
-                theirs: matched.rows.into_keys().collect(),
-                copy,
-            }
+/// What verifying a file of run `run` with `row_digests` twins, given `runs`:
+/// for each of its digests, up to [`RUNS_LOOKED_UP`] of the runs whose verified
+/// files hold it (none: not in the map). A digest held by two runs or more
+/// has twinned every verified row holding it already.
+pub(crate) fn twinning(
+    run: &str,
+    row_digests: &[u64],
+    runs: &HashMap<u64, Vec<String>>,
+) -> Twinning {
+    let held_elsewhere = |d: &u64| {
+        runs.get(d)
+            .is_some_and(|runs| runs.iter().any(|r| r != run))
+    };
+    let rows = (1..)
+        .zip(row_digests)
+        .filter(|(_, d)| held_elsewhere(d))
+        .map(|(row, _)| row)
+        .collect();
+    let mut first_twins: Vec<(u64, String)> = runs
+        .iter()
+        .filter_map(|(d, runs)| match runs.as_slice() {
+            [only] if only != run => Some((*d, only.clone())),
+            _ => None,
         })
-        .collect()
+        .collect();
+    first_twins.sort_unstable();
+    Twinning { rows, first_twins }
+}
+
+/// A file's multiset fingerprint: the wrapping sum of its row digests, the
+/// same for any order of the same rows. Equal sums (with equal row counts)
+/// only make two files candidates; [`same_multiset`] decides.
+pub(crate) fn digest_sum(row_digests: &[u64]) -> u64 {
+    row_digests.iter().fold(0, |sum, d| sum.wrapping_add(*d))
+}
+
+/// Whether `a` and `b` hold the same digests, each as many times.
+pub(crate) fn same_multiset(a: &[u64], b: &[u64]) -> bool {
+    a.len() == b.len() && counts(a.iter().copied()) == counts(b.iter().copied())
 }
 
 #[cfg(test)]
 mod tests {
-    use etl_core::digest::file_checksum;
-
     use super::*;
-
-    fn manifest(row_digests: Vec<u64>) -> Manifest {
-        Manifest {
-            run_id: "r".into(),
-            file_name: "f.csv".into(),
-            row_count: row_digests.len() as u64,
-            columns: vec!["a".into()],
-            checksum: file_checksum(&row_digests),
-            row_digests,
-            uploaded_at_unix_ms: 0,
-            trace_id: String::new(),
-            traceparent: String::new(),
-        }
-    }
 
     fn matched(file: &str, row_count: u64, row_no: i64, digest: u64) -> DigestMatch {
         DigestMatch {
@@ -232,40 +242,60 @@ mod tests {
         }
     }
 
-    #[test]
-    fn twins_pair_rows_by_digest_per_other_file() {
-        let m = manifest(vec![10, 20, 10, 30]);
-        let pairs = twin_rows(
-            &m,
-            vec![
-                matched("g.csv", 9, 7, 10),
-                matched("g.csv", 9, 2, 30),
-                matched("e.csv", 1, 1, 20),
-            ],
-        );
-        assert_eq!(
-            pairs,
-            [
-                TwinRows {
-                    other: "e.csv".into(),
-                    ours: vec![2],
-                    theirs: vec![1],
-                    copy: false,
-                },
-                TwinRows {
-                    other: "g.csv".into(),
-                    ours: vec![1, 3, 4],
-                    theirs: vec![2, 7],
-                    copy: false,
-                },
-            ]
-        );
-        assert!(twin_rows(&m, Vec::new()).is_empty());
+    fn runs(entries: &[(u64, &[&str])]) -> HashMap<u64, Vec<String>> {
+        entries
+            .iter()
+            .map(|(d, runs)| (*d, runs.iter().map(|r| r.to_string()).collect()))
+            .collect()
     }
 
     #[test]
-    fn a_copy_holds_the_same_multiset_of_rows() {
-        let m = manifest(vec![10, 20, 10, 30]);
+    fn a_file_twins_rows_held_by_another_run_and_first_twins_a_lone_run() {
+        let digests = [10, 20, 10, 30, 40, 50];
+        let plan = twinning(
+            "r",
+            &digests,
+            &runs(&[
+                // Only its own run: a line twice in one run is no duplicate.
+                (20, &["r"]),
+                // One other run: twinned, and that run's rows get their first twin.
+                (10, &["p"]),
+                // Its own run and another: the other's rows have their twin already.
+                (30, &["p", "r"]),
+                // Two other runs: twinned long ago.
+                (40, &["p", "q"]),
+            ]),
+        );
+        assert_eq!(
+            plan,
+            Twinning {
+                rows: vec![1, 3, 4, 5],
+                first_twins: vec![(10, "p".to_string())],
+            }
+        );
+        assert_eq!(
+            twinning("r", &digests, &HashMap::new()),
+            Twinning::default()
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_order_and_the_comparison_decides() {
+        assert_eq!(digest_sum(&[1, 2, 3]), digest_sum(&[3, 1, 2]));
+        assert_eq!(digest_sum(&[u64::MAX, 2]), 1);
+        assert_eq!(digest_sum(&[]), 0);
+        assert!(same_multiset(&[10, 20, 10], &[10, 10, 20]));
+        // Same sum, same length, other rows: candidates, not copies.
+        assert_eq!(digest_sum(&[1, 4]), digest_sum(&[2, 3]));
+        assert!(!same_multiset(&[1, 4], &[2, 3]));
+        assert!(!same_multiset(&[10, 10, 20], &[10, 20, 20]));
+        assert!(!same_multiset(&[10, 20], &[10, 20, 20]));
+    }
+
+    #[test]
+    fn an_unknown_file_copies_a_file_holding_the_same_multiset_of_rows() {
+        let ours = [10, 20, 10, 30];
+        let exact = counts(ours);
         let file = |name: &str, digests: &[u64]| -> Vec<DigestMatch> {
             (1..)
                 .zip(digests)
@@ -273,9 +303,9 @@ mod tests {
                 .collect()
         };
         let copy = |matches| {
-            twin_rows(&m, matches)
-                .into_iter()
-                .map(|t| t.copy)
+            by_file(matches)
+                .into_values()
+                .map(|m| m.holds_exactly(&exact, ours.len() as u64))
                 .collect::<Vec<_>>()
         };
         // The same rows in another order: a copy.
@@ -285,8 +315,7 @@ mod tests {
         let mut other = file("other.csv", &[10, 20, 30]);
         other.iter_mut().for_each(|d| d.row_count = 4);
         assert_eq!(copy(other), [false]);
-        // A smaller file whose every row this one holds (a smaller demo's
-        // file inside a bigger one's): overlap, not a copy.
+        // A smaller file whose every row this one holds: overlap, not a copy.
         assert_eq!(copy(file("small.csv", &[10, 30])), [false]);
         // A bigger file holding all of these rows and more.
         let mut big = file("big.csv", &[10, 20, 10, 30]);

@@ -18,7 +18,7 @@
 //!   when read back from the store.
 //! - `store`: the verifier's state in Postgres, schema `etl_verifier` (runs,
 //!   manifests with their row digests, per-file results, rejections, content
-//!   matches), created at startup. The database is the truth.
+//!   matches), created (or upgraded) at startup. The database is the truth.
 //! - `registry`: the unfinished runs in memory, written through to the store,
 //!   with a watch channel per run that wakes its watchers; reloaded from the
 //!   store after a restart. A finished run leaves memory.

@@ -235,10 +235,7 @@ impl Registry {
                 if !held {
                     self.load(&run_id).await?;
                 }
-                for other in unmatched {
-                    let facts = self.store.content_facts(other).await?;
-                    self.set_content(other, facts);
-                }
+                self.refresh_content(unmatched).await?;
                 self.finish_if_complete(&run_id).await;
             }
             Registration::Unchanged => {
@@ -387,9 +384,9 @@ impl Registry {
                 self.load(&run_id).await?;
                 return Ok(Recorded::Unchanged);
             }
-            CheckStored::Verified { twins } => (Recorded::Verified, twins),
-            CheckStored::FirstProblem => (Recorded::FirstProblem, Vec::new()),
-            CheckStored::Progress => (Recorded::Unchanged, Vec::new()),
+            CheckStored::Verified { twins } => (Recorded::Verified, Some(twins)),
+            CheckStored::FirstProblem => (Recorded::FirstProblem, None),
+            CheckStored::Progress => (Recorded::Unchanged, None),
         };
         {
             let mut inner = self.lock();
@@ -404,27 +401,34 @@ impl Registry {
             }
             run.publish(&run_id);
         }
-        for twin in &twins {
-            if twin.copy {
+        if let Some(twins) = twins {
+            for original in &twins.originals {
                 tracing::warn!(
                     file = %file,
                     run = %run_id,
-                    original = %twin.other,
-                    rows = twin.rows,
+                    original = %original,
+                    rows = manifest.row_digests.len(),
                     "this file is a copy of a file of another run: the same rows landed again"
                 );
-            } else {
+            }
+            if twins.rows > 0 && twins.originals.is_empty() {
                 tracing::info!(
                     file = %file,
                     run = %run_id,
-                    other = %twin.other,
-                    rows = twin.rows,
-                    "rows of this file also landed under a file of another run (overlapping rows, not a copy)"
+                    rows = twins.rows,
+                    "rows of this file also landed under files of other runs (overlapping rows, not a copy)"
                 );
             }
-            for name in [file, twin.other.as_str()] {
-                let facts = self.store.content_facts(name).await?;
-                self.set_content(name, facts);
+            for (other, rows) in &twins.earlier {
+                tracing::debug!(
+                    file = %file,
+                    other = %other,
+                    rows,
+                    "rows of an earlier file of another run have their first twin in this one"
+                );
+            }
+            if twins.any() {
+                self.refresh_content(&twins.changed(file)).await?;
             }
         }
         self.finish_if_complete(&run_id).await;
@@ -467,6 +471,28 @@ impl Registry {
                     self.load(&run_id).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Reads what the content-duplicate checks found for those of `files` in
+    /// memory from the store (one query), and sets it. A file not in memory
+    /// (its run finished) is read from the store when asked for.
+    pub(crate) async fn refresh_content(&self, files: &[String]) -> Result<(), Error> {
+        let held: Vec<String> = {
+            let mut inner = self.lock();
+            files
+                .iter()
+                .filter(|f| {
+                    inner
+                        .entry_mut(f)
+                        .is_some_and(|(_, run)| run.files.contains_key(f.as_str()))
+                })
+                .cloned()
+                .collect()
+        };
+        for (file, facts) in self.store.content_facts(&held).await? {
+            self.set_content(&file, facts);
         }
         Ok(())
     }

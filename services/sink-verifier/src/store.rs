@@ -5,28 +5,33 @@
 //! | table | one row per | written by |
 //! |---|---|---|
 //! | `runs` | run: expected file count (CompleteRun), `finished_at`, `state` | RegisterFile, CompleteRun, the end of a run |
-//! | `files` | registered file: its manifest and its latest check | RegisterFile (in one transaction with its digests), each check that changes something |
+//! | `files` | registered file: its manifest (with `digest_sum`, its multiset fingerprint) and its latest check | RegisterFile (in one transaction with its digests), each check that changes something |
 //! | `row_digests` | row of a registered file, indexed by digest | RegisterFile |
 //! | `rejections` | file the gateway reported in `error/`, with the reason | the gateway watch, registered or not yet |
-//! | `content_matches` | row of a registered file whose content also landed under another file name | the content-duplicate checks |
+//! | `column_lists` | column list of a verified file, numbered | marking a file verified |
+//! | `digest_runs` | (digest, column list, run) of a verified file's row | marking a file verified |
+//! | `twinned_rows` | row of a registered file whose content also landed under a registered file of another run, the later of the two verified | marking a file verified (its rows, and the earlier files' rows it twins first) |
+//! | `twinned_counts` | file with twinned rows: how many | with `twinned_rows` |
+//! | `content_matches` | row of a registered file whose content also landed under a file nobody registered, or under its copy or original: the twin by name | the content-duplicate checks |
 //! | `copies` | file that holds exactly the rows of a registered file of another run, and that file | the content-duplicate checks |
 //! | `unregistered_files` | file nobody registered whose rows were compared: how many rows the latest comparison saw | the check of an unregistered file |
 //!
 //! The database is the truth: every write is an upsert keyed by file name (or
-//! by file, row and twin file), and a verified file is never written back to
-//! unverified. Several verifiers may share one database; what keeps them from
-//! counting twice or disagreeing is here, in SQL:
+//! by file and row, or file, row and twin file), and a verified file is never
+//! written back to unverified. Several verifiers may share one database; what
+//! keeps them from counting twice or disagreeing is here, in SQL:
 //! - the run's row orders what happens to a run: registration and completion
 //!   take it exclusively, storing a check shares it, and the end of a run takes
 //!   it exclusively and decides PASSED or FAILED from the stored files, never
 //!   from one verifier's memory; a check of a file already verified or of a
 //!   finished run is not stored. Whichever verifier ends a run, both report the
 //!   same end.
-//! - content matches and copies are written under the row lock of the run of
-//!   the file they count against, and marking a file verified is one
-//!   transaction with the lookup of its twins in other runs, under an advisory
-//!   lock: of two twins proven at the same moment by two verifiers, the second
-//!   sees the first, and finds it a copy if it holds the same rows. The
+//! - twinned rows, content matches and copies are written under the row lock
+//!   of the run of the file they count against, and marking a file verified is
+//!   one transaction with the lookup of its twins in other runs, under an
+//!   advisory lock: of two twins proven at the same moment by two verifiers,
+//!   the second sees the first, and finds it a copy if it holds the same rows
+//!   (`twinned_counts` is written only under that lock). The
 //!   comparison of a file nobody registered takes the same lock and is stored
 //!   only if it saw at least as many rows as the one stored before, so of two
 //!   verifiers reading a copy while it lands, the fuller reading wins.
@@ -34,13 +39,14 @@
 //! The in-memory [`crate::registry`] is a cache of the unfinished runs.
 //!
 //! Digests are `u64` stored in `bigint` columns bit for bit (`as i64`): only
-//! equality matters.
+//! equality matters, and a file's wrapping sum of them (`digest_sum`) has the
+//! same bits either way.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use etl_proto::v1::{FileManifest, RunReport};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
-use tokio_postgres::{Client, GenericClient, Transaction, error::SqlState};
+use tokio_postgres::{Client, GenericClient, Transaction, error::SqlState, types::ToSql};
 
 use crate::{
     Error, duplicates,
@@ -98,7 +104,8 @@ CREATE TABLE IF NOT EXISTS etl_verifier.rejections (
     reason text NOT NULL,
     rejected_at timestamptz NOT NULL DEFAULT now()
 );
--- A row of a registered file whose content also landed under twin_file.
+-- A row of a registered file whose content also landed under twin_file, a file
+-- nobody registered when they were compared, or a copy or original of the file.
 CREATE TABLE IF NOT EXISTS etl_verifier.content_matches (
     file_name text NOT NULL REFERENCES etl_verifier.files (file_name),
     row_no bigint NOT NULL,
@@ -121,6 +128,88 @@ CREATE TABLE IF NOT EXISTS etl_verifier.unregistered_files (
     rows_seen bigint NOT NULL,
     compared_at timestamptz NOT NULL DEFAULT now()
 );
+-- The file's multiset fingerprint: the wrapping sum of its row digests (with
+-- row_count), so a copy's candidates are found by index and only they compared.
+-- (Looked up first: ALTER TABLE would lock the table even when it has the column.)
+DO $add_column$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'etl_verifier.files'::regclass
+                   AND attname = 'digest_sum' AND NOT attisdropped) THEN
+        ALTER TABLE etl_verifier.files ADD COLUMN IF NOT EXISTS digest_sum bigint;
+    END IF;
+END
+$add_column$;
+CREATE INDEX IF NOT EXISTS files_fingerprint ON etl_verifier.files (digest_sum, row_count);
+-- Each column list of a verified file, numbered: the short key of digest_runs.
+CREATE TABLE IF NOT EXISTS etl_verifier.column_lists (
+    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    columns text[] NOT NULL UNIQUE
+);
+-- A run with a verified file holding a row of this digest over these columns.
+CREATE TABLE IF NOT EXISTS etl_verifier.digest_runs (
+    digest bigint NOT NULL,
+    columns_id bigint NOT NULL,
+    run_id text NOT NULL,
+    PRIMARY KEY (digest, columns_id, run_id)
+);
+-- A row of a registered file whose content also landed under a registered file of
+-- another run, found when the later of the two was verified (the twin is not
+-- named: only content_matches, with a file nobody registered or a copy, is).
+CREATE TABLE IF NOT EXISTS etl_verifier.twinned_rows (
+    file_name text NOT NULL,
+    row_no bigint NOT NULL,
+    PRIMARY KEY (file_name, row_no)
+);
+-- How many rows of twinned_rows each file has, kept as they are added.
+CREATE TABLE IF NOT EXISTS etl_verifier.twinned_counts (
+    file_name text PRIMARY KEY REFERENCES etl_verifier.files (file_name),
+    rows_twinned bigint NOT NULL
+);
+-- Files registered by a verifier before the tables above (digest_sum NULL):
+-- their fingerprints, the digest_runs of the verified ones, and their matches
+-- with registered files of other runs that are no copy partners moved to
+-- twinned_rows (only a twin nobody registered yet needs its name: its matches
+-- with its own run's files are dropped when it is registered). Once.
+DO $upgrade$
+BEGIN
+    IF EXISTS (SELECT 1 FROM etl_verifier.files WHERE digest_sum IS NULL) THEN
+        INSERT INTO etl_verifier.column_lists (columns)
+            SELECT DISTINCT columns FROM etl_verifier.files
+            WHERE verified AND digest_sum IS NULL
+            ON CONFLICT (columns) DO NOTHING;
+        INSERT INTO etl_verifier.digest_runs (digest, columns_id, run_id)
+            SELECT DISTINCT d.digest, l.id, f.run_id
+            FROM etl_verifier.files f
+            JOIN etl_verifier.column_lists l ON l.columns = f.columns
+            JOIN etl_verifier.row_digests d ON d.file_name = f.file_name
+            WHERE f.verified AND f.digest_sum IS NULL
+            ON CONFLICT DO NOTHING;
+        WITH moved AS (
+            DELETE FROM etl_verifier.content_matches c
+            USING etl_verifier.files f, etl_verifier.files t
+            WHERE f.file_name = c.file_name AND t.file_name = c.twin_file
+              AND t.run_id <> f.run_id
+              AND NOT EXISTS (SELECT 1 FROM etl_verifier.copies p
+                  WHERE (p.copy_file = c.file_name AND p.original_file = c.twin_file)
+                     OR (p.copy_file = c.twin_file AND p.original_file = c.file_name))
+            RETURNING c.file_name, c.row_no)
+        INSERT INTO etl_verifier.twinned_rows (file_name, row_no)
+            SELECT DISTINCT file_name, row_no FROM moved
+            ON CONFLICT DO NOTHING;
+        INSERT INTO etl_verifier.twinned_counts (file_name, rows_twinned)
+            SELECT file_name, count(*) FROM etl_verifier.twinned_rows GROUP BY file_name
+            ON CONFLICT (file_name) DO UPDATE SET rows_twinned = EXCLUDED.rows_twinned;
+        -- The sum of the signed digests modulo 2^64, as a signed bigint: the
+        -- same bits as the wrapping sum of the u64 digests.
+        UPDATE etl_verifier.files f SET digest_sum = (
+            SELECT (CASE WHEN w >= 9223372036854775808 THEN w - 18446744073709551616 ELSE w END)::bigint
+            FROM (SELECT mod(mod(coalesce(sum(d.digest::numeric), 0), 18446744073709551616)
+                             + 18446744073709551616, 18446744073709551616) AS w
+                  FROM etl_verifier.row_digests d WHERE d.file_name = f.file_name) s)
+        WHERE f.digest_sum IS NULL;
+    END IF;
+END
+$upgrade$;
 "#;
 
 /// Taken by the transaction that marks a file verified, around the lookup of
@@ -133,9 +222,9 @@ const VERIFIED_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtext('etl_veri
 /// What storing a check did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum CheckStored {
-    /// The file is verified now, by this check; `twins` are the files of
-    /// other runs whose rows it shares (both sides were counted).
-    Verified { twins: Vec<Twin> },
+    /// The file is verified now, by this check; `twins` is what the lookup of
+    /// its rows among the verified files of other runs found and stored.
+    Verified { twins: Twins },
     /// Stored: the first stored check of this file with altered or duplicate rows.
     FirstProblem,
     /// Stored: progress (rows still missing), or a problem already stored.
@@ -145,14 +234,46 @@ pub(crate) enum CheckStored {
     Settled,
 }
 
-/// A file of another run with rows of the file just verified.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Twin {
-    pub(crate) other: String,
-    /// Rows of the verified file that the other file also holds.
-    pub(crate) rows: usize,
-    /// The verified file holds exactly the other's rows: it is its copy.
-    pub(crate) copy: bool,
+/// What marking a file verified found among the verified files of other runs
+/// (see [`crate::duplicates`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Twins {
+    /// Rows of the verified file whose content a verified file of another run holds.
+    pub(crate) rows: u64,
+    /// The files it holds exactly the rows of: it is their copy.
+    pub(crate) originals: Vec<String>,
+    /// Files of other runs with rows that had no twin before this one, and how
+    /// many (byte order).
+    pub(crate) earlier: Vec<(String, u64)>,
+    /// Files it was found a copy of while nobody had registered it, and is not.
+    pub(crate) no_longer_copied: Vec<String>,
+}
+
+impl Twins {
+    /// Whether the content facts of any file changed.
+    pub(crate) fn any(&self) -> bool {
+        self.rows > 0
+            || !self.originals.is_empty()
+            || !self.earlier.is_empty()
+            || !self.no_longer_copied.is_empty()
+    }
+
+    /// The registered files whose content facts this changed, `file` (the one
+    /// verified) first.
+    pub(crate) fn changed(&self, file: &str) -> Vec<String> {
+        let mut changed = vec![file.to_string()];
+        let others = self
+            .originals
+            .iter()
+            .chain(&self.no_longer_copied)
+            .chain(self.earlier.iter().map(|(f, _)| f));
+        for other in others {
+            if !changed.contains(other) {
+                changed.push(other.clone());
+            }
+        }
+        changed
+    }
 }
 
 /// Rows of a registered file that a file nobody registered also holds.
@@ -263,16 +384,6 @@ pub(crate) struct DigestMatch {
     pub(crate) digest: u64,
     /// Rows of the whole file `file_name`.
     pub(crate) row_count: u64,
-}
-
-/// Which stored rows a digest lookup may match.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum MatchScope<'a> {
-    /// Files of every run (for rows of a file nobody registered).
-    AllFiles,
-    /// Verified files of runs other than this one (for a registered file: the
-    /// same line twice in one run's input is not a duplicate).
-    VerifiedOutsideRun(&'a str),
 }
 
 /// One connection for the verifier's own writes, opened on first use and again
@@ -432,7 +543,7 @@ impl Store {
         let twins = if verified {
             record_twins(&tx, m).await.map_err(pg())?
         } else {
-            Vec::new()
+            Twins::default()
         };
         tx.execute(
             "UPDATE etl_verifier.files SET checked_at = now(), rows_landed = $2, missing = $3, \
@@ -649,17 +760,35 @@ impl Store {
             .map_err(self.pg("listing registered column lists"))
     }
 
-    /// Stored rows of files with exactly `columns` whose digest is one of
-    /// `digests`, within `scope`.
+    /// Stored rows of the registered files (of every run, verified or not)
+    /// with exactly `columns` whose digest is one of `digests`: what a file
+    /// nobody registered shares with them.
     pub(crate) async fn match_digests(
         &self,
         columns: &[String],
         digests: &[u64],
-        scope: MatchScope<'_>,
     ) -> Result<Vec<DigestMatch>, Error> {
         let client = self.client().await?;
-        match_digests(&*client, columns, digests, scope)
+        let digests: Vec<i64> = digests.iter().map(|&d| d as i64).collect();
+        let rows = client
+            .query(
+                "SELECT d.file_name, d.row_no, d.digest, f.row_count \
+                 FROM etl_verifier.row_digests d JOIN etl_verifier.files f USING (file_name) \
+                 WHERE d.digest = ANY($1) AND f.columns = $2",
+                &[&digests, &columns],
+            )
             .await
+            .map_err(self.pg("looking up row digests"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(DigestMatch {
+                    file_name: r.try_get(0)?,
+                    row_no: r.try_get(1)?,
+                    digest: r.try_get::<_, i64>(2)? as u64,
+                    row_count: to_u64(r.try_get(3)?),
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(self.pg("looking up row digests"))
     }
 
@@ -728,28 +857,53 @@ impl Store {
         Ok(stored)
     }
 
-    /// What the content-duplicate checks found for registered `file`.
-    pub(crate) async fn content_facts(&self, file: &str) -> Result<ContentFacts, Error> {
+    /// What the content-duplicate checks found for each of the registered
+    /// `files` (a file not registered is left out).
+    pub(crate) async fn content_facts(
+        &self,
+        files: &[String],
+    ) -> Result<Vec<(String, ContentFacts)>, Error> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self.client().await?;
-        let pg = || self.pg(format!("reading content duplicates of file {file:?}"));
-        let row = client
-            .query_one(
-                &format!("SELECT {CONTENT_FACTS_SQL} FROM (SELECT $1::text AS file_name) f"),
-                &[&file],
+        let pg = || match files {
+            [file] => self.pg(format!("reading content duplicates of file {file:?}")),
+            _ => self.pg(format!(
+                "reading content duplicates of {} files",
+                files.len()
+            )),
+        };
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT f.file_name, {CONTENT_FACTS_SQL} \
+                     FROM etl_verifier.files f WHERE f.file_name = ANY($1)"
+                ),
+                &[&files],
             )
             .await
             .map_err(pg())?;
-        content_facts(&row, 0).map_err(pg())
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, content_facts(r, 1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(pg())
     }
 }
 
 /// The columns of [`ContentFacts`] for the file `f.file_name`, in the order
-/// [`content_facts`] reads them: rows with a twin anywhere, rows with a twin in
-/// a copy or original, the files it copies and the files that copy it (byte
-/// order).
+/// [`content_facts`] reads them: rows with a twin anywhere (its count of
+/// `twinned_rows`, plus the rows only `content_matches` names: one index probe
+/// for a file without any), rows with a twin in a copy or original, the files
+/// it copies and the files that copy it (byte order). Indexed lookups of the
+/// file's own entries only: no scan grows with other files.
 const CONTENT_FACTS_SQL: &str = "\
-    (SELECT count(DISTINCT c.row_no) FROM etl_verifier.content_matches c \
-     WHERE c.file_name = f.file_name), \
+    coalesce((SELECT t.rows_twinned FROM etl_verifier.twinned_counts t \
+              WHERE t.file_name = f.file_name), 0) \
+    + (SELECT count(DISTINCT c.row_no) FROM etl_verifier.content_matches c \
+       WHERE c.file_name = f.file_name AND NOT EXISTS ( \
+           SELECT 1 FROM etl_verifier.twinned_rows t \
+           WHERE t.file_name = c.file_name AND t.row_no = c.row_no)), \
     (SELECT count(DISTINCT c.row_no) FROM etl_verifier.content_matches c \
      WHERE c.file_name = f.file_name AND c.twin_file IN ( \
          SELECT p.original_file FROM etl_verifier.copies p WHERE p.copy_file = f.file_name \
@@ -923,77 +1077,186 @@ async fn restate_run_of(tx: &Transaction<'_>, file: &str) -> Result<(), tokio_po
     Ok(())
 }
 
-/// Looks up `m`'s rows among the verified files of other runs, stores the
-/// matches on both sides, and makes `m`'s file the copy of each whose rows it
-/// holds exactly (see [`crate::duplicates`]). Runs under [`VERIFIED_LOCK_SQL`]
-/// with `m`'s run locked.
-async fn record_twins(
-    tx: &Transaction<'_>,
-    m: &Manifest,
-) -> Result<Vec<Twin>, tokio_postgres::Error> {
-    let digests: HashSet<u64> = m.row_digests.iter().copied().collect();
-    let digests: Vec<u64> = digests.into_iter().collect();
-    let matches = if digests.is_empty() {
-        Vec::new()
-    } else {
-        match_digests(
-            tx,
-            &m.columns,
-            &digests,
-            MatchScope::VerifiedOutsideRun(&m.run_id),
-        )
-        .await?
-    };
-    let mut twins = Vec::new();
-    let mut originals = Vec::new();
-    for pair in duplicates::twin_rows(m, matches) {
-        insert_matches(tx, &m.file_name, &pair.other, &pair.ours).await?;
-        insert_matches(tx, &pair.other, &m.file_name, &pair.theirs).await?;
-        if pair.copy {
-            originals.push(pair.other.clone());
+/// Looks up `m`'s rows among the verified files of other runs and stores what
+/// they twin: its rows whose content such a file holds, the rows of those
+/// files that had no twin in another run before, and `m`'s file as the copy of
+/// each whose rows it holds exactly, with their rows matched by name on both
+/// sides (see [`crate::duplicates`]). Then records its digests as its run's.
+/// Runs under [`VERIFIED_LOCK_SQL`] with `m`'s run locked, so it sees every
+/// file verified before it. Each step is an indexed lookup of `m`'s own
+/// digests or rows: a digest held by many files costs nothing more, except
+/// once, when a second run's file first twins the first run's rows.
+async fn record_twins(tx: &Transaction<'_>, m: &Manifest) -> Result<Twins, tokio_postgres::Error> {
+    let mut twins = Twins::default();
+    if !m.row_digests.is_empty() {
+        let columns_id = column_list_id(tx, &m.columns).await?;
+        let distinct: HashSet<i64> = m.row_digests.iter().map(|&d| d as i64).collect();
+        let distinct: Vec<i64> = distinct.into_iter().collect();
+        let mut runs: HashMap<u64, Vec<String>> = HashMap::new();
+        for r in tx
+            .query(
+                &format!(
+                    "SELECT u.digest, r.run_id FROM unnest($1::bigint[]) AS u(digest) \
+                     CROSS JOIN LATERAL (SELECT run_id FROM etl_verifier.digest_runs \
+                         WHERE digest = u.digest AND columns_id = $2 \
+                         LIMIT {}) r",
+                    duplicates::RUNS_LOOKED_UP
+                ),
+                &[&distinct, &columns_id],
+            )
+            .await?
+        {
+            let digest = r.try_get::<_, i64>(0)? as u64;
+            runs.entry(digest).or_default().push(r.try_get(1)?);
         }
-        twins.push(Twin {
-            rows: pair.ours.len(),
-            other: pair.other,
-            copy: pair.copy,
-        });
+        let plan = duplicates::twinning(&m.run_id, &m.row_digests, &runs);
+        if !plan.rows.is_empty() {
+            add_twinned(
+                tx,
+                "SELECT $1::text, r FROM unnest($2::bigint[]) AS r",
+                &[&m.file_name, &plan.rows],
+            )
+            .await?;
+            twins.rows = plan.rows.len() as u64;
+        }
+        if !plan.first_twins.is_empty() {
+            let (digests, runs): (Vec<i64>, Vec<&str>) = plan
+                .first_twins
+                .iter()
+                .map(|(d, run)| (*d as i64, run.as_str()))
+                .unzip();
+            let mut locked: Vec<&str> = runs.clone();
+            locked.sort_unstable();
+            locked.dedup();
+            // Every run is locked before its files' results change (the
+            // advisory lock serializes the transactions locking several runs).
+            tx.execute(
+                "SELECT 1 FROM etl_verifier.runs WHERE run_id = ANY($1) \
+                 ORDER BY run_id FOR NO KEY UPDATE",
+                &[&locked],
+            )
+            .await?;
+            twins.earlier = add_twinned(
+                tx,
+                "SELECT d.file_name, d.row_no \
+                 FROM unnest($1::bigint[], $2::text[]) AS u(digest, run_id) \
+                 JOIN etl_verifier.row_digests d ON d.digest = u.digest \
+                 JOIN etl_verifier.files f ON f.file_name = d.file_name AND f.run_id = u.run_id \
+                 WHERE f.verified AND f.columns = $3",
+                &[&digests, &runs, &m.columns],
+            )
+            .await?;
+        }
+        twins.originals = originals_of(tx, m).await?;
+        // A copy holds as many rows as its original, every one with a twin there.
+        let rows: Vec<i64> = (1..=to_i64(m.row_digests.len() as u64)).collect();
+        for original in &twins.originals {
+            insert_matches(tx, &m.file_name, original, &rows).await?;
+            insert_matches(tx, original, &m.file_name, &rows).await?;
+        }
+        tx.execute(
+            "INSERT INTO etl_verifier.digest_runs (digest, columns_id, run_id) \
+             SELECT d, $2, $3 FROM unnest($1::bigint[]) AS d ON CONFLICT DO NOTHING",
+            &[&distinct, &columns_id, &m.run_id],
+        )
+        .await?;
     }
     // Its verification is the last word on what the file copies: a comparison
     // made while it was a file nobody registered is replaced.
-    set_copies(tx, &m.file_name, &originals).await?;
+    let changed = set_copies(tx, &m.file_name, &twins.originals).await?;
+    twins.no_longer_copied = changed
+        .into_iter()
+        .filter(|f| !twins.originals.contains(f))
+        .collect();
     Ok(twins)
 }
 
-async fn match_digests(
-    client: &impl GenericClient,
+/// The number of `columns` in `column_lists`, added if new. Called under
+/// [`VERIFIED_LOCK_SQL`], so no other verifier adds it meanwhile.
+async fn column_list_id(
+    tx: &Transaction<'_>,
     columns: &[String],
-    digests: &[u64],
-    scope: MatchScope<'_>,
-) -> Result<Vec<DigestMatch>, tokio_postgres::Error> {
-    let digests: Vec<i64> = digests.iter().map(|&d| d as i64).collect();
-    let (outside_run, verified_only) = match scope {
-        MatchScope::AllFiles => (None, false),
-        MatchScope::VerifiedOutsideRun(run) => (Some(run), true),
-    };
-    let rows = client
+) -> Result<i64, tokio_postgres::Error> {
+    let select = "SELECT id FROM etl_verifier.column_lists WHERE columns = $1";
+    if let Some(row) = tx.query_opt(select, &[&columns]).await? {
+        return row.try_get(0);
+    }
+    tx.execute(
+        "INSERT INTO etl_verifier.column_lists (columns) VALUES ($1) \
+         ON CONFLICT (columns) DO NOTHING",
+        &[&columns],
+    )
+    .await?;
+    tx.query_one(select, &[&columns]).await?.try_get(0)
+}
+
+/// Adds the rows `select` gives (file name, row number) to `twinned_rows`,
+/// those not there yet, and counts them in `twinned_counts`. Returns how many
+/// were added per file (byte order).
+async fn add_twinned(
+    tx: &Transaction<'_>,
+    select: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<(String, u64)>, tokio_postgres::Error> {
+    let rows = tx
         .query(
-            "SELECT d.file_name, d.row_no, d.digest, f.row_count \
-             FROM etl_verifier.row_digests d JOIN etl_verifier.files f USING (file_name) \
-             WHERE d.digest = ANY($1) AND f.columns = $2 \
-               AND ($3::text IS NULL OR f.run_id <> $3) AND (f.verified OR NOT $4)",
-            &[&digests, &columns, &outside_run, &verified_only],
+            &format!(
+                "WITH added AS ( \
+                     INSERT INTO etl_verifier.twinned_rows (file_name, row_no) {select} \
+                     ON CONFLICT DO NOTHING RETURNING file_name), \
+                 per_file AS (SELECT file_name, count(*) AS n FROM added GROUP BY file_name), \
+                 counted AS ( \
+                     INSERT INTO etl_verifier.twinned_counts (file_name, rows_twinned) \
+                     SELECT file_name, n FROM per_file ON CONFLICT (file_name) DO UPDATE \
+                     SET rows_twinned = etl_verifier.twinned_counts.rows_twinned \
+                                        + EXCLUDED.rows_twinned) \
+                 SELECT file_name, n FROM per_file ORDER BY file_name COLLATE \"C\""
+            ),
+            params,
         )
         .await?;
     rows.iter()
-        .map(|r| {
-            Ok(DigestMatch {
-                file_name: r.try_get(0)?,
-                row_no: r.try_get(1)?,
-                digest: r.try_get::<_, i64>(2)? as u64,
-                row_count: to_u64(r.try_get(3)?),
-            })
-        })
+        .map(|r| Ok((r.try_get(0)?, to_u64(r.try_get(1)?))))
         .collect()
+}
+
+/// The verified files of other runs with `m`'s columns that hold exactly
+/// `m`'s rows (byte order): candidates by fingerprint (row count and digest
+/// sum, indexed), each confirmed by comparing its digests.
+async fn originals_of(
+    tx: &Transaction<'_>,
+    m: &Manifest,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let candidates = tx
+        .query(
+            "SELECT file_name FROM etl_verifier.files \
+             WHERE digest_sum = $1 AND row_count = $2 AND columns = $3 AND verified \
+               AND run_id <> $4 ORDER BY file_name COLLATE \"C\"",
+            &[
+                &(duplicates::digest_sum(&m.row_digests) as i64),
+                &to_i64(m.row_digests.len() as u64),
+                &m.columns,
+                &m.run_id,
+            ],
+        )
+        .await?;
+    let mut originals = Vec::new();
+    for candidate in candidates {
+        let name: String = candidate.try_get(0)?;
+        let digests: Vec<i64> = tx
+            .query_one(
+                "SELECT coalesce(array_agg(digest), '{}') FROM etl_verifier.row_digests \
+                 WHERE file_name = $1",
+                &[&name],
+            )
+            .await?
+            .try_get(0)?;
+        let digests: Vec<u64> = digests.into_iter().map(|d| d as u64).collect();
+        if duplicates::same_multiset(&digests, &m.row_digests) {
+            originals.push(name);
+        }
+    }
+    Ok(originals)
 }
 
 /// The registered files of `run_id` with their latest checks, ordered by file
@@ -1117,8 +1380,8 @@ async fn register_tx(
     let digests: Vec<i64> = m.row_digests.iter().map(|&d| d as i64).collect();
     tx.execute(
         "INSERT INTO etl_verifier.files (file_name, run_id, row_count, columns, checksum, \
-         uploaded_at_unix_ms, trace_id, traceparent, missing) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $3)",
+         uploaded_at_unix_ms, trace_id, traceparent, missing, digest_sum) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $3, $9)",
         &[
             &m.file_name,
             &m.run_id,
@@ -1128,6 +1391,7 @@ async fn register_tx(
             &m.uploaded_at_unix_ms,
             &m.trace_id,
             &m.traceparent,
+            &(duplicates::digest_sum(&m.row_digests) as i64),
         ],
     )
     .await

@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+use etl_proto::v1::FileManifest;
+use tokio_postgres::Client;
+
 use crate::{
     TestResult,
     helpers::{REVIEW_COLUMNS, manifest, numbered, poll_report, review_rows, start},
@@ -239,5 +242,196 @@ async fn an_unregistered_file_is_a_copy_only_while_it_holds_exactly_the_rows() -
         .await?
         .get(0);
     assert_eq!(state, "PASSED");
+    Ok(())
+}
+
+/// Stores `m` as verified, with its digests, the way a verifier did before
+/// `digest_runs` (rows landed, the run finished with `state`).
+async fn store_old_verified(db: &Client, m: &FileManifest, state: &str) -> TestResult {
+    let digests: Vec<i64> = m.row_digests.iter().map(|&d| d as i64).collect();
+    let rows = m.row_count as i64;
+    db.execute(
+        "INSERT INTO etl_verifier.runs (run_id, expected_files, finished_at, state) \
+         VALUES ($1, 1, now(), $2)",
+        &[&m.run_id, &state],
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO etl_verifier.files (file_name, run_id, row_count, columns, checksum, \
+         uploaded_at_unix_ms, trace_id, traceparent, checked_at, rows_landed, verified, \
+         committed_at_unix_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, '', now(), $3, true, $6)",
+        &[
+            &m.file_name,
+            &m.run_id,
+            &rows,
+            &m.columns,
+            &(m.checksum as i64),
+            &m.uploaded_at_unix_ms,
+            &m.trace_id,
+        ],
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO etl_verifier.row_digests (file_name, row_no, digest) \
+         SELECT $1, g.n, g.d FROM unnest($2::bigint[]) WITH ORDINALITY AS g(d, n)",
+        &[&m.file_name, &digests],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Rows `rows` of `file` matched with `twin`, as the verifier before
+/// `twinned_rows` stored every match.
+async fn store_old_matches(db: &Client, file: &str, rows: &[i64], twin: &str) -> TestResult {
+    db.execute(
+        "INSERT INTO etl_verifier.content_matches (file_name, row_no, twin_file) \
+         SELECT $1, r, $3 FROM unnest($2::bigint[]) AS r",
+        &[&file, &rows, &twin],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A store written by a verifier that kept every matched pair of rows (before
+/// `digest_runs`, `twinned_rows` and the files' fingerprints) is upgraded in
+/// place when a new verifier connects: the finished runs keep their figures,
+/// and new runs are compared with their files as with any other.
+#[tokio::test]
+async fn a_store_of_an_older_verifier_is_upgraded_and_keeps_its_figures() -> TestResult {
+    let mut h = start("review", true, NO_POLL).await?;
+    h.stop().await?;
+    // Back to the older layout: the same tables without what came after.
+    h.db.batch_execute(
+        "DROP TABLE etl_verifier.column_lists, etl_verifier.digest_runs, \
+             etl_verifier.twinned_rows, etl_verifier.twinned_counts; \
+         ALTER TABLE etl_verifier.files DROP COLUMN digest_sum;",
+    )
+    .await?;
+    // What it stored: a smaller input and a bigger one that starts with its
+    // rows (overlapping rows), a file and its copy (rerun under a new run id),
+    // and a row of the original that a file nobody registered also holds.
+    let small_rows = review_rows("demo", 4);
+    let mut big_rows = small_rows.clone();
+    big_rows.push(small_rows[2].clone());
+    big_rows.extend(review_rows("more", 3));
+    let orig_rows = review_rows("orig", 3);
+    let small = manifest(
+        "run-small",
+        "run-small__a.csv",
+        &REVIEW_COLUMNS,
+        &small_rows,
+    );
+    let big = manifest("run-big", "run-big__a.csv", &REVIEW_COLUMNS, &big_rows);
+    let orig = manifest("run-orig", "run-orig__a.csv", &REVIEW_COLUMNS, &orig_rows);
+    let copy = manifest("run-copy", "run-copy__a.csv", &REVIEW_COLUMNS, &orig_rows);
+    for (m, state) in [
+        (&small, "PASSED"),
+        (&big, "PASSED"),
+        (&orig, "FAILED"),
+        (&copy, "FAILED"),
+    ] {
+        store_old_verified(&h.db, m, state).await?;
+    }
+    let (s, g, o, c) = (
+        small.file_name.as_str(),
+        big.file_name.as_str(),
+        orig.file_name.as_str(),
+        copy.file_name.as_str(),
+    );
+    store_old_matches(&h.db, s, &[1, 2, 3, 4], g).await?;
+    store_old_matches(&h.db, g, &[1, 2, 3, 4, 5], s).await?;
+    store_old_matches(&h.db, o, &[1, 2, 3], c).await?;
+    store_old_matches(&h.db, c, &[1, 2, 3], o).await?;
+    store_old_matches(&h.db, o, &[1], "stray.csv").await?;
+    h.db.execute(
+        "INSERT INTO etl_verifier.copies (copy_file, original_file) VALUES ($1, $2)",
+        &[&c, &o],
+    )
+    .await?;
+
+    h.restart().await?;
+    let figures = |r: &etl_proto::v1::RunReport| {
+        let f = &r.file_reports[0];
+        (
+            r.state.clone(),
+            f.content_duplicates,
+            f.overlapping_rows,
+            f.copy_of.clone(),
+            f.copies.clone(),
+        )
+    };
+    let none = Vec::<String>::new;
+    let expect_old = [
+        ("run-small", ("PASSED".to_string(), 0, 4, none(), none())),
+        ("run-big", ("PASSED".to_string(), 0, 5, none(), none())),
+        (
+            "run-orig",
+            ("FAILED".to_string(), 3, 0, none(), vec![c.to_string()]),
+        ),
+        (
+            "run-copy",
+            ("FAILED".to_string(), 3, 0, vec![o.to_string()], none()),
+        ),
+    ];
+    for (run, expected) in &expect_old {
+        assert_eq!(figures(&h.report(run).await?), *expected, "{run}");
+    }
+    // The pairs of registered files that are no copies became twinned rows;
+    // the copy's and the unregistered file's matches keep their names.
+    let stored =
+        h.db.query_one(
+            "SELECT (SELECT count(*) FROM etl_verifier.twinned_rows), \
+                    (SELECT sum(rows_twinned)::bigint FROM etl_verifier.twinned_counts), \
+                    (SELECT count(*) FROM etl_verifier.content_matches), \
+                    (SELECT count(*) FROM etl_verifier.files WHERE digest_sum IS NULL)",
+            &[],
+        )
+        .await?;
+    let counts: Vec<i64> = (0..4).map(|i| stored.get(i)).collect();
+    assert_eq!(counts, [9, 9, 7, 0]);
+
+    // A new run with the small input's rows, one of them twice: overlapping
+    // rows, and the older runs' rows are not counted again.
+    let twice = "run-twice";
+    let t = "run-twice__a.csv";
+    let mut twice_rows = small_rows.clone();
+    twice_rows.push(small_rows[0].clone());
+    h.register(manifest(twice, t, &REVIEW_COLUMNS, &twice_rows))
+        .await?;
+    h.complete(twice, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(t, &numbered(&twice_rows), true).await?;
+    let report = h.watch_until(twice, WAIT, |r| r.complete).await?;
+    assert_eq!(
+        figures(&report),
+        ("PASSED".to_string(), 0, 5, none(), none())
+    );
+    // A rerun of the original's rows: a copy of both files holding them,
+    // found by the fingerprints the upgrade computed.
+    let again = "run-again";
+    let a = "run-again__a.csv";
+    h.register(manifest(again, a, &REVIEW_COLUMNS, &orig_rows))
+        .await?;
+    h.complete(again, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(a, &numbered(&orig_rows), true).await?;
+    let report = h.watch_until(again, WAIT, |r| r.complete).await?;
+    assert_eq!(
+        figures(&report),
+        (
+            "FAILED".to_string(),
+            3,
+            0,
+            vec![c.to_string(), o.to_string()],
+            none()
+        )
+    );
+    for (run, expected) in &expect_old[..2] {
+        assert_eq!(figures(&h.report(run).await?), *expected, "{run}");
+    }
+    let report = h.report("run-orig").await?;
+    assert_eq!(report.file_reports[0].copies, [a, c]);
+    assert_eq!(report.file_reports[0].content_duplicates, 3);
     Ok(())
 }

@@ -227,16 +227,19 @@ async fn two_verifiers_side_by_side_agree_on_every_run_and_count_once() -> TestR
                     (SELECT count(*) FROM etl_verifier.files), \
                     (SELECT sum(rows_landed)::bigint FROM etl_verifier.files), \
                     (SELECT count(*) FROM etl_verifier.row_digests), \
+                    (SELECT count(*) FROM etl_verifier.twinned_rows), \
+                    (SELECT sum(rows_twinned)::bigint FROM etl_verifier.twinned_counts), \
                     (SELECT count(*) FROM etl_verifier.content_matches), \
                     (SELECT count(*) FROM etl_verifier.copies)",
             &[],
         )
         .await?;
-    let counts: Vec<i64> = (0..6).map(|i| stored.get(i)).collect();
+    let counts: Vec<i64> = (0..8).map(|i| stored.get(i)).collect();
     // Runs; files 4 + 3 + 1 + 1 + 1 + 1; rows landed 22 + 11 + 6 + 6 + 3 + 5;
-    // digests 22 + 12 + 6 + 6 + 3 + 5; each twin's 6 rows matched to the
-    // other's, and the 3 shared rows on each side; one copy.
-    assert_eq!(counts, [6, 11, 53, 54, 18, 1]);
+    // digests 22 + 12 + 6 + 6 + 3 + 5; twinned rows: each twin's 6 and the 3
+    // shared rows on each side, counted as often; the copy's rows matched by
+    // name to its original's, both ways; one copy.
+    assert_eq!(counts, [6, 11, 53, 54, 18, 18, 12, 1]);
     let runs =
         a.db.query(
             "SELECT run_id, state, finished_at IS NOT NULL FROM etl_verifier.runs \

@@ -465,7 +465,10 @@ impl BenchReport {
             }),
             "",
         );
-        for name in SERVICES.iter().chain(&[crate::stack::BROKER]) {
+        for name in SERVICES
+            .iter()
+            .chain(&[crate::stack::BROKER, crate::stack::POSTGRES])
+        {
             t.row(
                 &format!("CPU s / 100k rows {name}"),
                 cells(&|s| {

@@ -4,6 +4,10 @@
 //! is `utime + stime` in `/proc/<pid>/stat` (user and system time, in clock
 //! ticks). Pids come from etlctl's `stack.json`.
 //!
+//! A process's CPU includes its children's, live (`/proc/<pid>/task/*/children`)
+//! and reaped (`cutime + cstime`): Postgres does its work in backends, children
+//! of the postmaster. The services have no children.
+//!
 //! CPU per 100k rows is the difference of two samples taken around the burst,
 //! scaled to 100,000 landed rows; a process that was restarted in between (a
 //! new pid) has no figure rather than a wrong one.
@@ -29,11 +33,32 @@ pub type Snapshot = BTreeMap<String, Option<ProcSample>>;
 pub fn sample(pid: u32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let live_children: u64 = children(pid)
+        .into_iter()
+        .filter_map(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).ok())
+        .filter_map(|stat| cpu_ticks(&stat))
+        .sum();
     Some(ProcSample {
         pid,
-        cpu_ticks: cpu_ticks(&stat)?,
+        cpu_ticks: cpu_ticks(&stat)? + reaped_children_ticks(&stat)? + live_children,
         peak_rss_kb: status_kb(&status, "VmHWM:")?,
     })
+}
+
+/// The pids of `pid`'s live children, from every thread's `children` file.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// Samples every named process.
@@ -54,6 +79,15 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// `cutime + cstime` (fields 16 and 17): the CPU of children already reaped.
+fn reaped_children_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let cutime: u64 = fields.nth(13)?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    Some(cutime + cstime)
 }
 
 /// A `Name:   1234 kB` line of `/proc/<pid>/status`, in kB.
@@ -137,6 +171,12 @@ mod tests {
         let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
                     250 75 0 0 20 0 9 0 123456 1000000 2000 18446744073709551615";
         assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(reaped_children_ticks(stat), Some(0));
+        let reaped = "1 (p) S 1 1 1 0 -1 0 0 0 0 0 10 5 30 7 20 0 1 0 1 1 1 1";
+        assert_eq!(
+            (cpu_ticks(reaped), reaped_children_ticks(reaped)),
+            (Some(15), Some(37))
+        );
         assert_eq!(cpu_ticks("garbage"), None);
     }
 

@@ -634,12 +634,17 @@ impl StackInfo {
             .map(|s| (s.process_name(), s.pid))
             .collect();
         out.insert(BROKER.to_owned(), self.kafka.process.pid);
+        out.insert(POSTGRES.to_owned(), self.postgres.process.pid);
         out
     }
 }
 
 /// The broker's name among [`StackInfo::processes`].
 pub const BROKER: &str = "broker";
+
+/// Postgres' postmaster among [`StackInfo::processes`]: its CPU includes its
+/// backends' (the sink's writes and the verifier's reads run there).
+pub const POSTGRES: &str = "postgres";
 
 /// The part of etlctl's `report.json` the benchmark reads.
 #[derive(Clone, Debug, Default, Deserialize)]

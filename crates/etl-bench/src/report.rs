@@ -312,7 +312,10 @@ impl BenchReport {
         t.section("broker");
         t.row("", cells(&|s| s.broker.clone()), "");
 
-        t.section("floors (same broker, storage, Postgres, machine)");
+        t.section(&format!(
+            "floors (same broker, storage, Postgres, machine; fastest of {} runs)",
+            crate::floors::REPETITIONS
+        ));
         t.row(
             "produce, the burst's records",
             cells(&|s| {

@@ -33,7 +33,7 @@ fn base(brokers: &str) -> ClientConfig {
 /// producer made after. Process-wide because every producer of a worker
 /// (source tasks, dead letters, cluster records) takes the worker's setting,
 /// as in Kafka Connect.
-static COMPRESSION: Mutex<Compression> = Mutex::new(Compression::Lz4);
+static COMPRESSION: Mutex<Compression> = Mutex::new(Compression::None);
 
 /// Sets the compression of the producers made from now on.
 pub(crate) fn set_compression(compression: Compression) {

@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use etl_core::{Field, FieldType, Schema, Value, envelope::Encoder};
+use etl_core::{Value, envelope::Encoder};
 use etl_proto::v1::{
     AlterConnectorOffsetsRequest, ConnectorOffset, GetConnectorOffsetsRequest,
     PauseConnectorRequest, RestartConnectorRequest, ResumeConnectorRequest, StopConnectorRequest,
@@ -20,7 +20,7 @@ use rdkafka::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 
-use crate::helpers::{Chunk, Stack, WAIT, eventually};
+use crate::helpers::{Chunk, Stack, WAIT, eventually, review_schema};
 
 const SINK: &str = "postgres-sink";
 const SOURCE: &str = "sftp-csv-source";
@@ -88,17 +88,6 @@ async fn wait_for_state(stack: &Stack, name: &str, state: &str) -> Json {
         (s["connector"]["state"] == state && tasks.iter().all(|t| t["state"] == state)).then_some(s)
     })
     .await
-}
-
-fn review_schema() -> Schema {
-    Schema {
-        name: "review".into(),
-        fields: vec![Field {
-            name: "body".into(),
-            ty: FieldType::String,
-            optional: true,
-        }],
-    }
 }
 
 /// Produces rows `from..=to` of file `file` to partition 0 of the stack's topic.

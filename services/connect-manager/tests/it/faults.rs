@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use etl_core::{Field, FieldType, Schema, Value, envelope::Encoder};
+use etl_core::{Value, envelope::Encoder};
 use etl_proto::v1::CreateConnectorRequest;
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
@@ -13,21 +13,10 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
-use crate::helpers::{Chunk, Stack, WAIT, eventually};
+use crate::helpers::{Chunk, Stack, WAIT, eventually, review_schema};
 
 const SINK: &str = "postgres-sink";
 const SOURCE: &str = "sftp-csv-source";
-
-fn schema() -> Schema {
-    Schema {
-        name: "review".into(),
-        fields: vec![Field {
-            name: "body".into(),
-            ty: FieldType::String,
-            optional: true,
-        }],
-    }
-}
 
 /// Produces, in order to partition 0: `good_before` good records, one record whose
 /// value is not an envelope, then `good_after` good records.
@@ -37,7 +26,7 @@ async fn produce_with_a_bad_record(stack: &Stack, good_before: u64, good_after: 
         .set("enable.idempotence", "true")
         .create()
         .expect("producer");
-    let encoder = Encoder::new(&schema());
+    let encoder = Encoder::new(&review_schema());
     let send = |row: u64, payload: Vec<u8>| {
         let producer = producer.clone();
         let topic = stack.topic.clone();

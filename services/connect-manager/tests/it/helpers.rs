@@ -111,6 +111,19 @@ impl Drop for Manager {
     }
 }
 
+/// The one-column schema (`body`, optional text) of the records tests
+/// produce straight to the topic.
+pub(crate) fn review_schema() -> etl_core::Schema {
+    etl_core::Schema {
+        name: "review".into(),
+        fields: vec![etl_core::Field {
+            name: "body".into(),
+            ty: etl_core::FieldType::String,
+            optional: true,
+        }],
+    }
+}
+
 /// Everything one test needs.
 pub(crate) struct Stack {
     pub(crate) brokers: String,

@@ -61,14 +61,7 @@ async fn a_copy_under_a_new_name_fails_the_run_of_the_original() -> TestResult {
     assert_eq!((report.content_duplicates, report.overlapping_rows), (6, 0));
     // The partial copy holds two of its rows, not all: it is no copy.
     assert_eq!(report.file_reports[0].copies, ["copy of a.csv"]);
-    let state: String =
-        h.db.query_one(
-            "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
-            &[&run],
-        )
-        .await?
-        .get(0);
-    assert_eq!(state, "FAILED");
+    assert_eq!(h.stored_state(run).await?, "FAILED");
     Ok(())
 }
 
@@ -195,14 +188,7 @@ async fn overlapping_rows_are_reported_and_both_runs_pass() -> TestResult {
     let report = h.watch_until(twice, WAIT, |r| r.complete).await?;
     assert_eq!(report.state, "PASSED", "{report:?}");
     assert_eq!((report.overlapping_rows, report.content_duplicates), (5, 0));
-    let state: String =
-        h.db.query_one(
-            "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
-            &[&small],
-        )
-        .await?
-        .get(0);
-    assert_eq!(state, "PASSED");
+    assert_eq!(h.stored_state(small).await?, "PASSED");
     Ok(())
 }
 
@@ -234,14 +220,7 @@ async fn an_unregistered_file_is_a_copy_only_while_it_holds_exactly_the_rows() -
     let report = poll_report(&mut h.grpc, run, WAIT, |r| r.state == "PASSED").await?;
     assert!(report.file_reports[0].copies.is_empty(), "{report:?}");
     assert_eq!((report.overlapping_rows, report.content_duplicates), (5, 0));
-    let state: String =
-        h.db.query_one(
-            "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
-            &[&run],
-        )
-        .await?
-        .get(0);
-    assert_eq!(state, "PASSED");
+    assert_eq!(h.stored_state(run).await?, "PASSED");
     Ok(())
 }
 

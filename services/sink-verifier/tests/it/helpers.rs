@@ -209,6 +209,19 @@ impl Harness {
         Ok(())
     }
 
+    /// The run's state as stored in `etl_verifier.runs` (decided at its end,
+    /// and again when a copy is found later), not as a report recomputes it.
+    pub(crate) async fn stored_state(&self, run: &str) -> Result<String, Error> {
+        Ok(self
+            .db
+            .query_one(
+                "SELECT state FROM etl_verifier.runs WHERE run_id = $1",
+                &[&run],
+            )
+            .await?
+            .get(0))
+    }
+
     pub(crate) async fn report(&mut self, run: &str) -> Result<RunReport, Error> {
         Ok(self
             .grpc

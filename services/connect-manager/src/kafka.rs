@@ -2,6 +2,7 @@
 //! source, the manually committing consumer of the sink, topic creation, and
 //! the metadata probe behind the health status.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaResult,
     producer::FutureProducer,
+    statistics::Statistics,
     types::RDKafkaErrorCode,
 };
 
@@ -61,19 +63,47 @@ pub(crate) fn producer(brokers: &str) -> KafkaResult<FutureProducer> {
 /// The sink consumer's context: counts rebalances, so the sink's gap guard
 /// (`sink::gaps`) can tell that what it learned about a partition's offsets may
 /// no longer hold.
+/// It also keeps each partition's high watermark as the fetch responses give
+/// it (librdkafka's statistics, every [`STATISTICS_EVERY_MS`]), for the guard's
+/// look at partitions that deliver nothing.
 #[derive(Default)]
 pub(crate) struct Rebalances {
     generation: std::sync::atomic::AtomicU64,
+    high: Mutex<HashMap<(String, i32), i64>>,
 }
+
+/// How often librdkafka reports the sink consumer's statistics.
+const STATISTICS_EVERY_MS: &str = "1000";
 
 impl Rebalances {
     /// Bumped after every assignment and revocation.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// The partition's high watermark in the last statistics; `None` before a
+    /// fetch response brought one. Not ListOffsets: tansu 0.6 answers that with
+    /// its last producer batch's *base* offset + 1, far below the truth when
+    /// batches hold many records.
+    pub(crate) fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let high = self.high.lock().unwrap_or_else(|e| e.into_inner());
+        high.get(&(topic.to_string(), partition)).copied()
+    }
 }
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: Statistics) {
+        let mut high = self.high.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, t) in statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; -1001 unknown.
+                if partition >= 0 && p.hi_offset >= 0 {
+                    high.insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Rebalances {
     // Runs inside the consumer's poll, before the next message is returned, so
@@ -99,6 +129,7 @@ pub(crate) fn consumer(
     }
     config
         .set("group.id", group)
+        .set("statistics.interval.ms", STATISTICS_EVERY_MS)
         // A worker that died without a restart hands its partitions over after this.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")

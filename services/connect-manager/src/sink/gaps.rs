@@ -26,6 +26,16 @@
 //! one refetch of a single record per gap, so a topic written in transactions
 //! (a commit marker per transaction) is not slowed down.
 //!
+//! - **A resume inside the partition's *last* producer batch** is the same
+//!   defect with nothing after it: the fetch returns nothing at all, so no jump
+//!   is ever seen and the rest of the batch waits until another record arrives
+//!   in that partition. A two-worker stack stalled this way on its very first
+//!   file. So a partition whose records wait (the offset expected is below the
+//!   high watermark) and that delivered nothing for a while is treated as a gap
+//!   at the high watermark ([`GapGuard::idle`], [`GapGuard::quiet`]): stepped
+//!   back the same way, and settled when the broker serves the records below
+//!   and nothing more (an open transaction, a trailing commit marker).
+//!
 //! What the guard never does is let a record past a gap count before the gap is
 //! settled: a message held back is not added to the batch, so its offset is not
 //! committed.
@@ -68,6 +78,28 @@ struct Partition {
     /// The offset expected next.
     next: i64,
     gap: Option<Gap>,
+    /// A message came since the last [`GapGuard::idle`].
+    touched: bool,
+    /// `(next, high watermark)` at the last look that found records waiting
+    /// and none delivered: a second look at the same is needed to probe, so a
+    /// sink that merely paused (its writer slow, librdkafka's queue full) does
+    /// not refetch.
+    suspect: Option<(i64, i64)>,
+    /// `(next, high watermark)` when a quiet probe found that the broker
+    /// delivers nothing more: probed again only once either moves.
+    settled: Option<(i64, i64)>,
+}
+
+impl Partition {
+    fn at(next: i64) -> Self {
+        Self {
+            next,
+            gap: None,
+            touched: false,
+            suspect: None,
+            settled: None,
+        }
+    }
 }
 
 /// A gap at the partition's `next`, being refetched.
@@ -81,6 +113,8 @@ struct Gap {
     from: i64,
     /// The last refetch delivered a record below the gap.
     below: bool,
+    /// Found by [`GapGuard::quiet`], not by a jump: `seen` is the high watermark.
+    quiet: bool,
 }
 
 /// The guard's state: the next offset expected per (topic, partition), learned
@@ -110,7 +144,67 @@ impl GapGuard {
         self.topics
             .entry(topic.to_string())
             .or_default()
-            .insert(partition, Partition { next, gap: None });
+            .insert(partition, Partition::at(next));
+    }
+
+    /// The partitions known here that delivered nothing since the last call,
+    /// with the offset each expects next: those worth asking the broker whether
+    /// records wait.
+    pub(crate) fn idle(&mut self) -> Vec<(String, i32, i64)> {
+        let mut idle = Vec::new();
+        for (topic, partitions) in &mut self.topics {
+            for (&partition, p) in partitions.iter_mut() {
+                if !std::mem::take(&mut p.touched) {
+                    idle.push((topic.clone(), partition, p.next));
+                }
+            }
+        }
+        idle.sort();
+        idle
+    }
+
+    /// An idle partition's high watermark is `high`: if records wait there
+    /// (and waited as much at the last look), returns where to fetch from. The
+    /// first probe steps back one record, as
+    /// for a gap; a probe that finds its refetch still brought nothing steps
+    /// further; one whose refetch brought the records below and nothing more
+    /// settles (nothing the broker will deliver lies in `next..high` now).
+    pub(crate) fn quiet(&mut self, topic: &str, partition: i32, high: i64) -> Option<i64> {
+        let p = self.topics.get_mut(topic)?.get_mut(&partition)?;
+        if p.next >= high {
+            p.settled = None;
+            return None;
+        }
+        let next = p.next;
+        let refetch = |refetches: u32| (next - STEP_BACK[refetches as usize]).max(0);
+        let Some(gap) = p.gap.as_mut() else {
+            if p.settled == Some((next, high))
+                || p.suspect.replace((next, high)) != Some((next, high))
+            {
+                return None;
+            }
+            let from = refetch(0);
+            p.gap = Some(Gap {
+                seen: high,
+                refetches: 1,
+                from,
+                below: false,
+                quiet: true,
+            });
+            return Some(from);
+        };
+        if gap.below || gap.from == 0 || gap.refetches as usize >= STEP_BACK.len() {
+            // A gap found by a jump ends when the jump comes again: it exists.
+            if gap.quiet {
+                p.gap = None;
+                p.settled = Some((next, high));
+            }
+            return None;
+        }
+        let from = refetch(gap.refetches);
+        gap.refetches += 1;
+        gap.from = from;
+        Some(from)
     }
 
     /// The verdict on the message at `offset`.
@@ -120,15 +214,12 @@ impl GapGuard {
             None => self.topics.entry(topic.to_string()).or_default(),
         };
         let Some(p) = partitions.get_mut(&partition) else {
-            partitions.insert(
-                partition,
-                Partition {
-                    next: offset + 1,
-                    gap: None,
-                },
-            );
+            let mut p = Partition::at(offset + 1);
+            p.touched = true;
+            partitions.insert(partition, p);
             return Verdict::Take;
         };
+        p.touched = true;
         let expected = p.next;
         if offset == expected {
             p.next = offset + 1;
@@ -158,6 +249,7 @@ impl GapGuard {
                 refetches: 1,
                 from,
                 below: false,
+                quiet: false,
             });
             return Verdict::Refetch { from };
         };
@@ -368,5 +460,84 @@ mod tests {
         // The group committed further after the fetch position was chosen.
         g.resume_at(T, 0, 50);
         takes(&mut g, 40..=60);
+    }
+
+    #[test]
+    fn a_resume_inside_the_last_producer_batch_is_found_by_the_quiet_probe() {
+        let mut g = GapGuard::default();
+        // Committed 5 inside the batch 0..=9, the partition's last: tansu
+        // answers a fetch from 5 (or 4) with nothing at all.
+        g.resume_at(T, 0, 5);
+        assert_eq!(g.idle(), vec![(T.to_string(), 0, 5)]);
+        assert_eq!(g.quiet(T, 0, 10), None, "one look is not enough");
+        assert_eq!(g.idle(), vec![(T.to_string(), 0, 5)]);
+        assert_eq!(g.quiet(T, 0, 10), Some(4));
+        assert_eq!(g.idle(), vec![(T.to_string(), 0, 5)]);
+        assert_eq!(g.quiet(T, 0, 10), Some(0));
+        skips(&mut g, 0..=4);
+        assert_eq!(
+            g.check(T, 0, 5),
+            Verdict::Healed {
+                missing: 5..10,
+                refetches: 2
+            }
+        );
+        takes(&mut g, 6..=9);
+        assert_eq!(g.idle(), Vec::new(), "it delivered since the last look");
+        assert_eq!(g.idle(), vec![(T.to_string(), 0, 10)]);
+        assert_eq!(g.quiet(T, 0, 10), None, "nothing waits");
+    }
+
+    #[test]
+    fn a_quiet_probe_that_reads_only_below_settles_until_something_moves() {
+        let mut g = GapGuard::default();
+        // Apache Kafka: 0..=9 read, 10 is the trailing commit marker.
+        g.resume_at(T, 0, 10);
+        assert_eq!(g.quiet(T, 0, 11), None);
+        assert_eq!(g.quiet(T, 0, 11), Some(9));
+        skips(&mut g, 9..=9);
+        assert_eq!(g.quiet(T, 0, 11), None);
+        assert_eq!(g.quiet(T, 0, 11), None, "settled: no refetch per look");
+        // A new transaction is open: its records wait below the stable offset.
+        assert_eq!(g.quiet(T, 0, 14), None);
+        assert_eq!(g.quiet(T, 0, 14), Some(9));
+        skips(&mut g, 9..=9);
+        assert_eq!(g.quiet(T, 0, 14), None);
+        // Committed: its records come after the marker, a jump like any other.
+        assert_eq!(g.check(T, 0, 11), Verdict::Refetch { from: 9 });
+        skips(&mut g, 9..=9);
+        assert_eq!(g.check(T, 0, 11), Verdict::Accepted { missing: 10..11 });
+        takes(&mut g, 12..=12);
+    }
+
+    #[test]
+    fn a_quiet_probe_leaves_a_gap_found_by_a_jump_to_the_jump() {
+        let mut g = GapGuard::default();
+        g.resume_at(T, 0, 5);
+        assert_eq!(g.check(T, 0, 8), Verdict::Refetch { from: 4 });
+        skips(&mut g, 4..=4);
+        // The jump has not come again yet: the probe does not decide for it.
+        assert_eq!(g.quiet(T, 0, 9), None);
+        assert_eq!(g.quiet(T, 0, 9), None);
+        assert_eq!(g.check(T, 0, 8), Verdict::Accepted { missing: 5..8 });
+    }
+
+    #[test]
+    fn a_partition_that_moved_between_two_looks_is_not_probed() {
+        let mut g = GapGuard::default();
+        g.resume_at(T, 0, 5);
+        assert_eq!(g.quiet(T, 0, 10), None);
+        // The writer was slow, then the records came: not a stall.
+        takes(&mut g, 5..=7);
+        assert_eq!(g.quiet(T, 0, 10), None);
+        assert_eq!(g.quiet(T, 0, 12), None, "the producer wrote on");
+        assert_eq!(g.quiet(T, 0, 12), Some(7));
+    }
+
+    #[test]
+    fn an_unknown_partition_is_not_probed() {
+        let mut g = GapGuard::default();
+        assert_eq!(g.idle(), Vec::new());
+        assert_eq!(g.quiet(T, 0, 10), None);
     }
 }

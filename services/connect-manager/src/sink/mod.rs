@@ -72,6 +72,9 @@ use crate::{
 /// millisecond here is latency for a file arriving alone; under a burst the
 /// batch fills to `batch.size` first.
 const GATHER_IDLE: Duration = Duration::from_millis(15);
+/// How often partitions that delivered nothing are checked for records that
+/// wait ([`gaps::GapGuard::quiet`]): a stall of that kind lasts a few of these.
+const QUIET_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A decoded record and where it came from.
 struct Incoming {
@@ -309,9 +312,17 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         task: ctx.task,
         dead_letters: dead_letters.as_ref(),
     };
+    let mut probe = tokio::time::interval(QUIET_PROBE_EVERY);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
+            // Records first: the probe looks only when none are queued here.
+            biased;
             m = consumer.recv() => m,
+            _ = probe.tick() => {
+                guard.probe().await;
+                continue;
+            }
             _ = shutdown.wait() => break,
         };
         let mut batch = Batch::default();
@@ -483,8 +494,8 @@ struct Guard {
 }
 
 impl Guard {
-    /// Whether `m` goes into the batch. A message held back is fetched again.
-    async fn admit(&mut self, m: &BorrowedMessage<'_>) -> bool {
+    /// After a rebalance, starts over from the committed offsets.
+    async fn follow_rebalances(&mut self) {
         let generation = self.consumer.context().generation();
         if generation != self.gaps.generation() {
             self.gaps.rebalanced(generation);
@@ -492,6 +503,28 @@ impl Guard {
                 self.gaps.resume_at(&topic, partition, next);
             }
         }
+    }
+
+    /// Looks, for each partition that delivered nothing since the last probe,
+    /// whether records wait there; seeks back where they do
+    /// ([`GapGuard::quiet`]).
+    async fn probe(&mut self) {
+        self.follow_rebalances().await;
+        for (topic, partition, next) in self.gaps.idle() {
+            let Some(high) = self.consumer.context().high_watermark(&topic, partition) else {
+                continue;
+            };
+            if let Some(from) = self.gaps.quiet(&topic, partition, high) {
+                tracing::debug!(%topic, partition, next, high, from,
+                    "records wait but none came; fetching again from before the offset expected");
+                seek(&self.consumer, &topic, partition, from).await;
+            }
+        }
+    }
+
+    /// Whether `m` goes into the batch. A message held back is fetched again.
+    async fn admit(&mut self, m: &BorrowedMessage<'_>) -> bool {
+        self.follow_rebalances().await;
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         match self.gaps.check(topic, partition, offset) {
             Verdict::Take => true,

@@ -230,6 +230,25 @@ async fn tansu_resume_inside_a_producer_batch_lands_the_rest_of_it() {
     sink.manager.stop().await;
 }
 
+/// The same resume inside the partition's *last* producer batch, with nothing
+/// produced after it: tansu answers every fetch with nothing, so no jump is
+/// ever seen. What stalled a two-worker stack on its first file (a rebalance
+/// moved the partition while the file's rows were half written). The guard's
+/// quiet probe sees records waiting below the high watermark and steps back.
+/// Without it rows 5..=9 never land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_resume_inside_the_last_producer_batch_lands_it_with_nothing_after_it() {
+    let sink = TansuSink::start(1).await;
+    let producer = sink.producer("300");
+    let offsets = send_rows(&producer, &sink.topic, "last.csv", 0..10).await;
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+    sink.commit(5).await;
+    sink.create_sink().await;
+    let pg = sink.pg().await;
+    wait_landed(&pg, &rows_of("last.csv", 5..10), Duration::from_secs(30)).await;
+    sink.manager.stop().await;
+}
+
 /// Two producers (two connections) appending to one partition at once, the
 /// shape of tansu's race, while the sink reads: every record lands once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,3 +33,40 @@ where
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
 }
+
+/// Whether `table` has a unique index that rejects a duplicate of exactly
+/// `columns` (in any order) at once: not partial, not on expressions, not
+/// deferred, INCLUDE columns aside. Then a plain `COPY` of a row whose key is
+/// already there fails on the spot (`unique_violation`) rather than adding it
+/// twice, which is what lets a writer try the plain `COPY` before an upsert.
+/// `false` for no columns or no such table.
+pub async fn has_unique_index<C>(
+    client: &C,
+    table: &TableName,
+    columns: &[&str],
+) -> Result<bool, tokio_postgres::Error>
+where
+    C: GenericClient + Sync,
+{
+    if columns.is_empty() {
+        return Ok(false);
+    }
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i \
+               JOIN pg_class c ON c.oid = i.indrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname::text = coalesce($1::text, current_schema()::text) \
+                 AND c.relname::text = $2::text \
+                 AND i.indisunique AND i.indimmediate AND i.indisvalid \
+                 AND i.indpred IS NULL AND i.indexprs IS NULL \
+                 AND i.indnkeyatts = cardinality($3::text[]) \
+                 AND (SELECT array_agg(a.attname::text) FROM pg_attribute a \
+                      WHERE a.attrelid = i.indrelid \
+                        AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])) \
+                     @> $3::text[])",
+            &[&table.schema, &table.name, &columns],
+        )
+        .await?;
+    row.try_get(0)
+}

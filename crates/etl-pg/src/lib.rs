@@ -26,6 +26,6 @@ pub mod ident;
 pub mod lineage;
 pub mod notify;
 
-pub use catalog::table_columns;
+pub use catalog::{has_unique_index, table_columns};
 pub use connect::{connect, describe};
 pub use ident::{TableName, quote_ident};

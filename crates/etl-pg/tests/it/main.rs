@@ -120,3 +120,52 @@ async fn a_connection_that_fails_names_no_password() {
     };
     assert_eq!(err.step(), "connecting (LISTEN)");
 }
+
+#[tokio::test]
+async fn unique_indexes_that_reject_a_duplicate_key_at_once() {
+    let config = database("etlpg_unique").await;
+    let (client, _driver) = etl_pg::connect(&config, "test").await.expect("connect");
+    client
+        .batch_execute(
+            "CREATE TABLE pk (f text, r bigint, x text, PRIMARY KEY (f, r)); \
+             CREATE TABLE reversed (f text, r bigint, x text); \
+             CREATE UNIQUE INDEX ON reversed (r, f) INCLUDE (x); \
+             CREATE TABLE plain (f text, r bigint); \
+             CREATE INDEX ON plain (f, r); \
+             CREATE TABLE wider (f text, r bigint, x text, UNIQUE (f, r, x)); \
+             CREATE TABLE partial (f text, r bigint); \
+             CREATE UNIQUE INDEX ON partial (f, r) WHERE r > 0; \
+             CREATE TABLE deferred (f text, r bigint, \
+                 UNIQUE (f, r) DEFERRABLE INITIALLY DEFERRED); \
+             CREATE SCHEMA other; \
+             CREATE TABLE other.pk (f text, r bigint, PRIMARY KEY (f, r))",
+        )
+        .await
+        .expect("create");
+    const KEY: &[&str] = &["f", "r"];
+    let has = |table: &'static str, columns: &'static [&'static str]| {
+        let client = &client;
+        async move {
+            etl_pg::has_unique_index(client, &TableName::parse(table), columns)
+                .await
+                .expect("query")
+        }
+    };
+    assert!(has("pk", KEY).await, "primary key");
+    assert!(has("pk", &["r", "f"]).await, "any order");
+    assert!(has("reversed", KEY).await, "unique index, INCLUDE aside");
+    assert!(has("other.pk", KEY).await, "schema-qualified");
+    assert!(
+        !has("pk", &["f"]).await,
+        "a key of fewer columns is not unique"
+    );
+    assert!(!has("plain", KEY).await, "not unique");
+    assert!(!has("wider", KEY).await, "unique on more columns");
+    assert!(!has("partial", KEY).await, "partial");
+    assert!(
+        !has("deferred", KEY).await,
+        "deferred: fails at commit, not at once"
+    );
+    assert!(!has("missing", KEY).await, "no such table");
+    assert!(!has("pk", &[]).await, "no key");
+}

@@ -594,6 +594,24 @@ impl Store {
         let expected_files = run.try_get::<_, Option<i64>>(0).map_err(pg())?.map(to_u64);
         let finished: bool = run.try_get(1).map_err(pg())?;
         // A statement after the lock: it sees every check that shared the row.
+        // Counted first: the whole report is read only for a run that ends, not
+        // after every file (which made a run of n files read n² rows).
+        if !finished {
+            let counts = tx
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE f.verified OR j.file_name IS NOT NULL) \
+                     FROM etl_verifier.files f LEFT JOIN etl_verifier.rejections j USING (file_name) \
+                     WHERE f.run_id = $1",
+                    &[&run_id],
+                )
+                .await
+                .map_err(pg())?;
+            let registered = to_u64(counts.try_get(0).map_err(pg())?);
+            let done = to_u64(counts.try_get(1).map_err(pg())?);
+            if expected_files != Some(registered) || done != registered {
+                return Ok(None);
+            }
+        }
         let run = StoredRun {
             run_id: run_id.to_string(),
             expected_files,

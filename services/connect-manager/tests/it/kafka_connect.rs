@@ -232,6 +232,97 @@ async fn update_mode_changes_existing_rows_and_inserts_none() {
     assert_eq!(stack.status(&name).await.state, "RUNNING");
 }
 
+/// insert.mode=upsert (the default) where some rows are there already: new
+/// rows go straight in with a COPY, and a batch meeting existing keys falls
+/// back to the upsert, so rows 2 and 3 change, 4 and 5 are added and row 1
+/// stays. On a table made by hand without a key on the record's key, no
+/// straight COPY is tried (it could not fail on a row already there): the
+/// upsert says why it cannot run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_mode_changes_existing_rows_and_adds_new_ones() {
+    let stack = Stack::start().await;
+    create_topic(&stack.topic, 1).await;
+    let pg = stack.pg().await;
+    pg.batch_execute(
+        "CREATE TABLE review (body text, _etl_file text NOT NULL, _etl_row bigint NOT NULL, \
+         _etl_trace_id text, _etl_loaded_at timestamptz NOT NULL DEFAULT now(), \
+         PRIMARY KEY (_etl_file, _etl_row)); \
+         INSERT INTO review (body, _etl_file, _etl_row) VALUES \
+         ('old 1', 'u.csv', 1), ('old 2', 'u.csv', 2), ('old 3', 'u.csv', 3)",
+    )
+    .await
+    .expect("table");
+    let encoder = Encoder::new(&schema(&[("body", FieldType::String)]));
+    let record = |n: u32| {
+        (
+            format!("u.csv:{n}"),
+            Some(encoder.encode(&[Value::Text(format!("new {n}"))])),
+        )
+    };
+    // First a batch of new rows only, then one that meets rows already there.
+    produce(&stack, &stack.topic, &[record(6), record(7)]).await;
+    let (name, config) = stack.connector("postgres-sink.json", &[]);
+    create(&stack, &name, config).await;
+    let group = format!("connect-{}", stack.topic);
+    wait_committed(&stack, &group, &stack.topic, 1, 2).await;
+    produce(
+        &stack,
+        &stack.topic,
+        &(2..=5).map(record).collect::<Vec<_>>(),
+    )
+    .await;
+    wait_committed(&stack, &group, &stack.topic, 1, 6).await;
+    let want: Vec<Vec<String>> = [
+        (1, "old 1"),
+        (2, "new 2"),
+        (3, "new 3"),
+        (4, "new 4"),
+        (5, "new 5"),
+        (6, "new 6"),
+        (7, "new 7"),
+    ]
+    .iter()
+    .map(|(n, b)| vec![n.to_string(), b.to_string()])
+    .collect();
+    assert_eq!(
+        rows(
+            &pg,
+            "SELECT _etl_row::text, body FROM review ORDER BY _etl_row"
+        )
+        .await,
+        want
+    );
+    assert_eq!(stack.status(&name).await.state, "RUNNING");
+
+    // A second sink into a table without a key: nothing written, a clear error.
+    pg.batch_execute(
+        "CREATE TABLE keyless (body text, _etl_file text NOT NULL, _etl_row bigint NOT NULL, \
+         _etl_trace_id text, _etl_loaded_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .expect("table");
+    let (_, mut config) = stack.connector(
+        "postgres-sink.json",
+        &[("table.name.format", "keyless"), ("max.retries", "0")],
+    );
+    config.insert(
+        "consumer.override.group.id".into(),
+        format!("{group}-keyless"),
+    );
+    create(&stack, "keyless-sink", config).await;
+    let status = eventually("the keyless sink to fail", WAIT, || async {
+        let status = stack.status("keyless-sink").await;
+        (status.state == "FAILED").then_some(status)
+    })
+    .await;
+    assert!(
+        status.last_error.contains("ON CONFLICT"),
+        "the reason names the missing key: {}",
+        status.last_error
+    );
+    assert_eq!(count(&pg, "keyless").await, 0);
+}
+
 /// Two more sinks on one topic, each its own consumer group: pk.mode=kafka keys
 /// every record by topic, partition and offset; pk.mode=record_value keys by a
 /// field (the last record of a key wins, lineage following it), with

@@ -195,10 +195,14 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Keeps `status.lag` at the records the group has not committed yet (high
 /// watermark minus committed offset, over every partition of `topics`), so the
-/// health status can tell a stalled sink from an idle one.
+/// health status can tell a stalled sink from an idle one. The high watermark
+/// is the larger of ListOffsets' answer and what the sink's own fetches saw
+/// (`fetched`): tansu answers ListOffsets with its last producer batch's base
+/// offset + 1, which hid the records of a stalled batch.
 pub(crate) async fn watch_lag(
     client: Option<BaseConsumer>,
     topics: Vec<String>,
+    fetched: std::sync::Arc<Rebalances>,
     status: std::sync::Arc<crate::status::Status>,
     shutdown: etl_service::Shutdown,
 ) {
@@ -208,8 +212,8 @@ pub(crate) async fn watch_lag(
         if !shutdown.sleep(LAG_EVERY).await {
             return;
         }
-        let (c, t) = (client.clone(), topics.clone());
-        match tokio::task::spawn_blocking(move || lag(&c, &t)).await {
+        let (c, t, f) = (client.clone(), topics.clone(), fetched.clone());
+        match tokio::task::spawn_blocking(move || lag(&c, &t, &f)).await {
             Ok(Ok(lag)) => status.set_lag(lag),
             Ok(Err(e)) => tracing::debug!(error = %e, "cannot measure the sink's lag"),
             Err(_) => return,
@@ -218,7 +222,7 @@ pub(crate) async fn watch_lag(
 }
 
 /// Blocking: one metadata, one committed-offsets and per partition one watermark request.
-fn lag(client: &BaseConsumer, topics: &[String]) -> KafkaResult<u64> {
+fn lag(client: &BaseConsumer, topics: &[String], fetched: &Rebalances) -> KafkaResult<u64> {
     let timeout = Duration::from_secs(3);
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut high = std::collections::HashMap::new();
@@ -226,7 +230,10 @@ fn lag(client: &BaseConsumer, topics: &[String]) -> KafkaResult<u64> {
         let metadata = client.fetch_metadata(Some(topic), timeout)?;
         for t in metadata.topics() {
             for p in t.partitions() {
-                let (low, hi) = client.fetch_watermarks(topic, p.id(), timeout)?;
+                let (low, listed) = client.fetch_watermarks(topic, p.id(), timeout)?;
+                let hi = fetched
+                    .high_watermark(topic, p.id())
+                    .map_or(listed, |seen| seen.max(listed));
                 high.insert((topic.clone(), p.id()), (low, hi));
                 tpl.add_partition(topic, p.id());
             }

@@ -283,6 +283,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
     tokio::spawn(kafka::watch_lag(
         consumer_for_lag(&brokers, &config),
         lag_topics(&brokers, &config).await,
+        consumer.context().clone(),
         status.clone(),
         shutdown.clone(),
     ));

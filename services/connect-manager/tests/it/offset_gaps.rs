@@ -15,7 +15,9 @@ use std::{
 };
 
 use etl_core::{Value, envelope::Encoder};
-use etl_proto::v1::{CreateConnectorRequest, connect_manager_client::ConnectManagerClient};
+use etl_proto::v1::{
+    CreateConnectorRequest, GetConnectorStatusRequest, connect_manager_client::ConnectManagerClient,
+};
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer},
@@ -246,6 +248,58 @@ async fn tansu_resume_inside_the_last_producer_batch_lands_it_with_nothing_after
     sink.create_sink().await;
     let pg = sink.pg().await;
     wait_landed(&pg, &rows_of("last.csv", 5..10), Duration::from_secs(30)).await;
+    sink.manager.stop().await;
+}
+
+/// The lag behind the health status counts every record waiting on tansu
+/// too: tansu answers ListOffsets with its last producer batch's *base*
+/// offset + 1 (here 1 for ten records), so the lag also takes the high
+/// watermark the sink's fetches saw. The sink's first write is held on the
+/// advisory lock it takes to create its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_lag_counts_every_record_of_a_waiting_batch() {
+    let sink = TansuSink::start(1).await;
+    let blocker = sink.pg().await;
+    blocker
+        .execute(
+            "SELECT pg_advisory_lock(hashtext('file-etl create review'))",
+            &[],
+        )
+        .await
+        .expect("lock");
+    let producer = sink.producer("300");
+    send_rows(&producer, &sink.topic, "lag.csv", 0..10).await;
+    sink.create_sink().await;
+    let addr = sink.manager.running().grpc_addr;
+    let mut grpc = ConnectManagerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("gRPC connects");
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let status = grpc
+            .get_connector_status(GetConnectorStatusRequest {
+                name: "postgres-sink".into(),
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        last = Some(status.lag);
+        if status.lag == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(last, Some(10), "the lag while the ten rows wait");
+    blocker
+        .execute(
+            "SELECT pg_advisory_unlock(hashtext('file-etl create review'))",
+            &[],
+        )
+        .await
+        .expect("unlock");
+    let pg = sink.pg().await;
+    wait_landed(&pg, &rows_of("lag.csv", 0..10), Duration::from_secs(30)).await;
     sink.manager.stop().await;
 }
 

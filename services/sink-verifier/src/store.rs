@@ -1172,12 +1172,36 @@ async fn record_twins(tx: &Transaction<'_>, m: &Manifest) -> Result<Twins, tokio
             insert_matches(tx, &m.file_name, original, &rows).await?;
             insert_matches(tx, original, &m.file_name, &rows).await?;
         }
-        tx.execute(
-            "INSERT INTO etl_verifier.digest_runs (digest, columns_id, run_id) \
-             SELECT d, $2, $3 FROM unnest($1::bigint[]) AS d ON CONFLICT DO NOTHING",
-            &[&distinct, &columns_id, &m.run_id],
-        )
-        .await?;
+        // The lookup above tells, for most digests, whether the run holds
+        // them already: fewer runs than asked for is the whole list. Those it
+        // lacks go in with a plain insert (the verified lock keeps any other
+        // writer out; were one to slip in, the unique violation fails this
+        // check, which is tried again), saving the conflict check on each;
+        // only a digest with a full list takes it.
+        let (mut new, mut unsure) = (Vec::new(), Vec::new());
+        for &d in &distinct {
+            match runs.get(&(d as u64)) {
+                Some(held) if held.contains(&m.run_id) => {}
+                Some(held) if held.len() >= duplicates::RUNS_LOOKED_UP => unsure.push(d),
+                _ => new.push(d),
+            }
+        }
+        if !new.is_empty() {
+            tx.execute(
+                "INSERT INTO etl_verifier.digest_runs (digest, columns_id, run_id) \
+                 SELECT d, $2, $3 FROM unnest($1::bigint[]) AS d",
+                &[&new, &columns_id, &m.run_id],
+            )
+            .await?;
+        }
+        if !unsure.is_empty() {
+            tx.execute(
+                "INSERT INTO etl_verifier.digest_runs (digest, columns_id, run_id) \
+                 SELECT d, $2, $3 FROM unnest($1::bigint[]) AS d ON CONFLICT DO NOTHING",
+                &[&unsure, &columns_id, &m.run_id],
+            )
+            .await?;
+        }
     }
     // Its verification is the last word on what the file copies: a comparison
     // made while it was a file nobody registered is replaced.

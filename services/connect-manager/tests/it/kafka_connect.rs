@@ -180,13 +180,9 @@ async fn upload(stack: &Stack, dir: &str, name: &str, data: &[u8]) {
     let _ = sftp.close().await;
 }
 
-/// insert.mode=update: rows whose key exists change; a record whose key matches no
-/// row inserts nothing, and its offset is committed all the same.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn update_mode_changes_existing_rows_and_inserts_none() {
-    let stack = Stack::start().await;
-    create_topic(&stack.topic, 1).await;
-    let pg = stack.pg().await;
+/// `review` made by hand, keyed on the lineage, holding rows 1..=3 of `u.csv`
+/// with bodies `old 1`..`old 3`.
+async fn old_rows(pg: &tokio_postgres::Client) {
     pg.batch_execute(
         "CREATE TABLE review (body text, _etl_file text NOT NULL, _etl_row bigint NOT NULL, \
          _etl_trace_id text, _etl_loaded_at timestamptz NOT NULL DEFAULT now(), \
@@ -196,16 +192,29 @@ async fn update_mode_changes_existing_rows_and_inserts_none() {
     )
     .await
     .expect("table");
+}
+
+/// Records for rows `rows` of `u.csv`, each with body `new <row>`.
+fn new_bodies(rows: std::ops::RangeInclusive<u32>) -> Vec<(String, Option<Vec<u8>>)> {
     let encoder = Encoder::new(&schema(&[("body", FieldType::String)]));
-    let records: Vec<(String, Option<Vec<u8>>)> = (2..=5)
-        .map(|n| {
-            (
-                format!("u.csv:{n}"),
-                Some(encoder.encode(&[Value::Text(format!("new {n}"))])),
-            )
-        })
-        .collect();
-    produce(&stack, &stack.topic, &records).await;
+    rows.map(|n| {
+        (
+            format!("u.csv:{n}"),
+            Some(encoder.encode(&[Value::Text(format!("new {n}"))])),
+        )
+    })
+    .collect()
+}
+
+/// insert.mode=update: rows whose key exists change; a record whose key matches no
+/// row inserts nothing, and its offset is committed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_mode_changes_existing_rows_and_inserts_none() {
+    let stack = Stack::start().await;
+    create_topic(&stack.topic, 1).await;
+    let pg = stack.pg().await;
+    old_rows(&pg).await;
+    produce(&stack, &stack.topic, &new_bodies(2..=5)).await;
     let (name, config) = stack.connector("postgres-sink.json", &[("insert.mode", "update")]);
     create(&stack, &name, config).await;
     wait_committed(
@@ -243,34 +252,14 @@ async fn upsert_mode_changes_existing_rows_and_adds_new_ones() {
     let stack = Stack::start().await;
     create_topic(&stack.topic, 1).await;
     let pg = stack.pg().await;
-    pg.batch_execute(
-        "CREATE TABLE review (body text, _etl_file text NOT NULL, _etl_row bigint NOT NULL, \
-         _etl_trace_id text, _etl_loaded_at timestamptz NOT NULL DEFAULT now(), \
-         PRIMARY KEY (_etl_file, _etl_row)); \
-         INSERT INTO review (body, _etl_file, _etl_row) VALUES \
-         ('old 1', 'u.csv', 1), ('old 2', 'u.csv', 2), ('old 3', 'u.csv', 3)",
-    )
-    .await
-    .expect("table");
-    let encoder = Encoder::new(&schema(&[("body", FieldType::String)]));
-    let record = |n: u32| {
-        (
-            format!("u.csv:{n}"),
-            Some(encoder.encode(&[Value::Text(format!("new {n}"))])),
-        )
-    };
+    old_rows(&pg).await;
     // First a batch of new rows only, then one that meets rows already there.
-    produce(&stack, &stack.topic, &[record(6), record(7)]).await;
+    produce(&stack, &stack.topic, &new_bodies(6..=7)).await;
     let (name, config) = stack.connector("postgres-sink.json", &[]);
     create(&stack, &name, config).await;
     let group = format!("connect-{}", stack.topic);
     wait_committed(&stack, &group, &stack.topic, 1, 2).await;
-    produce(
-        &stack,
-        &stack.topic,
-        &(2..=5).map(record).collect::<Vec<_>>(),
-    )
-    .await;
+    produce(&stack, &stack.topic, &new_bodies(2..=5)).await;
     wait_committed(&stack, &group, &stack.topic, 1, 6).await;
     let want: Vec<Vec<String>> = [
         (1, "old 1"),

@@ -141,6 +141,20 @@ impl TansuSink {
         }
     }
 
+    /// A sink resuming inside a producer batch: rows 0..=9 of `file` sent as
+    /// one batch (offsets 0..=9), the group committed at 5 as a previous owner
+    /// that wrote rows 0..=4 would have, then the sink created. Returns the
+    /// producer (linger 300 ms) for more batches.
+    async fn resumed_inside_a_batch(file: &str) -> (Self, FutureProducer) {
+        let sink = Self::start(1).await;
+        let producer = sink.producer("300");
+        let offsets = send_rows(&producer, &sink.topic, file, 0..10).await;
+        assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+        sink.commit(5).await;
+        sink.create_sink().await;
+        (sink, producer)
+    }
+
     fn group(&self) -> String {
         format!("connect-{}", self.topic)
     }
@@ -218,13 +232,7 @@ impl TansuSink {
 /// Without the guard rows 5..=9 never land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_resume_inside_a_producer_batch_lands_the_rest_of_it() {
-    let sink = TansuSink::start(1).await;
-    let producer = sink.producer("300");
-    let first = send_rows(&producer, &sink.topic, "a.csv", 0..10).await;
-    assert_eq!(first, (0..10).collect::<Vec<_>>());
-    // A previous owner wrote rows 0..=4 and committed 5, inside the batch.
-    sink.commit(5).await;
-    sink.create_sink().await;
+    let (sink, producer) = TansuSink::resumed_inside_a_batch("a.csv").await;
     let second = send_rows(&producer, &sink.topic, "a.csv", 10..20).await;
     assert_eq!(second, (10..20).collect::<Vec<_>>());
     let pg = sink.pg().await;
@@ -240,12 +248,7 @@ async fn tansu_resume_inside_a_producer_batch_lands_the_rest_of_it() {
 /// Without it rows 5..=9 never land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_resume_inside_the_last_producer_batch_lands_it_with_nothing_after_it() {
-    let sink = TansuSink::start(1).await;
-    let producer = sink.producer("300");
-    let offsets = send_rows(&producer, &sink.topic, "last.csv", 0..10).await;
-    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
-    sink.commit(5).await;
-    sink.create_sink().await;
+    let (sink, _producer) = TansuSink::resumed_inside_a_batch("last.csv").await;
     let pg = sink.pg().await;
     wait_landed(&pg, &rows_of("last.csv", 5..10), Duration::from_secs(30)).await;
     sink.manager.stop().await;

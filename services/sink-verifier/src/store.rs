@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `runs` | run: expected file count (CompleteRun), `finished_at`, `state` | RegisterFile, CompleteRun, the end of a run |
 //! | `files` | registered file: its manifest (with `digest_sum`, its multiset fingerprint) and its latest check | RegisterFile (in one transaction with its digests), each check that changes something |
-//! | `row_digests` | row of a registered file, indexed by digest | RegisterFile |
+//! | `file_digests` | registered file: its row digests in row order, one array | RegisterFile |
 //! | `rejections` | file the gateway reported in `error/`, with the reason | the gateway watch, registered or not yet |
 //! | `column_lists` | column list of a verified file, numbered | marking a file verified |
 //! | `digest_runs` | (digest, column list, run) of a verified file's row | marking a file verified |
@@ -92,13 +92,15 @@ CREATE TABLE IF NOT EXISTS etl_verifier.files (
     committed_at_unix_ms bigint
 );
 CREATE INDEX IF NOT EXISTS files_run ON etl_verifier.files (run_id);
-CREATE TABLE IF NOT EXISTS etl_verifier.row_digests (
-    file_name text NOT NULL,
-    row_no bigint NOT NULL,
-    digest bigint NOT NULL,
-    PRIMARY KEY (file_name, row_no)
+-- A registered file's row digests, in row order: one array per file, found
+-- by digest through a GIN index. (It was a row per digest, with a b-tree on
+-- the digest and one on file and row: three entries per row, which made
+-- registering the verifier's largest cost in Postgres.)
+CREATE TABLE IF NOT EXISTS etl_verifier.file_digests (
+    file_name text PRIMARY KEY REFERENCES etl_verifier.files (file_name),
+    digests bigint[] NOT NULL
 );
-CREATE INDEX IF NOT EXISTS row_digests_digest ON etl_verifier.row_digests (digest);
+CREATE INDEX IF NOT EXISTS file_digests_digests ON etl_verifier.file_digests USING gin (digests);
 CREATE TABLE IF NOT EXISTS etl_verifier.rejections (
     file_name text PRIMARY KEY,
     reason text NOT NULL,
@@ -210,6 +212,18 @@ BEGIN
     END IF;
 END
 $upgrade$;
+-- A store with a row per digest (row_digests, above): its digests as arrays.
+DO $arrays$
+BEGIN
+    IF to_regclass('etl_verifier.row_digests') IS NOT NULL THEN
+        INSERT INTO etl_verifier.file_digests (file_name, digests)
+            SELECT file_name, array_agg(digest ORDER BY row_no)
+            FROM etl_verifier.row_digests GROUP BY file_name
+            ON CONFLICT (file_name) DO NOTHING;
+        DROP TABLE etl_verifier.row_digests;
+    END IF;
+END
+$arrays$;
 "#;
 
 /// Taken by the transaction that marks a file verified, around the lookup of
@@ -735,8 +749,8 @@ impl Store {
             if !wanted.is_empty() {
                 let digests = tx
                     .query(
-                        "SELECT file_name, array_agg(digest ORDER BY row_no) \
-                         FROM etl_verifier.row_digests WHERE file_name = ANY($1) GROUP BY file_name",
+                        "SELECT file_name, digests FROM etl_verifier.file_digests \
+                         WHERE file_name = ANY($1)",
                         &[&wanted],
                     )
                     .await
@@ -790,9 +804,11 @@ impl Store {
         let digests: Vec<i64> = digests.iter().map(|&d| d as i64).collect();
         let rows = client
             .query(
-                "SELECT d.file_name, d.row_no, d.digest, f.row_count \
-                 FROM etl_verifier.row_digests d JOIN etl_verifier.files f USING (file_name) \
-                 WHERE d.digest = ANY($1) AND f.columns = $2",
+                "SELECT f.file_name, g.n, g.digest, f.row_count \
+                 FROM etl_verifier.file_digests d \
+                 JOIN etl_verifier.files f USING (file_name) \
+                 CROSS JOIN LATERAL unnest(d.digests) WITH ORDINALITY AS g(digest, n) \
+                 WHERE d.digests && $1 AND f.columns = $2 AND g.digest = ANY($1)",
                 &[&digests, &columns],
             )
             .await
@@ -1103,7 +1119,9 @@ async fn restate_run_of(tx: &Transaction<'_>, file: &str) -> Result<(), tokio_po
 /// Runs under [`VERIFIED_LOCK_SQL`] with `m`'s run locked, so it sees every
 /// file verified before it. Each step is an indexed lookup of `m`'s own
 /// digests or rows: a digest held by many files costs nothing more, except
-/// once, when a second run's file first twins the first run's rows.
+/// once, when a second run's file first twins the first run's rows (the
+/// files holding them are found by index, their rows by reading their
+/// digests).
 async fn record_twins(tx: &Transaction<'_>, m: &Manifest) -> Result<Twins, tokio_postgres::Error> {
     let mut twins = Twins::default();
     if !m.row_digests.is_empty() {
@@ -1156,11 +1174,13 @@ async fn record_twins(tx: &Transaction<'_>, m: &Manifest) -> Result<Twins, tokio
             .await?;
             twins.earlier = add_twinned(
                 tx,
-                "SELECT d.file_name, d.row_no \
-                 FROM unnest($1::bigint[], $2::text[]) AS u(digest, run_id) \
-                 JOIN etl_verifier.row_digests d ON d.digest = u.digest \
-                 JOIN etl_verifier.files f ON f.file_name = d.file_name AND f.run_id = u.run_id \
-                 WHERE f.verified AND f.columns = $3",
+                "SELECT f.file_name, g.n \
+                 FROM etl_verifier.file_digests d \
+                 JOIN etl_verifier.files f USING (file_name) \
+                 CROSS JOIN LATERAL unnest(d.digests) WITH ORDINALITY AS g(digest, n) \
+                 WHERE d.digests && $1 AND f.verified AND f.columns = $3 \
+                   AND (g.digest, f.run_id) IN \
+                       (SELECT * FROM unnest($1::bigint[], $2::text[]))",
                 &[&digests, &runs, &m.columns],
             )
             .await?;
@@ -1287,8 +1307,8 @@ async fn originals_of(
         let name: String = candidate.try_get(0)?;
         let digests: Vec<i64> = tx
             .query_one(
-                "SELECT coalesce(array_agg(digest), '{}') FROM etl_verifier.row_digests \
-                 WHERE file_name = $1",
+                "SELECT coalesce((SELECT digests FROM etl_verifier.file_digests \
+                 WHERE file_name = $1), '{}')",
                 &[&name],
             )
             .await?
@@ -1439,8 +1459,7 @@ async fn register_tx(
     .await
     .map_err(pg)?;
     tx.execute(
-        "INSERT INTO etl_verifier.row_digests (file_name, row_no, digest) \
-         SELECT $1, g.n, g.d FROM unnest($2::bigint[]) WITH ORDINALITY AS g(d, n)",
+        "INSERT INTO etl_verifier.file_digests (file_name, digests) VALUES ($1, $2)",
         &[&m.file_name, &digests],
     )
     .await

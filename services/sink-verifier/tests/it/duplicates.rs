@@ -283,8 +283,12 @@ async fn a_store_of_an_older_verifier_is_upgraded_and_keeps_its_figures() -> Tes
     // Back to the older layout: the same tables without what came after.
     h.db.batch_execute(
         "DROP TABLE etl_verifier.column_lists, etl_verifier.digest_runs, \
-             etl_verifier.twinned_rows, etl_verifier.twinned_counts; \
-         ALTER TABLE etl_verifier.files DROP COLUMN digest_sum;",
+             etl_verifier.twinned_rows, etl_verifier.twinned_counts, \
+             etl_verifier.file_digests; \
+         ALTER TABLE etl_verifier.files DROP COLUMN digest_sum; \
+         CREATE TABLE etl_verifier.row_digests (file_name text NOT NULL, \
+             row_no bigint NOT NULL, digest bigint NOT NULL, PRIMARY KEY (file_name, row_no)); \
+         CREATE INDEX row_digests_digest ON etl_verifier.row_digests (digest);",
     )
     .await?;
     // What it stored: a smaller input and a bigger one that starts with its
@@ -363,12 +367,26 @@ async fn a_store_of_an_older_verifier_is_upgraded_and_keeps_its_figures() -> Tes
             "SELECT (SELECT count(*) FROM etl_verifier.twinned_rows), \
                     (SELECT sum(rows_twinned)::bigint FROM etl_verifier.twinned_counts), \
                     (SELECT count(*) FROM etl_verifier.content_matches), \
-                    (SELECT count(*) FROM etl_verifier.files WHERE digest_sum IS NULL)",
+                    (SELECT count(*) FROM etl_verifier.files WHERE digest_sum IS NULL), \
+                    (SELECT sum(cardinality(digests))::bigint FROM etl_verifier.file_digests), \
+                    (SELECT count(*) FROM pg_class \
+                     WHERE oid = to_regclass('etl_verifier.row_digests'))",
             &[],
         )
         .await?;
-    let counts: Vec<i64> = (0..4).map(|i| stored.get(i)).collect();
-    assert_eq!(counts, [9, 9, 7, 0]);
+    let counts: Vec<i64> = (0..6).map(|i| stored.get(i)).collect();
+    // The row digests moved into one array per file (4 + 8 + 3 + 3), in row
+    // order, and the table of one row per digest is gone.
+    assert_eq!(counts, [9, 9, 7, 0, 18, 0]);
+    let big_stored: Vec<i64> =
+        h.db.query_one(
+            "SELECT digests FROM etl_verifier.file_digests WHERE file_name = $1",
+            &[&g],
+        )
+        .await?
+        .get(0);
+    let big_digests: Vec<i64> = big.row_digests.iter().map(|&d| d as i64).collect();
+    assert_eq!(big_stored, big_digests);
 
     // A new run with the small input's rows, one of them twice: overlapping
     // rows, and the older runs' rows are not counted again.

@@ -226,7 +226,7 @@ async fn two_verifiers_side_by_side_agree_on_every_run_and_count_once() -> TestR
             "SELECT (SELECT count(*) FROM etl_verifier.runs), \
                     (SELECT count(*) FROM etl_verifier.files), \
                     (SELECT sum(rows_landed)::bigint FROM etl_verifier.files), \
-                    (SELECT count(*) FROM etl_verifier.row_digests), \
+                    (SELECT sum(cardinality(digests))::bigint FROM etl_verifier.file_digests), \
                     (SELECT count(*) FROM etl_verifier.twinned_rows), \
                     (SELECT sum(rows_twinned)::bigint FROM etl_verifier.twinned_counts), \
                     (SELECT count(*) FROM etl_verifier.content_matches), \

@@ -46,7 +46,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use etl_proto::v1::{FileManifest, RunReport};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
-use tokio_postgres::{Client, GenericClient, Transaction, error::SqlState, types::ToSql};
+use tokio_postgres::{
+    Client, GenericClient, Row, Statement, Transaction, error::SqlState, types::ToSql,
+};
 
 use crate::{
     Error, duplicates,
@@ -401,12 +403,102 @@ pub(crate) struct DigestMatch {
 }
 
 /// One connection for the verifier's own writes, opened on first use and again
-/// after it breaks. Writes are short (a registration is a handful of statements),
-/// so one connection serializes them without becoming the bottleneck.
+/// after it breaks. Writes are short (a registration is a handful of statements,
+/// each prepared once), so one connection serializes them without becoming the
+/// bottleneck: a second one, tried, did not shorten a 100k burst.
 pub(crate) struct Store {
     db: tokio_postgres::Config,
     server: String,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<Conn>>,
+}
+
+/// A connection of the store and the statements prepared on it.
+struct Conn {
+    client: Client,
+    prepared: Prepared,
+}
+
+impl Conn {
+    fn db(&self) -> Db<'_, Client> {
+        Db::new(&self.client, &self.prepared)
+    }
+}
+
+/// Statements prepared on one connection, by their text. A statement sent as
+/// text costs a round trip to prepare it and Postgres a parse and an analysis
+/// every time; checking one file sends about twenty, so a verifier running
+/// behind the sink spent a good part of each check waiting for those round
+/// trips. Prepared once per connection, each is a single round trip after.
+#[derive(Default)]
+struct Prepared(std::sync::Mutex<HashMap<String, Statement>>);
+
+/// A client or transaction with its connection's prepared statements: the
+/// calls of tokio-postgres the store makes, by statement text.
+struct Db<'a, C> {
+    client: &'a C,
+    prepared: &'a Prepared,
+}
+
+impl<'a, C: GenericClient + Sync> Db<'a, C> {
+    fn new(client: &'a C, prepared: &'a Prepared) -> Self {
+        Self { client, prepared }
+    }
+
+    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self
+            .prepared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(sql)
+            .cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.prepared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_one(&statement, params).await
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.execute(&statement, params).await
+    }
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -436,11 +528,14 @@ impl Store {
     }
 
     /// The connection, (re)connected and the schema ensured when needed.
-    async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, Error> {
+    async fn client(&self) -> Result<MappedMutexGuard<'_, Conn>, Error> {
         let mut guard = self.client.lock().await;
-        let client = match guard.take().filter(|c| !c.is_closed()) {
+        let client = match guard.take().filter(|c| !c.client.is_closed()) {
             Some(open) => open,
-            None => self.connect().await?,
+            None => Conn {
+                client: self.connect().await?,
+                prepared: Prepared::default(),
+            },
         };
         Ok(MutexGuard::map(guard, |slot| slot.insert(client)))
     }
@@ -466,14 +561,14 @@ impl Store {
     /// stored. Refuses a different manifest under the same name, and a new file
     /// for a run that was completed with all its files registered.
     pub(crate) async fn register(&self, m: &Manifest) -> Result<Registration, Error> {
-        let mut client = self.client().await?;
-        match register_tx(&mut client, m, &self.server).await {
+        let mut conn = self.client().await?;
+        match register_tx(&mut conn, m, &self.server).await {
             // Another verifier stored the same name between our look and our
             // insert: look again, now it is there.
             Err(Error::Postgres { source, .. })
                 if source.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
             {
-                register_tx(&mut client, m, &self.server).await
+                register_tx(&mut conn, m, &self.server).await
             }
             other => other,
         }
@@ -481,9 +576,11 @@ impl Store {
 
     /// Records that `run_id` has `files` files in total.
     pub(crate) async fn complete(&self, run_id: &str, files: u64) -> Result<(), Error> {
-        let mut client = self.client().await?;
+        let mut conn = self.client().await?;
+        let Conn { client, prepared } = &mut *conn;
         let pg = || self.pg(format!("completing run {run_id:?}"));
-        let tx = client.transaction().await.map_err(pg())?;
+        let txn = client.transaction().await.map_err(pg())?;
+        let tx = Db::new(&txn, prepared);
         let expected = lock_run(&tx, run_id).await.map_err(pg())?;
         let registered = files_of_run(&tx, run_id).await.map_err(pg())?;
         if registered > files {
@@ -506,7 +603,7 @@ impl Store {
         )
         .await
         .map_err(pg())?;
-        tx.commit().await.map_err(pg())
+        txn.commit().await.map_err(pg())
     }
 
     /// Stores a check of `m`'s file, unless the file is verified or its run
@@ -522,9 +619,11 @@ impl Store {
         committed_at_unix_ms: Option<i64>,
     ) -> Result<CheckStored, Error> {
         let file = m.file_name.as_str();
-        let mut client = self.client().await?;
+        let mut conn = self.client().await?;
+        let Conn { client, prepared } = &mut *conn;
         let pg = || self.pg(format!("storing the check of file {file:?}"));
-        let tx = client.transaction().await.map_err(pg())?;
+        let txn = client.transaction().await.map_err(pg())?;
+        let tx = Db::new(&txn, prepared);
         let verified = check.verified();
         if verified {
             tx.execute(VERIFIED_LOCK_SQL, &[]).await.map_err(pg())?;
@@ -575,7 +674,7 @@ impl Store {
         )
         .await
         .map_err(pg())?;
-        tx.commit().await.map_err(pg())?;
+        txn.commit().await.map_err(pg())?;
         Ok(if verified {
             CheckStored::Verified { twins }
         } else if check.has_problem() && !had_problem {
@@ -591,9 +690,11 @@ impl Store {
     /// report is returned. The run's row is held exclusively, so no check or
     /// content match is half-stored while the state is decided.
     pub(crate) async fn finish(&self, run_id: &str) -> Result<Option<Ended>, Error> {
-        let mut client = self.client().await?;
+        let mut conn = self.client().await?;
+        let Conn { client, prepared } = &mut *conn;
         let pg = || self.pg(format!("finishing run {run_id:?}"));
-        let tx = client.transaction().await.map_err(pg())?;
+        let txn = client.transaction().await.map_err(pg())?;
+        let tx = Db::new(&txn, prepared);
         let Some(run) = tx
             .query_opt(
                 "SELECT expected_files, finished_at IS NOT NULL FROM etl_verifier.runs \
@@ -645,7 +746,7 @@ impl Store {
         )
         .await
         .map_err(pg())?;
-        tx.commit().await.map_err(pg())?;
+        txn.commit().await.map_err(pg())?;
         Ok(Some(Ended { report, now: true }))
     }
 
@@ -657,7 +758,8 @@ impl Store {
 
     /// Stores that `file` was moved to `error/` and why, registered or not.
     pub(crate) async fn reject(&self, file: &str, reason: &str) -> Result<(), Error> {
-        let client = self.client().await?;
+        let conn = self.client().await?;
+        let client = conn.db();
         client
             .execute(
                 "INSERT INTO etl_verifier.rejections (file_name, reason) VALUES ($1, $2) \
@@ -672,7 +774,8 @@ impl Store {
 
     /// The runs not finished yet, with their file counts.
     pub(crate) async fn unfinished_runs(&self) -> Result<Vec<RunSummary>, Error> {
-        let client = self.client().await?;
+        let conn = self.client().await?;
+        let client = conn.db();
         let rows = client
             .query(
                 "SELECT r.run_id, r.expected_files, count(f.file_name) \
@@ -696,7 +799,8 @@ impl Store {
 
     /// The run `file` is registered in and whether that run is finished.
     pub(crate) async fn run_of_file(&self, file: &str) -> Result<Option<(String, bool)>, Error> {
-        let client = self.client().await?;
+        let conn = self.client().await?;
+        let client = conn.db();
         let row = client
             .query_opt(
                 "SELECT f.run_id, r.finished_at IS NOT NULL FROM etl_verifier.files f \
@@ -717,16 +821,18 @@ impl Store {
         run_id: &str,
         without_digests: Option<&HashSet<String>>,
     ) -> Result<Option<StoredRun>, Error> {
-        let mut client = self.client().await?;
+        let mut conn = self.client().await?;
+        let Conn { client, prepared } = &mut *conn;
         let pg = || self.pg(format!("reading run {run_id:?}"));
         // One snapshot for the run and its files: a report is of one moment.
-        let tx = client
+        let txn = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
             .await
             .map_err(pg())?;
+        let tx = Db::new(&txn, prepared);
         let Some(run) = tx
             .query_opt(
                 "SELECT expected_files, finished_at IS NOT NULL FROM etl_verifier.runs \
@@ -769,7 +875,7 @@ impl Store {
             }
         }
         let expected_files = run.try_get::<_, Option<i64>>(0).map_err(pg())?.map(to_u64);
-        tx.commit().await.map_err(pg())?;
+        txn.commit().await.map_err(pg())?;
         Ok(Some(StoredRun {
             run_id: run_id.to_string(),
             expected_files,
@@ -781,7 +887,8 @@ impl Store {
     /// The distinct column lists of the registered files: an unregistered file's
     /// rows are digested over each to compare them with registered rows.
     pub(crate) async fn column_lists(&self) -> Result<Vec<Vec<String>>, Error> {
-        let client = self.client().await?;
+        let conn = self.client().await?;
+        let client = conn.db();
         let rows = client
             .query("SELECT DISTINCT columns FROM etl_verifier.files", &[])
             .await
@@ -800,7 +907,8 @@ impl Store {
         columns: &[String],
         digests: &[u64],
     ) -> Result<Vec<DigestMatch>, Error> {
-        let client = self.client().await?;
+        let conn = self.client().await?;
+        let client = conn.db();
         let digests: Vec<i64> = digests.iter().map(|&d| d as i64).collect();
         let rows = client
             .query(
@@ -843,9 +951,11 @@ impl Store {
         rows_seen: u64,
         matches: &[UnregisteredMatch],
     ) -> Result<UnregisteredStored, Error> {
-        let mut client = self.client().await?;
+        let mut conn = self.client().await?;
+        let Conn { client, prepared } = &mut *conn;
         let pg = || self.pg(format!("storing content duplicates of file {file:?}"));
-        let tx = client.transaction().await.map_err(pg())?;
+        let txn = client.transaction().await.map_err(pg())?;
+        let tx = Db::new(&txn, prepared);
         tx.execute(VERIFIED_LOCK_SQL, &[]).await.map_err(pg())?;
         let mut stored = UnregisteredStored::default();
         // Several runs' rows are locked here: the advisory lock above keeps
@@ -887,7 +997,7 @@ impl Store {
                 stored.changed.extend(changed);
             }
         }
-        tx.commit().await.map_err(pg())?;
+        txn.commit().await.map_err(pg())?;
         Ok(stored)
     }
 
@@ -900,7 +1010,8 @@ impl Store {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.client().await?;
+        let conn = self.client().await?;
+        let client = conn.db();
         let pg = || match files {
             [file] => self.pg(format!("reading content duplicates of file {file:?}")),
             _ => self.pg(format!(
@@ -966,7 +1077,7 @@ fn content_facts(
 /// Inserts the run if new and locks its row, so registrations and completion of
 /// one run are serialized even across verifiers. Returns its expected files.
 async fn lock_run(
-    tx: &Transaction<'_>,
+    tx: &Db<'_, Transaction<'_>>,
     run_id: &str,
 ) -> Result<Option<u64>, tokio_postgres::Error> {
     tx.execute(
@@ -984,7 +1095,10 @@ async fn lock_run(
 }
 
 /// The run `file` is registered in, `None` for a file nobody registered.
-async fn run_of(tx: &Transaction<'_>, file: &str) -> Result<Option<String>, tokio_postgres::Error> {
+async fn run_of(
+    tx: &Db<'_, Transaction<'_>>,
+    file: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
     tx.query_opt(
         "SELECT run_id FROM etl_verifier.files WHERE file_name = $1",
         &[&file],
@@ -998,7 +1112,7 @@ async fn run_of(tx: &Transaction<'_>, file: &str) -> Result<Option<String>, toki
 /// results of its files: it waits for a registration or the run's end, and
 /// they wait for it. Returns the run, `None` for a file nobody registered.
 async fn lock_run_of(
-    tx: &Transaction<'_>,
+    tx: &Db<'_, Transaction<'_>>,
     file: &str,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     tx.query_opt(
@@ -1015,7 +1129,7 @@ async fn lock_run_of(
 /// `file`'s run. Rows that landed twice do not change a run's state on their
 /// own: a copy does ([`set_copies`]).
 async fn insert_matches(
-    tx: &Transaction<'_>,
+    tx: &Db<'_, Transaction<'_>>,
     file: &str,
     twin: &str,
     rows: &[i64],
@@ -1037,7 +1151,7 @@ async fn insert_matches(
 /// before, and gives the finished runs of the originals added or dropped their
 /// state again from their stored files. Returns those originals.
 async fn set_copies(
-    tx: &Transaction<'_>,
+    tx: &Db<'_, Transaction<'_>>,
     copy: &str,
     originals: &[String],
 ) -> Result<BTreeSet<String>, tokio_postgres::Error> {
@@ -1082,7 +1196,10 @@ async fn set_copies(
 /// Decides the state of the finished run holding `file` again from its stored
 /// files: a copy found (or dropped) after the run ended changes its verdict.
 /// The caller holds the run's row lock.
-async fn restate_run_of(tx: &Transaction<'_>, file: &str) -> Result<(), tokio_postgres::Error> {
+async fn restate_run_of(
+    tx: &Db<'_, Transaction<'_>>,
+    file: &str,
+) -> Result<(), tokio_postgres::Error> {
     let Some(run) = tx
         .query_opt(
             "SELECT r.run_id, r.expected_files FROM etl_verifier.runs r \
@@ -1122,7 +1239,10 @@ async fn restate_run_of(tx: &Transaction<'_>, file: &str) -> Result<(), tokio_po
 /// once, when a second run's file first twins the first run's rows (the
 /// files holding them are found by index, their rows by reading their
 /// digests).
-async fn record_twins(tx: &Transaction<'_>, m: &Manifest) -> Result<Twins, tokio_postgres::Error> {
+async fn record_twins(
+    tx: &Db<'_, Transaction<'_>>,
+    m: &Manifest,
+) -> Result<Twins, tokio_postgres::Error> {
     let mut twins = Twins::default();
     if !m.row_digests.is_empty() {
         let columns_id = column_list_id(tx, &m.columns).await?;
@@ -1236,7 +1356,7 @@ async fn record_twins(tx: &Transaction<'_>, m: &Manifest) -> Result<Twins, tokio
 /// The number of `columns` in `column_lists`, added if new. Called under
 /// [`VERIFIED_LOCK_SQL`], so no other verifier adds it meanwhile.
 async fn column_list_id(
-    tx: &Transaction<'_>,
+    tx: &Db<'_, Transaction<'_>>,
     columns: &[String],
 ) -> Result<i64, tokio_postgres::Error> {
     let select = "SELECT id FROM etl_verifier.column_lists WHERE columns = $1";
@@ -1256,7 +1376,7 @@ async fn column_list_id(
 /// those not there yet, and counts them in `twinned_counts`. Returns how many
 /// were added per file (byte order).
 async fn add_twinned(
-    tx: &Transaction<'_>,
+    tx: &Db<'_, Transaction<'_>>,
     select: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<(String, u64)>, tokio_postgres::Error> {
@@ -1286,7 +1406,7 @@ async fn add_twinned(
 /// `m`'s rows (byte order): candidates by fingerprint (row count and digest
 /// sum, indexed), each confirmed by comparing its digests.
 async fn originals_of(
-    tx: &Transaction<'_>,
+    tx: &Db<'_, Transaction<'_>>,
     m: &Manifest,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let candidates = tx
@@ -1324,7 +1444,7 @@ async fn originals_of(
 /// The registered files of `run_id` with their latest checks, ordered by file
 /// name (byte order, as the in-memory runs are); no row digests.
 async fn stored_files(
-    client: &impl GenericClient,
+    client: &Db<'_, impl GenericClient + Sync>,
     run_id: &str,
 ) -> Result<Vec<StoredFile>, tokio_postgres::Error> {
     let rows = client
@@ -1378,7 +1498,10 @@ async fn stored_files(
         .collect()
 }
 
-async fn files_of_run(tx: &Transaction<'_>, run_id: &str) -> Result<u64, tokio_postgres::Error> {
+async fn files_of_run(
+    tx: &Db<'_, Transaction<'_>>,
+    run_id: &str,
+) -> Result<u64, tokio_postgres::Error> {
     let row = tx
         .query_one(
             "SELECT count(*) FROM etl_verifier.files WHERE run_id = $1",
@@ -1388,17 +1511,15 @@ async fn files_of_run(tx: &Transaction<'_>, run_id: &str) -> Result<u64, tokio_p
     Ok(to_u64(row.try_get(0)?))
 }
 
-async fn register_tx(
-    client: &mut Client,
-    m: &Manifest,
-    server: &str,
-) -> Result<Registration, Error> {
+async fn register_tx(conn: &mut Conn, m: &Manifest, server: &str) -> Result<Registration, Error> {
     let pg = |source| Error::Postgres {
         server: server.to_string(),
         what: format!("registering file {:?}", m.file_name),
         source,
     };
-    let tx = client.transaction().await.map_err(pg)?;
+    let Conn { client, prepared } = conn;
+    let txn = client.transaction().await.map_err(pg)?;
+    let tx = Db::new(&txn, prepared);
     let expected = lock_run(&tx, &m.run_id).await.map_err(pg)?;
     let existing = tx
         .query_opt(
@@ -1502,7 +1623,7 @@ async fn register_tx(
         .map(|r| r.try_get(0))
         .transpose()
         .map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
+    txn.commit().await.map_err(pg)?;
     Ok(Registration::New {
         rejected,
         unmatched,

@@ -1092,15 +1092,19 @@ impl Registry {
         Ok(())
     }
 
-    /// Distributed mode: why this worker cannot serve yet (the cluster's
-    /// config topic not read); Ok in standalone mode.
+    /// Distributed mode: why this worker cannot serve yet (see
+    /// `Cluster::not_ready`); Ok in standalone mode.
     pub(crate) fn cluster_ready(&self) -> Result<(), String> {
-        match &self.cluster {
-            Some(c) if !c.is_ready() => Err(format!(
-                "not yet joined to the cluster: reading {}",
+        match self
+            .cluster
+            .as_ref()
+            .and_then(|c| Some((c, c.not_ready()?)))
+        {
+            Some((c, why)) => Err(format!(
+                "not yet joined to the cluster ({}): {why}",
                 c.describe()
             )),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 

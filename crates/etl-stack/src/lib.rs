@@ -30,7 +30,7 @@
 //!   a log file, stopped on drop, and the watchdog that stops them if we die.
 //! - [`logs`]: where a server's output goes when the caller does not say: per test, under
 //!   `target/testkit-logs/<binary>/<test>/`.
-//! - [`net`]: [`free_port`], [`wait_for_tcp`].
+//! - [`net`]: [`free_port`], [`free_port_run`], [`wait_for_tcp`].
 //! - [`names`]: [`unique_name`] for databases and topics.
 //! - [`error`]: the crate's [`Error`].
 //!
@@ -51,5 +51,5 @@ pub use broker::{Broker, BrokerBuilder, KAFKA_VERSION, Storage, kafka_libs};
 pub use error::{Error, Result};
 pub use logs::{binary_log_name, log_dir, log_root, test_log_dir};
 pub use names::unique_name;
-pub use net::{free_port, wait_for_tcp, wait_for_tcp_blocking};
+pub use net::{free_port, free_port_run, wait_for_tcp, wait_for_tcp_blocking};
 pub use postgres::{PgBuilder, PgCluster};

@@ -36,6 +36,37 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// `n` consecutive TCP ports on 127.0.0.1 that nothing listens on and that this
+/// process has not handed out before (by this or [`free_port`]); all `n` count as
+/// handed out from now on. Returns the first. For servers that take a run of ports
+/// from one flag (connect-manager workers: `--rest-port`+k): checking the run is
+/// free is not enough, since a port handed out for another flag but not bound yet
+/// looks free too.
+///
+/// # Panics
+/// As [`free_port`].
+pub fn free_port_run(n: u16) -> u16 {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    loop {
+        let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"));
+        let Some(last) = first.checked_add(n.saturating_sub(1)) else {
+            continue;
+        };
+        let run = first..=last;
+        if run.clone().all(|p| {
+            !handed_out.contains(&p)
+                && (p == first || TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
+        }) {
+            handed_out.extend(run);
+            return first;
+        }
+    }
+}
+
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub(crate) fn port_in_use(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -93,6 +124,23 @@ mod tests {
         assert_ne!(a, b);
         assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, a)).is_ok());
         assert!(!port_in_use(b));
+    }
+
+    #[test]
+    fn a_run_of_ports_meets_no_port_handed_out_and_none_handed_out_later() {
+        // Single ports first, as a test stack picks them, then runs.
+        let singles: Vec<u16> = (0..20).map(|_| free_port()).collect();
+        let runs: Vec<u16> = (0..20).map(|_| free_port_run(4)).collect();
+        let mut taken: HashSet<u16> = singles.iter().copied().collect();
+        for &first in &runs {
+            for p in first..first + 4 {
+                assert!(taken.insert(p), "port {p} handed out twice");
+            }
+        }
+        for _ in 0..20 {
+            let p = free_port();
+            assert!(taken.insert(p), "port {p} of a run handed out again");
+        }
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Running the real `etlctl` binary against a stack in a temp directory, on free ports.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -42,8 +41,8 @@ impl TestStack {
             pg_port: etl_stack::free_port(),
             kafka_port: etl_stack::free_port(),
             sftp_port: etl_stack::free_port(),
-            base_port: free_ports(4 + workers - 1),
-            rest_port: free_ports(workers),
+            base_port: etl_stack::free_port_run(4 + workers - 1),
+            rest_port: etl_stack::free_port_run(workers),
             otlp_port: etl_stack::free_port(),
             jaeger_port: etl_stack::free_port(),
             workers,
@@ -134,20 +133,6 @@ pub(crate) fn stderr(output: &Output) -> String {
 
 pub(crate) fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// A port p with p..p+n all free (the four gRPC ports and the workers' beyond them; the
-/// workers' REST ports).
-fn free_ports(n: u16) -> u16 {
-    loop {
-        let base = etl_stack::free_port();
-        if base > u16::MAX - n {
-            continue;
-        }
-        if (1..n).all(|i| TcpListener::bind((Ipv4Addr::LOCALHOST, base + i)).is_ok()) {
-            return base;
-        }
-    }
 }
 
 /// A process: pid and start time (so a reused pid is not mistaken for it).

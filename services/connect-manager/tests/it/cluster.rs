@@ -1,7 +1,8 @@
 //! Distributed mode in-process: three workers of one cluster on the shared
 //! broker (topics and group named for the test), one sftp-gateway, one
 //! Postgres database. The kill -9 of a worker process is in
-//! `crates/e2e/tests/scale_out.rs`; here a worker stops cleanly.
+//! `crates/etlctl/tests/it/faults.rs`
+//! (`kill_one_of_three_connect_manager_workers`); here a worker stops cleanly.
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 

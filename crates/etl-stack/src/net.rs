@@ -23,17 +23,7 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// When the loopback interface refuses `bind(127.0.0.1:0)` — nothing in a test can work
 /// then anyway.
 pub fn free_port() -> u16 {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
-    loop {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"));
-        if handed_out.insert(port) {
-            return port;
-        }
-    }
+    free_port_run(1)
 }
 
 /// `n` consecutive TCP ports on 127.0.0.1 that nothing listens on and that this

@@ -432,11 +432,33 @@ impl Conn {
 #[derive(Default)]
 struct Prepared(std::sync::Mutex<HashMap<String, Statement>>);
 
+impl Prepared {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A client or transaction with its connection's prepared statements: the
 /// calls of tokio-postgres the store makes, by statement text.
 struct Db<'a, C> {
     client: &'a C,
     prepared: &'a Prepared,
+}
+
+/// `Db::$call(sql, params)`: tokio-postgres' `$call` with `sql` prepared once.
+macro_rules! prepared_call {
+    ($($call:ident -> $out:ty;)*) => {$(
+        async fn $call(
+            &self,
+            sql: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<$out, tokio_postgres::Error> {
+            let statement = self.statement(sql).await?;
+            self.client.$call(&statement, params).await
+        }
+    )*};
 }
 
 impl<'a, C: GenericClient + Sync> Db<'a, C> {
@@ -445,59 +467,22 @@ impl<'a, C: GenericClient + Sync> Db<'a, C> {
     }
 
     async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        let cached = self
-            .prepared
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(sql)
-            .cloned();
+        let cached = self.prepared.cache().get(sql).cloned();
         if let Some(statement) = cached {
             return Ok(statement);
         }
         let statement = self.client.prepare(sql).await?;
         self.prepared
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cache()
             .insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
 
-    async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
-        self.client.query(&statement, params).await
-    }
-
-    async fn query_one(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
-        self.client.query_one(&statement, params).await
-    }
-
-    async fn query_opt(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
-        self.client.query_opt(&statement, params).await
-    }
-
-    async fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
-        self.client.execute(&statement, params).await
+    prepared_call! {
+        query -> Vec<Row>;
+        query_one -> Row;
+        query_opt -> Option<Row>;
+        execute -> u64;
     }
 }
 

@@ -180,8 +180,48 @@ async fn upload(stack: &Stack, dir: &str, name: &str, data: &[u8]) {
     let _ = sftp.close().await;
 }
 
-/// `review` made by hand, keyed on the lineage, holding rows 1..=3 of `u.csv`
-/// with bodies `old 1`..`old 3`.
+/// A sink (its connector config with `overrides`) started over `review` made
+/// by hand, keyed on the lineage and holding rows 1..=3 of `u.csv` with bodies
+/// `old 1`..`old 3`, once its group committed the records `first` of `u.csv`
+/// (see [`new_bodies`]), produced before it started.
+struct OverOldRows {
+    stack: Stack,
+    pg: tokio_postgres::Client,
+    name: String,
+    group: String,
+}
+
+impl OverOldRows {
+    async fn start(overrides: &[(&str, &str)], first: std::ops::RangeInclusive<u32>) -> Self {
+        let stack = Stack::start().await;
+        create_topic(&stack.topic, 1).await;
+        let pg = stack.pg().await;
+        old_rows(&pg).await;
+        let records = new_bodies(first);
+        produce(&stack, &stack.topic, &records).await;
+        let (name, config) = stack.connector("postgres-sink.json", overrides);
+        create(&stack, &name, config).await;
+        let group = format!("connect-{}", stack.topic);
+        wait_committed(&stack, &group, &stack.topic, 1, records.len() as i64).await;
+        Self {
+            stack,
+            pg,
+            name,
+            group,
+        }
+    }
+
+    /// `review`'s rows as (row, body), by row.
+    async fn bodies(&self) -> Vec<Vec<String>> {
+        rows(
+            &self.pg,
+            "SELECT _etl_row::text, body FROM review ORDER BY _etl_row",
+        )
+        .await
+    }
+}
+
+/// `review` made by hand, as [`OverOldRows`] describes it.
 async fn old_rows(pg: &tokio_postgres::Client) {
     pg.batch_execute(
         "CREATE TABLE review (body text, _etl_file text NOT NULL, _etl_row bigint NOT NULL, \
@@ -210,27 +250,9 @@ fn new_bodies(rows: std::ops::RangeInclusive<u32>) -> Vec<(String, Option<Vec<u8
 /// row inserts nothing, and its offset is committed all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_mode_changes_existing_rows_and_inserts_none() {
-    let stack = Stack::start().await;
-    create_topic(&stack.topic, 1).await;
-    let pg = stack.pg().await;
-    old_rows(&pg).await;
-    produce(&stack, &stack.topic, &new_bodies(2..=5)).await;
-    let (name, config) = stack.connector("postgres-sink.json", &[("insert.mode", "update")]);
-    create(&stack, &name, config).await;
-    wait_committed(
-        &stack,
-        &format!("connect-{}", stack.topic),
-        &stack.topic,
-        1,
-        4,
-    )
-    .await;
+    let sink = OverOldRows::start(&[("insert.mode", "update")], 2..=5).await;
     assert_eq!(
-        rows(
-            &pg,
-            "SELECT _etl_row::text, body FROM review ORDER BY _etl_row"
-        )
-        .await,
+        sink.bodies().await,
         vec![
             vec!["1".to_string(), "old 1".to_string()],
             vec!["2".to_string(), "new 2".to_string()],
@@ -238,7 +260,7 @@ async fn update_mode_changes_existing_rows_and_inserts_none() {
         ],
         "rows 2 and 3 updated, 4 and 5 not inserted"
     );
-    assert_eq!(stack.status(&name).await.state, "RUNNING");
+    assert_eq!(sink.stack.status(&sink.name).await.state, "RUNNING");
 }
 
 /// insert.mode=upsert (the default) where some rows are there already: new
@@ -249,18 +271,16 @@ async fn update_mode_changes_existing_rows_and_inserts_none() {
 /// upsert says why it cannot run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsert_mode_changes_existing_rows_and_adds_new_ones() {
-    let stack = Stack::start().await;
-    create_topic(&stack.topic, 1).await;
-    let pg = stack.pg().await;
-    old_rows(&pg).await;
     // First a batch of new rows only, then one that meets rows already there.
-    produce(&stack, &stack.topic, &new_bodies(6..=7)).await;
-    let (name, config) = stack.connector("postgres-sink.json", &[]);
-    create(&stack, &name, config).await;
-    let group = format!("connect-{}", stack.topic);
-    wait_committed(&stack, &group, &stack.topic, 1, 2).await;
-    produce(&stack, &stack.topic, &new_bodies(2..=5)).await;
-    wait_committed(&stack, &group, &stack.topic, 1, 6).await;
+    let sink = OverOldRows::start(&[], 6..=7).await;
+    let OverOldRows {
+        stack,
+        pg,
+        name,
+        group,
+    } = &sink;
+    produce(stack, &stack.topic, &new_bodies(2..=5)).await;
+    wait_committed(stack, group, &stack.topic, 1, 6).await;
     let want: Vec<Vec<String>> = [
         (1, "old 1"),
         (2, "new 2"),
@@ -273,15 +293,8 @@ async fn upsert_mode_changes_existing_rows_and_adds_new_ones() {
     .iter()
     .map(|(n, b)| vec![n.to_string(), b.to_string()])
     .collect();
-    assert_eq!(
-        rows(
-            &pg,
-            "SELECT _etl_row::text, body FROM review ORDER BY _etl_row"
-        )
-        .await,
-        want
-    );
-    assert_eq!(stack.status(&name).await.state, "RUNNING");
+    assert_eq!(sink.bodies().await, want);
+    assert_eq!(stack.status(name).await.state, "RUNNING");
 
     // A second sink into a table without a key: nothing written, a clear error.
     pg.batch_execute(
@@ -298,7 +311,7 @@ async fn upsert_mode_changes_existing_rows_and_adds_new_ones() {
         "consumer.override.group.id".into(),
         format!("{group}-keyless"),
     );
-    create(&stack, "keyless-sink", config).await;
+    create(stack, "keyless-sink", config).await;
     let status = eventually("the keyless sink to fail", WAIT, || async {
         let status = stack.status("keyless-sink").await;
         (status.state == "FAILED").then_some(status)
@@ -309,7 +322,7 @@ async fn upsert_mode_changes_existing_rows_and_adds_new_ones() {
         "the reason names the missing key: {}",
         status.last_error
     );
-    assert_eq!(count(&pg, "keyless").await, 0);
+    assert_eq!(count(pg, "keyless").await, 0);
 }
 
 /// Two more sinks on one topic, each its own consumer group: pk.mode=kafka keys

@@ -19,7 +19,7 @@ use opentelemetry::{
     Context,
     trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
-use tokio_postgres::{Client, Row, error::SqlState, types::Type};
+use tokio_postgres::{Client, Row, Statement, error::SqlState, types::Type};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{Error, manifest::Manifest};
@@ -232,6 +232,11 @@ pub(crate) struct Verifier {
     /// Whether to read each row's `pg_xact_commit_timestamp(xmin)`: only when
     /// the server has `track_commit_timestamp = on`.
     commit_timestamps: bool,
+    /// The read-back `SELECT` prepared on the current connection, with its text.
+    /// Every check sends it: as text, each would cost a round trip to prepare
+    /// it and a parse and plan in Postgres. Dropped on any error (a changed
+    /// table makes a prepared statement fail) and on a new connection.
+    read_statement: Option<(String, Statement)>,
 }
 
 impl Verifier {
@@ -241,12 +246,16 @@ impl Verifier {
             server: server.to_string(),
             columns: None,
             commit_timestamps: false,
+            read_statement: None,
         }
     }
 
     /// Asks the server whether it records commit timestamps (`SHOW
     /// track_commit_timestamp`); reads them with every row when it does.
+    /// Called on each new connection, which has none of the last one's
+    /// prepared statements.
     pub(crate) async fn detect_commit_timestamps(&mut self, client: &Client) -> bool {
+        self.read_statement = None;
         self.commit_timestamps = match client.query_one("SHOW track_commit_timestamp", &[]).await {
             Ok(row) => row.try_get::<_, String>(0).is_ok_and(|v| v == "on"),
             Err(e) => {
@@ -361,7 +370,7 @@ impl Verifier {
             table_label,
             quote_ident(FILE_COLUMN)
         );
-        let rows = match client.query(&sql, &[&file]).await {
+        let rows = match query_prepared(&mut self.read_statement, client, sql, file).await {
             Ok(rows) => rows,
             Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
                 self.columns = None;
@@ -428,6 +437,30 @@ impl Verifier {
         }
         Ok(landed)
     }
+}
+
+/// Runs `sql` with `file` as `$1` through the statement in `cache`, preparing
+/// it first when the cache holds another text (or none). A cached statement
+/// that fails is prepared again once (a table changed since, e.g. a column
+/// widened, fails a statement prepared before: "cached plan must not change
+/// result type"); an error then empties the cache.
+async fn query_prepared(
+    cache: &mut Option<(String, Statement)>,
+    client: &Client,
+    sql: String,
+    file: &str,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    if let Some((text, statement)) = cache.take()
+        && text == sql
+        && let Ok(rows) = client.query(&statement, &[&file]).await
+    {
+        *cache = Some((sql, statement));
+        return Ok(rows);
+    }
+    let statement = client.prepare(&sql).await?;
+    let rows = client.query(&statement, &[&file]).await?;
+    *cache = Some((sql, statement));
+    Ok(rows)
 }
 
 enum ReadError {

@@ -373,6 +373,36 @@ async fn health_serves_and_the_server_stops_on_shutdown() -> TestResult {
     Ok(())
 }
 
+/// The read-back statement is prepared once per connection; a column whose
+/// type changed after that fails it ("cached plan must not change result
+/// type"). The check that meets it prepares again at once: the file is
+/// verified on its NOTIFY, not on the next poll.
+#[tokio::test]
+async fn a_column_retyped_between_checks_does_not_hold_the_next_one_back() -> TestResult {
+    let mut h = start("review", true, NO_POLL).await?;
+    let run = "run-retyped";
+    let (first, second) = (
+        "run-retyped__a__chunk_000001.csv",
+        "run-retyped__a__chunk_000002.csv",
+    );
+    let (rows1, rows2) = (review_rows(first, 2), review_rows(second, 3));
+    h.register(manifest(run, first, &REVIEW_COLUMNS, &rows1))
+        .await?;
+    h.register(manifest(run, second, &REVIEW_COLUMNS, &rows2))
+        .await?;
+    h.insert_reviews(first, &numbered(&rows1), true).await?;
+    h.watch_until(run, WAIT, |r| r.files_verified == 1).await?;
+    h.db.batch_execute("ALTER TABLE review ALTER COLUMN header TYPE varchar(200)")
+        .await?;
+    h.insert_reviews(second, &numbered(&rows2), true).await?;
+    let report = h.watch_until(run, WAIT, |r| r.files_verified == 2).await?;
+    assert_eq!(
+        (report.rows_landed, report.missing, report.altered),
+        (5, 0, 0)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_manifest_column_missing_from_the_table_alters_every_row() -> TestResult {
     let mut h = start("review", true, NO_POLL).await?;

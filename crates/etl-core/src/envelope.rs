@@ -120,7 +120,39 @@ thread_local! {
     /// The last schema decoded on this thread, with its JSON text. Every
     /// record of a file carries the same schema: parsing it once per change
     /// instead of once per record was most of the sink's decoding cost.
-    static LAST_SCHEMA: RefCell<Option<(Box<str>, Arc<Schema>)>> = const { RefCell::new(None) };
+    static LAST_SCHEMA: RefCell<Option<LastSchema>> = const { RefCell::new(None) };
+}
+
+struct LastSchema {
+    /// `{"schema":` + the schema's JSON text + `,"payload":`: how an envelope
+    /// of our source or of Kafka Connect's JsonConverter with this schema
+    /// begins. Comparing these bytes skips the schema without scanning it as
+    /// JSON (validating its UTF-8, looking for escapes), which was half of
+    /// decoding a record.
+    prefix: Box<[u8]>,
+    /// Where the schema's text is in `prefix`.
+    text: std::ops::Range<usize>,
+    schema: Arc<Schema>,
+}
+
+impl LastSchema {
+    fn new(text: &str, schema: Arc<Schema>) -> Self {
+        let mut prefix = Vec::with_capacity(text.len() + 24);
+        prefix.extend_from_slice(br#"{"schema":"#);
+        let start = prefix.len();
+        prefix.extend_from_slice(text.as_bytes());
+        let end = prefix.len();
+        prefix.extend_from_slice(br#","payload":"#);
+        Self {
+            prefix: prefix.into_boxed_slice(),
+            text: start..end,
+            schema,
+        }
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.prefix[self.text.clone()]
+    }
 }
 
 /// Decodes an envelope into its schema and the values in schema field order.
@@ -140,20 +172,43 @@ pub fn decode(bytes: &[u8]) -> Result<(Arc<Schema>, Vec<Value>), EnvelopeError> 
 }
 
 fn decode_fast(bytes: &[u8]) -> Option<(Arc<Schema>, Vec<Value>)> {
+    if let Some(decoded) = decode_after_last_prefix(bytes) {
+        return Some(decoded);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded = de.deserialize_map(EnvelopeVisitor).ok()??;
     de.end().ok()?;
     Some(decoded)
 }
 
+/// An envelope that begins as the last one decoded on this thread did, up to
+/// its payload: the payload read with the cached schema, or `None` (another
+/// beginning, or anything after the payload but its closing brace) for the
+/// full reading, which gives the same answer when this one has one.
+fn decode_after_last_prefix(bytes: &[u8]) -> Option<(Arc<Schema>, Vec<Value>)> {
+    LAST_SCHEMA.with_borrow(|last| {
+        let last = last.as_ref()?;
+        let rest = bytes.strip_prefix(&*last.prefix)?;
+        // JSON's whitespace only (not form feed, which `trim_ascii_end` drops).
+        let end = rest
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+        let payload = rest[..=end].strip_suffix(b"}")?;
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let values = Payload(&last.schema.fields).deserialize(&mut de).ok()??;
+        de.end().ok()?;
+        Some((last.schema.clone(), values))
+    })
+}
+
 /// The schema of `text`, from the thread's cache when it is the last one seen.
 /// `None` for a schema the fast path leaves to [`decode_generic`].
 fn cached_schema(text: &str) -> Option<Arc<Schema>> {
     LAST_SCHEMA.with_borrow_mut(|last| {
-        if let Some((t, schema)) = last.as_ref()
-            && **t == *text
+        if let Some(last) = last.as_ref()
+            && last.text() == text.as_bytes()
         {
-            return Some(schema.clone());
+            return Some(last.schema.clone());
         }
         let schema = Arc::new(parse_schema(&serde_json::from_str(text).ok()?).ok()?);
         let mut names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
@@ -161,7 +216,7 @@ fn cached_schema(text: &str) -> Option<Arc<Schema>> {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return None;
         }
-        *last = Some((text.into(), schema.clone()));
+        *last = Some(LastSchema::new(text, schema.clone()));
         Some(schema)
     })
 }

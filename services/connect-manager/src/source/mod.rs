@@ -45,7 +45,7 @@ use std::{
 };
 
 use etl_core::{
-    Field, Schema, Value,
+    Field, FieldType, Schema, Value,
     envelope::Encoder,
     infer::{infer_columns, parse_declared, parse_value},
     naming, record_key,
@@ -830,7 +830,7 @@ async fn process_file_inner(shared: &Shared, sftp: &SftpClient, name: &str, path
         Err(Fit::Reject(reason)) => return reject(sftp, config, name, path, &reason).await,
         Err(Fit::Retry(e)) => return Outcome::Retry(format!("file {name}: {e}")),
     };
-    if let Err(e) = produce(shared, name, &table, &fitted).await {
+    if let Err(e) = produce(shared, name, table.rows, &fitted).await {
         if let KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) = e {
             // Sending it again would fail again: the file cannot go through Kafka.
             let reason = format!(
@@ -982,20 +982,65 @@ impl Fitted {
 
     /// The values of one row, in schema field order. Every value fits: the
     /// file was checked against the schema (or inferred from) before.
+    #[cfg(test)]
     fn values(&self, row: &[String]) -> Vec<Value> {
+        self.values_taken(row.to_vec(), &self.takes())
+    }
+
+    /// Per field, whether its value may take its column's string out of the
+    /// row: a text field that is the last one read from its column.
+    fn takes(&self) -> Vec<bool> {
         self.schema
             .fields
             .iter()
             .zip(&self.columns)
-            .map(|(f, c)| match c.and_then(|c| row.get(c)) {
-                None => Value::Null,
-                Some(s) if s.is_empty() && self.empty_is_null => Value::Null,
-                Some(s) if self.declared => {
-                    parse_declared(s, f.ty).unwrap_or_else(|| Value::Text(s.clone()))
-                }
-                Some(s) => parse_value(s, f.ty).unwrap_or_else(|| Value::Text(s.clone())),
+            .enumerate()
+            .map(|(i, (f, c))| {
+                f.ty == FieldType::String && c.is_some() && !self.columns[i + 1..].contains(c)
             })
             .collect()
+    }
+
+    /// [`Fitted::values`] of a row that is not needed after: a text value in
+    /// `takes` ([`Fitted::takes`]) moves its column's string instead of
+    /// copying it, an allocation and a copy fewer per text field of every
+    /// record sent.
+    fn values_taken(&self, mut row: Vec<String>, takes: &[bool]) -> Vec<Value> {
+        let mut values = self.values_except(&row, takes);
+        for ((value, c), take) in values.iter_mut().zip(&self.columns).zip(takes) {
+            if let (true, Some(c)) = (*take, c)
+                && let Some(s) = row.get_mut(*c)
+                && !(s.is_empty() && self.empty_is_null)
+            {
+                *value = Value::Text(std::mem::take(s));
+            }
+        }
+        values
+    }
+
+    /// [`Fitted::values`], with Null in place of the fields in `takes`.
+    fn values_except(&self, row: &[String], takes: &[bool]) -> Vec<Value> {
+        self.schema
+            .fields
+            .iter()
+            .zip(&self.columns)
+            .zip(takes)
+            .map(|((f, c), take)| match c.and_then(|c| row.get(c)) {
+                None => Value::Null,
+                Some(_) if *take => Value::Null,
+                Some(s) => self.value(s, f.ty),
+            })
+            .collect()
+    }
+
+    fn value(&self, s: &str, ty: FieldType) -> Value {
+        if s.is_empty() && self.empty_is_null {
+            Value::Null
+        } else if self.declared {
+            parse_declared(s, ty).unwrap_or_else(|| Value::Text(s.to_string()))
+        } else {
+            parse_value(s, ty).unwrap_or_else(|| Value::Text(s.to_string()))
+        }
     }
 }
 
@@ -1156,10 +1201,11 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Sends one record per row and waits until every one is acknowledged.
+/// Sends `rows` (a file's data rows, in order) as records of `fitted`'s schema.
 async fn produce(
     shared: &Shared,
     name: &str,
-    table: &Table,
+    rows: Vec<Vec<String>>,
     fitted: &Fitted,
 ) -> Result<(), KafkaError> {
     let schema = &fitted.schema;
@@ -1179,12 +1225,13 @@ async fn produce(
         { names::MESSAGING_SYSTEM } = "kafka",
         { names::MESSAGING_DESTINATION } = %config.topic,
         { names::MESSAGING_OPERATION_TYPE } = "send",
-        { names::MESSAGING_BATCH_COUNT } = table.rows.len() as u64,
+        { names::MESSAGING_BATCH_COUNT } = rows.len() as u64,
     );
+    let takes = fitted.takes();
     let traceparent = etl_telemetry::context::traceparent_of(&span).unwrap_or_default();
     async {
         let mut pending = FuturesUnordered::new();
-        for (i, row) in table.rows.iter().enumerate() {
+        for (i, row) in rows.into_iter().enumerate() {
             let n = i as u64 + 1;
             // batch.size: at most that many records awaiting acknowledgement.
             if let Some(max) = config.in_flight {
@@ -1195,7 +1242,7 @@ async fn produce(
                     }
                 }
             }
-            let values = fitted.values(row);
+            let values = fitted.values_taken(row, &takes);
             let payload = encoder.encode(&values);
             let key = record_key(name, n);
             let row_text = n.to_string();
@@ -1741,6 +1788,35 @@ mod tests {
             w1.stop().await;
             w2.stop().await;
         }
+    }
+
+    #[test]
+    fn a_column_read_by_two_fields_gives_both_its_text() {
+        let fitted = Fitted {
+            schema: Schema {
+                name: "t".into(),
+                fields: vec![
+                    field("t", FieldType::String, true),
+                    field("n", FieldType::Int64, true),
+                    field("t", FieldType::String, true),
+                    field("gone", FieldType::String, true),
+                ],
+            },
+            columns: vec![Some(0), Some(1), Some(0), None],
+            declared: true,
+            empty_is_null: false,
+        };
+        assert_eq!(fitted.takes(), [false, false, true, false]);
+        let row = vec!["x".to_string(), "7".to_string()];
+        assert_eq!(
+            fitted.values_taken(row, &fitted.takes()),
+            [
+                Value::Text("x".into()),
+                Value::Int(7),
+                Value::Text("x".into()),
+                Value::Null
+            ]
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     let trace_id = parts.next()?;
     (trace_id.len() == 32
         && trace_id.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace_id != "0".repeat(32))
+        && trace_id.bytes().any(|b| b != b'0'))
     .then_some(trace_id)
 }
 

@@ -18,6 +18,7 @@ use crate::{
 pub fn build_copy_batch(records: &[(String, i64, Vec<u8>)]) -> Result<Vec<u8>, String> {
     let mut changes = Vec::with_capacity(records.len());
     let mut last: Option<Arc<Schema>> = None;
+    let mut last_file: Option<Arc<str>> = None;
     for (i, (file, row, value)) in records.iter().enumerate() {
         let (schema, values) = envelope::decode(value).map_err(|e| e.to_string())?;
         // Rows of one file share their schema, as in the sink.
@@ -29,7 +30,11 @@ pub fn build_copy_batch(records: &[(String, i64, Vec<u8>)]) -> Result<Vec<u8>, S
             }
         };
         changes.push(Change::Row(SinkRow {
-            file: file.clone(),
+            // Rows of one file share its name, as in the sink.
+            file: match &last_file {
+                Some(f) if **f == **file => f.clone(),
+                _ => last_file.insert(Arc::from(file.as_str())).clone(),
+            },
             row: *row,
             trace_id: None,
             topic: "bench".into(),

@@ -34,11 +34,12 @@ const COPY_CHUNK: usize = 1 << 20;
 /// One row on its way to Postgres.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct SinkRow {
-    pub(crate) file: String,
+    /// Shared with the other rows of its file (see `sink::Last`).
+    pub(crate) file: Arc<str>,
     pub(crate) row: i64,
-    pub(crate) trace_id: Option<String>,
+    pub(crate) trace_id: Option<Arc<str>>,
     /// Where the record was in Kafka (the key of `pk.mode=kafka`).
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     /// Shared by the rows of one file (consecutive records with an equal schema).
@@ -72,7 +73,7 @@ pub(crate) enum Change {
     Row(SinkRow),
     /// A tombstone (`delete.enabled`, `pk.mode=record_key`): delete this row.
     Delete {
-        file: String,
+        file: Arc<str>,
         row: i64,
     },
 }
@@ -185,17 +186,23 @@ pub(crate) fn widen_column_sql(
     )
 }
 
-/// The key of a row under `pk`, as text; None when rows have no key.
-fn row_key(pk: &PkMode, r: &SinkRow) -> Option<Vec<String>> {
+/// The key of a row (or a tombstone) within a batch. Record keys and Kafka
+/// coordinates keep their parts (the file and topic are the rows' shared
+/// `Arc`s): no text is made per row for them.
+#[derive(PartialEq, Eq, Hash)]
+enum RowKey {
+    Record(Arc<str>, i64),
+    Kafka(Arc<str>, i32, i64),
+    Values(Vec<String>),
+}
+
+/// The key of a row under `pk`; None when rows have no key.
+fn row_key(pk: &PkMode, r: &SinkRow) -> Option<RowKey> {
     match pk {
         PkMode::None => None,
-        PkMode::RecordKey => Some(vec![r.file.clone(), r.row.to_string()]),
-        PkMode::Kafka(_) => Some(vec![
-            r.topic.clone(),
-            r.partition.to_string(),
-            r.offset.to_string(),
-        ]),
-        PkMode::RecordValue(fields) => Some(
+        PkMode::RecordKey => Some(RowKey::Record(r.file.clone(), r.row)),
+        PkMode::Kafka(_) => Some(RowKey::Kafka(r.topic.clone(), r.partition, r.offset)),
+        PkMode::RecordValue(fields) => Some(RowKey::Values(
             fields
                 .iter()
                 .map(|f| {
@@ -208,7 +215,7 @@ fn row_key(pk: &PkMode, r: &SinkRow) -> Option<Vec<String>> {
                         .unwrap_or_default()
                 })
                 .collect(),
-        ),
+        )),
     }
 }
 
@@ -218,7 +225,10 @@ fn row_key(pk: &PkMode, r: &SinkRow) -> Option<Vec<String>> {
 /// of a key is the newest (a row after a tombstone brings it back; a
 /// tombstone after a row removes it). Without a key (`pk.mode=none`) every
 /// row is kept.
-pub(crate) fn dedup_last(changes: Vec<Change>, pk: &PkMode) -> (Vec<SinkRow>, Vec<(String, i64)>) {
+pub(crate) fn dedup_last(
+    changes: Vec<Change>,
+    pk: &PkMode,
+) -> (Vec<SinkRow>, Vec<(Arc<str>, i64)>) {
     let mut seen = HashSet::with_capacity(changes.len());
     let mut rows = Vec::with_capacity(changes.len());
     let mut deletes = Vec::new();
@@ -230,7 +240,7 @@ pub(crate) fn dedup_last(changes: Vec<Change>, pk: &PkMode) -> (Vec<SinkRow>, Ve
                 }
             }
             Change::Delete { file, row } => {
-                if seen.insert(vec![file.clone(), row.to_string()]) {
+                if seen.insert(RowKey::Record(file.clone(), row)) {
                     deletes.push((file, row));
                 }
             }
@@ -566,7 +576,7 @@ pub(crate) async fn write_batch(
     cache: &mut TableCache,
     table: &str,
     rows: &[SinkRow],
-    deletes: &[(String, i64)],
+    deletes: &[(Arc<str>, i64)],
     spec: WriteSpec<'_>,
 ) -> Result<Written, WriteError> {
     let tx = client.transaction().await?;
@@ -582,11 +592,11 @@ pub(crate) async fn write_batch(
             cache.tables.contains_key(table) || !load_columns(&tx, table).await?.is_empty();
         if exists {
             let (files, numbers): (Vec<&str>, Vec<i64>) =
-                deletes.iter().map(|(f, r)| (f.as_str(), *r)).unzip();
+                deletes.iter().map(|(f, r)| (&**f, *r)).unzip();
             written.changed += tx.execute(&delete_sql(table), &[&files, &numbers]).await?;
         }
     }
-    let mut files: Vec<&str> = rows.iter().map(|r| r.file.as_str()).collect();
+    let mut files: Vec<&str> = rows.iter().map(|r| &*r.file).collect();
     files.dedup();
     let mut notified = HashSet::new();
     for f in files {
@@ -885,7 +895,7 @@ mod tests {
             Change::Row(row("f", 1, &s, vec![Value::Text("new".into())])),
         ];
         let (out, deletes) = dedup_last(rows.clone(), &PkMode::RecordKey);
-        let keys: Vec<(&str, i64)> = out.iter().map(|r| (r.file.as_str(), r.row)).collect();
+        let keys: Vec<(&str, i64)> = out.iter().map(|r| (&*r.file, r.row)).collect();
         assert_eq!(keys, vec![("f", 2), ("g", 1), ("f", 1)]);
         assert_eq!(out[2].values, vec![Value::Text("new".into())]);
         assert!(deletes.is_empty());
@@ -931,7 +941,7 @@ mod tests {
             ],
             &pk,
         );
-        let got: Vec<(&str, i64)> = out.iter().map(|r| (r.file.as_str(), r.row)).collect();
+        let got: Vec<(&str, i64)> = out.iter().map(|r| (&*r.file, r.row)).collect();
         assert_eq!(got, vec![("f", 2), ("g", 1)]);
 
         // The last change of a key wins: a tombstone after a row deletes it, a row
@@ -952,7 +962,7 @@ mod tests {
             ],
             &PkMode::RecordKey,
         );
-        assert_eq!(deletes, vec![("f".to_string(), 1)]);
+        assert_eq!(deletes, vec![(Arc::from("f"), 1)]);
         let got: Vec<i64> = rows.iter().map(|r| r.row).collect();
         assert_eq!(got, vec![2]);
     }

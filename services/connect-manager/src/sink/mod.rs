@@ -78,9 +78,29 @@ const QUIET_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A decoded record and where it came from.
 struct Incoming {
-    topic: String,
+    topic: Arc<str>,
     change: Change,
-    traceparent: String,
+    traceparent: Arc<str>,
+}
+
+/// What the last record decoded had: the shape of its schema, and its topic,
+/// file, traceparent and trace id. Consecutive records of a file share them:
+/// one `Arc` each instead of their text allocated and freed per record.
+#[derive(Default)]
+struct Last {
+    shape: Option<Shape>,
+    topic: Option<Arc<str>>,
+    file: Option<Arc<str>>,
+    traceparent: Option<Arc<str>>,
+    trace_id: Option<Arc<str>>,
+}
+
+/// `s` as the `Arc` in `last` when it is the same text; else a new one, kept there.
+fn shared(last: &mut Option<Arc<str>>, s: &str) -> Arc<str> {
+    match last {
+        Some(a) if **a == *s => a.clone(),
+        _ => last.insert(Arc::from(s)).clone(),
+    }
 }
 
 /// Why the writer stopped before its batches ran out.
@@ -304,7 +324,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
         client,
         rx,
     ));
-    let mut last_shape: Option<Shape> = None;
+    let mut last = Last::default();
     let mut stopped: Option<BadRecord> = None;
     let mut fatal: Option<String> = None;
     let gather = Gatherer {
@@ -332,7 +352,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
                 if !guard.admit(&m).await {
                     continue;
                 }
-                if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_shape).await {
+                if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last).await {
                     stopped = Some(bad);
                 }
             }
@@ -351,7 +371,7 @@ async fn run_inner(config: &SinkConfig, ctx: &TaskContext, shutdown: &Shutdown) 
                     if !guard.admit(&m).await {
                         continue;
                     }
-                    if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last_shape).await {
+                    if let Gathered::Stop(bad) = gather.add(&mut batch, &m, &mut last).await {
                         stopped = Some(bad);
                     }
                 }
@@ -611,13 +631,8 @@ struct Gatherer<'a> {
 }
 
 impl Gatherer<'_> {
-    async fn add(
-        &self,
-        batch: &mut Batch,
-        m: &BorrowedMessage<'_>,
-        last_shape: &mut Option<Shape>,
-    ) -> Gathered {
-        let reason = match decode(self.config, m, last_shape) {
+    async fn add(&self, batch: &mut Batch, m: &BorrowedMessage<'_>, last: &mut Last) -> Gathered {
+        let reason = match decode(self.config, m, last) {
             Ok(incoming) => {
                 batch.bytes += m.payload_len() as u64;
                 batch.rows.push(incoming);
@@ -661,9 +676,19 @@ impl Gatherer<'_> {
 }
 
 fn note_offset(batch: &mut Batch, m: &BorrowedMessage<'_>) {
-    let key = (m.topic().to_string(), m.partition());
-    let offset = batch.offsets.entry(key).or_insert(m.offset());
-    *offset = (*offset).max(m.offset());
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    // A batch holds a few partitions: found by a look at each, the topic's
+    // name is not copied for every record.
+    match batch
+        .offsets
+        .iter_mut()
+        .find(|((t, p), _)| t == topic && *p == partition)
+    {
+        Some((_, highest)) => *highest = (*highest).max(offset),
+        None => {
+            batch.offsets.insert((topic.to_string(), partition), offset);
+        }
+    }
 }
 
 /// Sends the record as it was (key, value, headers) to the dead letter queue, with
@@ -805,20 +830,20 @@ impl Shape {
 fn decode(
     config: &SinkConfig,
     m: &BorrowedMessage<'_>,
-    last_shape: &mut Option<Shape>,
+    last: &mut Last,
 ) -> Result<Incoming, String> {
     let mut file = None;
     let mut row = None;
-    let mut traceparent = String::new();
+    let mut traceparent = "";
     if let Some(headers) = m.headers() {
         for h in headers.iter() {
             let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) else {
                 continue;
             };
             match h.key {
-                names::HEADER_FILE => file = Some(v.to_string()),
+                names::HEADER_FILE => file = Some(v),
                 names::HEADER_ROW => row = v.parse::<i64>().ok(),
-                names::HEADER_TRACEPARENT => traceparent = v.to_string(),
+                names::HEADER_TRACEPARENT => traceparent = v,
                 _ => {}
             }
         }
@@ -830,13 +855,16 @@ fn decode(
             .ok_or("no etl.file/etl.row headers and no UTF-8 key")?;
         let (f, r) = etl_core::parse_record_key(key)
             .ok_or_else(|| format!("key {key:?} is not {{file}}:{{row}}"))?;
-        file = Some(f.to_string());
+        file = Some(f);
         row = i64::try_from(r).ok();
     }
     let (Some(file), Some(row)) = (file, row) else {
         return Err("row number out of range".into());
     };
-    let topic = m.topic().to_string();
+    let file = shared(&mut last.file, file);
+    let topic = shared(&mut last.topic, m.topic());
+    let trace_id = etl_telemetry::trace_id_of(traceparent).map(|t| shared(&mut last.trace_id, t));
+    let traceparent = shared(&mut last.traceparent, traceparent);
     let Some(payload) = m.payload() else {
         if config.delete_enabled {
             return Ok(Incoming {
@@ -850,15 +878,15 @@ fn decode(
         );
     };
     let (schema, values) = envelope::decode(payload).map_err(|e| e.to_string())?;
-    if !last_shape
+    if !last
+        .shape
         .as_ref()
         .is_some_and(|s| Arc::ptr_eq(&s.source, &schema) || s.source == schema)
     {
-        *last_shape = Some(Shape::new(config, schema)?);
+        last.shape = Some(Shape::new(config, schema)?);
     }
-    let shape = last_shape.as_ref().ok_or("no shape")?;
+    let shape = last.shape.as_ref().ok_or("no shape")?;
     let values = shape.values(values)?;
-    let trace_id = etl_telemetry::trace_id_of(&traceparent).map(str::to_string);
     Ok(Incoming {
         change: Change::Row(SinkRow {
             file,
@@ -927,7 +955,7 @@ async fn write(
             match result {
                 Ok(written) => {
                     for (file, db) in &spans {
-                        let n = rows.iter().filter(|r| &r.file == file).count() as u64;
+                        let n = rows.iter().filter(|r| *r.file == **file).count() as u64;
                         db.record(names::DB_ROWS, n);
                     }
                     Status::add(&status.records, written.staged);

@@ -782,6 +782,7 @@ async fn on_a_running_stack(
     // Floors, on the same stack.
     eprintln!("etl-bench: {name}: floors");
     let mut best: Option<(Duration, Duration, Duration, Duration)> = None;
+    let mut runs = Vec::new();
     let (mut consumed, mut record_bytes, mut rows) = (0, 0, 0);
     for i in 0..floors::REPETITIONS {
         let chunks = work.join(format!("{name}-extractor-alone"));
@@ -813,6 +814,12 @@ async fn on_a_running_stack(
             "etl_bench_copy_floor",
         )
         .await?;
+        runs.push(floors::FloorRun {
+            produce_ms: ms(produce),
+            consume_ms: ms(consume),
+            copy_ms: ms(copy),
+            extractor_ms: ms(extractor),
+        });
         best = Some(match best {
             None => (produce, consume, copy, extractor),
             Some((p, c, y, e)) => (
@@ -834,10 +841,21 @@ async fn on_a_running_stack(
         sum_ms: ms(produce) + ms(consume) + ms(copy),
         extractor_ms: ms(extractor),
         repetitions: floors::REPETITIONS,
+        runs,
     };
     eprintln!(
         "etl-bench: {name}: floors produce {} ms, consume {} ms, COPY {} ms, extractor {} ms",
         floors.produce_ms, floors.consume_ms, floors.copy_ms, floors.extractor_ms
+    );
+    let each = |f: fn(&floors::FloorRun) -> u64| -> Vec<String> {
+        floors.runs.iter().map(|r| f(r).to_string()).collect()
+    };
+    eprintln!(
+        "etl-bench: {name}: floors per run (ms): produce {}; consume {}; COPY {}; extractor {}",
+        each(|r| r.produce_ms).join(", "),
+        each(|r| r.consume_ms).join(", "),
+        each(|r| r.copy_ms).join(", "),
+        each(|r| r.extractor_ms).join(", ")
     );
 
     let burst = Burst {

@@ -280,6 +280,26 @@ fn three_workers_come_up_healthy_and_share_the_tasks() {
         },
     );
     eprintln!("tasks by worker: {:?}", placement(&last).0);
+    // Each task says what it is and what it moved, from its own worker or, for
+    // the others, through the status topic: etl-bench's warm-up reads both.
+    wait_until(
+        "every task with its kind and its records counted",
+        Duration::from_secs(30),
+        || {
+            let (_, status) = status_json();
+            let tasks: Vec<serde_json::Value> = status["connect"]["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|w| w["tasks"].as_array().cloned().unwrap_or_default())
+                .collect();
+            last = status;
+            tasks.len() == 6
+                && tasks.iter().all(|t| {
+                    matches!(t["kind"].as_str(), Some("source" | "sink")) && t["records"].is_u64()
+                })
+        },
+    );
 
     // SIGKILL worker 2 (its pid as the supervisor recorded it): restarted, healthy again.
     let info = stack.stack_json().expect("stack.json");

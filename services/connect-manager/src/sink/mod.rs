@@ -677,12 +677,13 @@ impl Gatherer<'_> {
 
 fn note_offset(batch: &mut Batch, m: &BorrowedMessage<'_>) {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-    // A batch holds a few partitions: found by a look at each, the topic's
-    // name is not copied for every record.
+    // A batch holds a few partitions: found by a look at each (the partition
+    // number first, the name only on a match), the topic's name is not
+    // copied for every record.
     match batch
         .offsets
         .iter_mut()
-        .find(|((t, p), _)| t == topic && *p == partition)
+        .find(|((t, p), _)| *p == partition && t == topic)
     {
         Some((_, highest)) => *highest = (*highest).max(offset),
         None => {

@@ -147,13 +147,21 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     println!("run {run_id} started");
 
     let (extract, mut timed_out) = watch_run(&mut extractor, &run_id, args.rows, deadline).await?;
-    let mut verifier = SinkVerifierClient::new(channel(&endpoints.verifier, &auth).await?);
+    // Lazy: the verifier may be restarting right now (a crash, a SIGTERM, its
+    // supervisor's backoff), and the run goes on without it; `watch_report`
+    // retries until the deadline instead of failing a run that will pass.
+    let verifier_channel = auth
+        .connect_lazy(&endpoints.verifier)
+        .with_context(|| format!("{} is not a usable address", endpoints.verifier))?;
+    let mut verifier = SinkVerifierClient::new(verifier_channel);
+    let mut unreachable = None;
     let report = if timed_out {
         get_report(&mut verifier, &run_id).await
     } else {
-        let (report, report_timed_out) = watch_report(&mut verifier, &run_id, deadline).await;
-        timed_out = report_timed_out;
-        report
+        let watched = watch_report(&mut verifier, &endpoints.verifier, &run_id, deadline).await;
+        timed_out = watched.timed_out;
+        unreachable = watched.unreachable;
+        watched.report
     };
     let elapsed = started.elapsed();
 
@@ -181,8 +189,12 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             Some(_) => dir.logs().display().to_string(),
             None => "the services' logs".to_owned(),
         };
+        let why = match &unreachable {
+            Some(e) => format!("; the sink-verifier did not answer at the end: {e}"),
+            None => String::new(),
+        };
         eprintln!(
-            "timed out after {}s before the report was complete (raise --timeout; the logs are in {logs})",
+            "timed out after {}s before the report was complete{why} (raise --timeout; the logs are in {logs})",
             timeout.as_secs(),
         );
         return Ok(Outcome::TimedOut);
@@ -408,13 +420,25 @@ async fn watch_run(
     result.map(|timed_out| (last, timed_out))
 }
 
-/// Follows the verifier's report until it is complete or the deadline passes
-/// (`true`). Reconnects when the stream ends early (the verifier may have restarted).
+/// What [`watch_report`] saw.
+struct Watched {
+    /// The last report received (empty when none was).
+    report: RunReport,
+    /// The deadline passed before the report was complete.
+    timed_out: bool,
+    /// Why the verifier could not be asked, when its last attempt failed.
+    unreachable: Option<String>,
+}
+
+/// Follows the verifier's report until it is complete or the deadline passes.
+/// Reconnects when the verifier cannot be reached or its stream ends early: a
+/// supervised verifier that restarts mid-run comes back and completes the report.
 async fn watch_report(
     client: &mut SinkVerifierClient<AuthChannel>,
+    url: &str,
     run_id: &str,
     deadline: tokio::time::Instant,
-) -> (RunReport, bool) {
+) -> Watched {
     let request = GetReportRequest {
         run_id: run_id.to_owned(),
     };
@@ -424,13 +448,26 @@ async fn watch_report(
         ..RunReport::default()
     };
     let mut last_line = Instant::now();
+    let mut unreachable: Option<String> = None;
     let timed_out = 'outer: loop {
         let stream = tokio::time::timeout_at(deadline, client.watch_report(request.clone())).await;
         let mut stream = match stream {
             Err(_) => break true,
-            Ok(Ok(stream)) => stream.into_inner(),
+            Ok(Ok(stream)) => {
+                if unreachable.take().is_some() {
+                    println!("verify: the sink-verifier at {url} answers again");
+                }
+                stream.into_inner()
+            }
             Ok(Err(status)) => {
-                tracing::debug!(error = %status.message(), "WatchReport failed; retrying");
+                if unreachable.is_none() {
+                    // Once, not per retry: a restart takes seconds.
+                    println!(
+                        "verify: the sink-verifier at {url} does not answer ({}); waiting for it",
+                        status.message()
+                    );
+                }
+                unreachable = Some(status.message().to_owned());
                 if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_secs(1)))
                     .await
                     .is_err()
@@ -487,7 +524,11 @@ async fn watch_report(
     if let Some(bar) = bar {
         bar.finish();
     }
-    (last, timed_out)
+    Watched {
+        report: last,
+        timed_out,
+        unreachable,
+    }
 }
 
 /// The verifier's report as it stands (for a run that timed out during extraction).

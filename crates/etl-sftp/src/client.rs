@@ -50,6 +50,9 @@ pub struct SftpClient {
 struct Inner {
     sftp: SftpSession,
     ssh: client::Handle<HostKeyCheck>,
+    /// Its sender lives in the connection's handler: `changed()` fails once
+    /// the connection ended (see [`SftpClient::live`]).
+    gone: tokio::sync::watch::Receiver<()>,
     server: String,
     user: String,
     host_key: String,
@@ -149,11 +152,13 @@ impl SftpClient {
             ..Default::default()
         };
         let seen = Arc::new(Mutex::new(Seen::default()));
+        let (alive, gone) = tokio::sync::watch::channel(());
         let handler = HostKeyCheck {
             policy,
             host: cfg.host.clone(),
             port: cfg.port,
             seen: seen.clone(),
+            _alive: alive,
         };
         let connected =
             client::connect(Arc::new(ssh_config), (cfg.host.as_str(), cfg.port), handler).await;
@@ -249,6 +254,7 @@ impl SftpClient {
             inner: Arc::new(Inner {
                 sftp,
                 ssh,
+                gone,
                 server,
                 user: cfg.user.clone(),
                 host_key,
@@ -265,30 +271,33 @@ impl SftpClient {
     /// remembered, so asking again costs nothing). A missing file is
     /// [`SftpError::NotFound`].
     pub async fn traceparent(&self, path: &str) -> Result<Option<String>, SftpError> {
-        use std::sync::atomic::Ordering;
-        const OP: &str = "read the trace context of";
-        let raw = self.raw_channel(OP, path).await?;
-        if raw.no_traceparent.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let mut data = Vec::with_capacity(4 + path.len());
-        data.extend_from_slice(&(path.len() as u32).to_be_bytes());
-        data.extend_from_slice(path.as_bytes());
-        let status = match raw.session.extended(TRACEPARENT_EXTENSION, data).await {
-            Ok(Packet::ExtendedReply(reply)) => {
-                let value = String::from_utf8_lossy(&reply.data).trim().to_string();
-                return Ok((!value.is_empty()).then_some(value));
+        self.live("read the trace context of", path, async {
+            use std::sync::atomic::Ordering;
+            const OP: &str = "read the trace context of";
+            let raw = self.raw_channel(OP, path).await?;
+            if raw.no_traceparent.load(Ordering::Relaxed) {
+                return Ok(None);
             }
-            Ok(Packet::Status(status)) | Err(ProtoError::Status(status)) => status,
-            Ok(_) => return Err(self.proto_err(OP, path, ProtoError::UnexpectedPacket)),
-            Err(e) => return Err(self.proto_err(OP, path, e)),
-        };
-        if status.status_code == StatusCode::OpUnsupported {
-            raw.no_traceparent.store(true, Ordering::Relaxed);
-            tracing::debug!(server = %self.inner.server, "server does not keep trace contexts with files");
-            return Ok(None);
-        }
-        Err(self.proto_err(OP, path, ProtoError::Status(status)))
+            let mut data = Vec::with_capacity(4 + path.len());
+            data.extend_from_slice(&(path.len() as u32).to_be_bytes());
+            data.extend_from_slice(path.as_bytes());
+            let status = match raw.session.extended(TRACEPARENT_EXTENSION, data).await {
+                Ok(Packet::ExtendedReply(reply)) => {
+                    let value = String::from_utf8_lossy(&reply.data).trim().to_string();
+                    return Ok((!value.is_empty()).then_some(value));
+                }
+                Ok(Packet::Status(status)) | Err(ProtoError::Status(status)) => status,
+                Ok(_) => return Err(self.proto_err(OP, path, ProtoError::UnexpectedPacket)),
+                Err(e) => return Err(self.proto_err(OP, path, e)),
+            };
+            if status.status_code == StatusCode::OpUnsupported {
+                raw.no_traceparent.store(true, Ordering::Relaxed);
+                tracing::debug!(server = %self.inner.server, "server does not keep trace contexts with files");
+                return Ok(None);
+            }
+            Err(self.proto_err(OP, path, ProtoError::Status(status)))
+        })
+        .await
     }
 
     async fn raw_channel(&self, op: &'static str, path: &str) -> Result<&RawChannel, SftpError> {
@@ -336,79 +345,91 @@ impl SftpClient {
     /// The entries of `dir` (`""` or `"."` is the login directory), without
     /// `.` and `..`, sorted by name.
     pub async fn list(&self, dir: &str) -> Result<Vec<RemoteEntry>, SftpError> {
-        let target = if dir.is_empty() { "." } else { dir };
-        let entries = self
-            .inner
-            .sftp
-            .read_dir(target)
-            .await
-            .map_err(|e| self.proto_err("list", dir, e))?;
-        let mut out: Vec<RemoteEntry> = entries
-            .map(|entry| {
-                let meta = entry.metadata();
-                RemoteEntry {
-                    name: entry.file_name(),
-                    size: meta.size.unwrap_or(0),
-                    is_dir: meta.is_dir(),
-                    modified_unix: meta.mtime.map(u64::from),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        self.live("list", dir, async {
+            let target = if dir.is_empty() { "." } else { dir };
+            let entries = self
+                .inner
+                .sftp
+                .read_dir(target)
+                .await
+                .map_err(|e| self.proto_err("list", dir, e))?;
+            let mut out: Vec<RemoteEntry> = entries
+                .map(|entry| {
+                    let meta = entry.metadata();
+                    RemoteEntry {
+                        name: entry.file_name(),
+                        size: meta.size.unwrap_or(0),
+                        is_dir: meta.is_dir(),
+                        modified_unix: meta.mtime.map(u64::from),
+                    }
+                })
+                .collect();
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
     }
 
     /// Size, type and modification time of `path` (following symlinks).
     pub async fn stat(&self, path: &str) -> Result<RemoteEntry, SftpError> {
-        let meta = self
-            .inner
-            .sftp
-            .metadata(path)
-            .await
-            .map_err(|e| self.proto_err("stat", path, e))?;
-        Ok(RemoteEntry {
-            name: path.rsplit('/').next().unwrap_or(path).to_string(),
-            size: meta.size.unwrap_or(0),
-            is_dir: meta.is_dir(),
-            modified_unix: meta.mtime.map(u64::from),
+        self.live("stat", path, async {
+            let meta = self
+                .inner
+                .sftp
+                .metadata(path)
+                .await
+                .map_err(|e| self.proto_err("stat", path, e))?;
+            Ok(RemoteEntry {
+                name: path.rsplit('/').next().unwrap_or(path).to_string(),
+                size: meta.size.unwrap_or(0),
+                is_dir: meta.is_dir(),
+                modified_unix: meta.mtime.map(u64::from),
+            })
         })
+        .await
     }
 
     /// The whole content of `path`, read with pipelined requests.
     pub async fn read(&self, path: &str) -> Result<Vec<u8>, SftpError> {
-        let mut file = self
-            .inner
-            .sftp
-            .open(path)
-            .await
-            .map_err(|e| self.proto_err("read", path, e))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)
-            .await
-            .map_err(|e| self.io_err("read", path, e))?;
-        file.close()
-            .await
-            .map_err(|e| self.io_err("read", path, e))?;
-        Ok(data)
+        self.live("read", path, async {
+            let mut file = self
+                .inner
+                .sftp
+                .open(path)
+                .await
+                .map_err(|e| self.proto_err("read", path, e))?;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .await
+                .map_err(|e| self.io_err("read", path, e))?;
+            file.close()
+                .await
+                .map_err(|e| self.io_err("read", path, e))?;
+            Ok(data)
+        })
+        .await
     }
 
     /// Creates or truncates `path` and writes `data` to it. Readers may see
     /// the file while it grows: use [`SftpClient::write_atomic`] for uploads.
     pub async fn write(&self, path: &str, data: &[u8]) -> Result<(), SftpError> {
-        let mut file = self
-            .inner
-            .sftp
-            .create(path)
-            .await
-            .map_err(|e| self.proto_err("write", path, e))?;
-        file.write_all(data)
-            .await
-            .map_err(|e| self.io_err("write", path, e))?;
-        // Waits for every outstanding WRITE to be acknowledged, then CLOSE.
-        file.close()
-            .await
-            .map_err(|e| self.io_err("write", path, e))?;
-        Ok(())
+        self.live("write", path, async {
+            let mut file = self
+                .inner
+                .sftp
+                .create(path)
+                .await
+                .map_err(|e| self.proto_err("write", path, e))?;
+            file.write_all(data)
+                .await
+                .map_err(|e| self.io_err("write", path, e))?;
+            // Waits for every outstanding WRITE to be acknowledged, then CLOSE.
+            file.close()
+                .await
+                .map_err(|e| self.io_err("write", path, e))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Writes `dir/.name.part` then renames it to `dir/name`, so no reader sees
@@ -428,63 +449,75 @@ impl SftpClient {
     /// as OpenSSH's refuse to rename onto an existing file; then the target is
     /// removed and the rename retried (not atomic, but never partial).
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), SftpError> {
-        let first = match self.inner.sftp.rename(from, to).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if self.exists(from).await? && self.exists(to).await? {
-            self.remove(to).await?;
-            return self
-                .inner
-                .sftp
-                .rename(from, to)
-                .await
-                .map_err(|e| self.proto_err("rename", from, e));
-        }
-        Err(self.proto_err("rename", from, first))
+        self.live("rename", from, async {
+            let first = match self.inner.sftp.rename(from, to).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if self.exists(from).await? && self.exists(to).await? {
+                self.remove(to).await?;
+                return self
+                    .inner
+                    .sftp
+                    .rename(from, to)
+                    .await
+                    .map_err(|e| self.proto_err("rename", from, e));
+            }
+            Err(self.proto_err("rename", from, first))
+        })
+        .await
     }
 
     /// Removes the file `path`.
     pub async fn remove(&self, path: &str) -> Result<(), SftpError> {
-        self.inner
-            .sftp
-            .remove_file(path)
-            .await
-            .map_err(|e| self.proto_err("remove", path, e))
+        self.live("remove", path, async {
+            self.inner
+                .sftp
+                .remove_file(path)
+                .await
+                .map_err(|e| self.proto_err("remove", path, e))
+        })
+        .await
     }
 
     /// Whether `path` exists (file or directory).
     pub async fn exists(&self, path: &str) -> Result<bool, SftpError> {
-        match self.inner.sftp.metadata(path).await {
-            Ok(_) => Ok(true),
-            Err(ProtoError::Status(s)) if s.status_code == StatusCode::NoSuchFile => Ok(false),
-            Err(e) => Err(self.proto_err("stat", path, e)),
-        }
+        self.live("stat", path, async {
+            match self.inner.sftp.metadata(path).await {
+                Ok(_) => Ok(true),
+                Err(ProtoError::Status(s)) if s.status_code == StatusCode::NoSuchFile => Ok(false),
+                Err(e) => Err(self.proto_err("stat", path, e)),
+            }
+        })
+        .await
     }
 
     /// Creates `dir` and its missing parents; existing directories are fine.
     pub async fn mkdir_all(&self, dir: &str) -> Result<(), SftpError> {
-        let mut prefix = if dir.starts_with('/') {
-            "/".to_string()
-        } else {
-            String::new()
-        };
-        for part in dir.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            if !prefix.is_empty() && !prefix.ends_with('/') {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if self.is_dir(&prefix).await? {
-                continue;
-            }
-            if let Err(e) = self.inner.sftp.create_dir(prefix.as_str()).await {
-                // Another task or process may have created it meanwhile.
-                if !self.is_dir(&prefix).await? {
-                    return Err(self.proto_err("create directory", &prefix, e));
+        self.live("create directory", dir, async {
+            let mut prefix = if dir.starts_with('/') {
+                "/".to_string()
+            } else {
+                String::new()
+            };
+            for part in dir.split('/').filter(|p| !p.is_empty() && *p != ".") {
+                if !prefix.is_empty() && !prefix.ends_with('/') {
+                    prefix.push('/');
+                }
+                prefix.push_str(part);
+                if self.is_dir(&prefix).await? {
+                    continue;
+                }
+                if let Err(e) = self.inner.sftp.create_dir(prefix.as_str()).await {
+                    // Another task or process may have created it meanwhile.
+                    if !self.is_dir(&prefix).await? {
+                        return Err(self.proto_err("create directory", &prefix, e));
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn is_dir(&self, path: &str) -> Result<bool, SftpError> {
@@ -519,6 +552,28 @@ impl SftpClient {
                 path: String::new(),
                 reason: e.to_string(),
             })
+    }
+
+    /// Runs one operation, failing it as a lost connection as soon as the SSH
+    /// connection ends. russh-sftp fails the requests waiting when its
+    /// transport ends, but one sent in the instant between the end of its
+    /// reading task and the end of its writing task is written nowhere and
+    /// waits out the whole request timeout: a minute in which a source holds
+    /// its file and a server restart looks like a hang.
+    async fn live<T>(
+        &self,
+        op: &'static str,
+        path: &str,
+        work: impl std::future::Future<Output = Result<T, SftpError>>,
+    ) -> Result<T, SftpError> {
+        until_gone(self.inner.gone.clone(), work, || SftpError::Connection {
+            server: self.inner.server.clone(),
+            user: self.inner.user.clone(),
+            op,
+            path: path.to_string(),
+            reason: "the SSH connection ended".into(),
+        })
+        .await
     }
 
     fn proto_err(&self, op: &'static str, path: &str, e: ProtoError) -> SftpError {
@@ -606,6 +661,22 @@ impl SftpClient {
     }
 }
 
+/// `work`'s result, or `ended()` as soon as `gone`'s sender is dropped (the
+/// connection ended) while `work` still waits.
+async fn until_gone<T, E>(
+    mut gone: tokio::sync::watch::Receiver<()>,
+    work: impl std::future::Future<Output = Result<T, E>>,
+    ended: impl FnOnce() -> E,
+) -> Result<T, E> {
+    tokio::select! {
+        // An answer that arrived is taken even if the connection ended since.
+        biased;
+        done = work => done,
+        // Nothing is ever sent: `changed` returns only when the sender drops.
+        _ = async { while gone.changed().await.is_ok() {} } => Err(ended()),
+    }
+}
+
 fn status_text(code: StatusCode, message: &str) -> String {
     let code = code.to_string();
     if message.is_empty() || message.eq_ignore_ascii_case(&code) {
@@ -639,5 +710,31 @@ mod tests {
         assert_eq!(join(".", "a.csv"), "a.csv");
         assert_eq!(join("/data/in", ".a.part"), "/data/in/.a.part");
         assert_eq!(join("/", "a.csv"), "/a.csv");
+    }
+
+    #[tokio::test]
+    async fn a_request_left_unanswered_fails_when_the_connection_ends() {
+        let (alive, gone) = tokio::sync::watch::channel(());
+        let waiting = tokio::spawn(until_gone(
+            gone,
+            std::future::pending::<Result<(), &str>>(),
+            || "ended",
+        ));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no answer yet, connection up");
+        drop(alive);
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("fails at once, not after the request timeout")
+            .expect("task");
+        assert_eq!(result, Err("ended"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_came_wins_over_the_end_of_the_connection() {
+        let (alive, gone) = tokio::sync::watch::channel(());
+        drop(alive);
+        let result = until_gone(gone, async { Ok::<_, &str>(7) }, || "ended").await;
+        assert_eq!(result, Ok(7));
     }
 }

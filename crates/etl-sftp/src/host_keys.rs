@@ -117,6 +117,10 @@ pub(crate) struct HostKeyCheck {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) seen: Arc<Mutex<Seen>>,
+    /// Lives as long as the connection: russh drops the handler when the
+    /// connection's task ends, however it ends, and the receivers in
+    /// [`crate::SftpClient`] see that at once.
+    pub(crate) _alive: tokio::sync::watch::Sender<()>,
 }
 
 impl HostKeyCheck {

@@ -150,10 +150,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     // Lazy: the verifier may be restarting right now (a crash, a SIGTERM, its
     // supervisor's backoff), and the run goes on without it; `watch_report`
     // retries until the deadline instead of failing a run that will pass.
-    let verifier_channel = auth
-        .connect_lazy(&endpoints.verifier)
-        .with_context(|| format!("{} is not a usable address", endpoints.verifier))?;
-    let mut verifier = SinkVerifierClient::new(verifier_channel);
+    let mut verifier = verifier_client(&endpoints.verifier, &auth)?;
     let mut unreachable = None;
     let report = if timed_out {
         get_report(&mut verifier, &run_id).await
@@ -328,6 +325,18 @@ async fn wait_serving(endpoints: &Endpoints, timeout: Duration) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// A client that connects on first use and again after each failure: the
+/// verifier may be restarting when the demo turns to it.
+fn verifier_client(
+    url: &str,
+    auth: &ClientAuth,
+) -> anyhow::Result<SinkVerifierClient<AuthChannel>> {
+    let channel = auth
+        .connect_lazy(url)
+        .with_context(|| format!("{url} is not a usable address"))?;
+    Ok(SinkVerifierClient::new(channel))
 }
 
 async fn channel(url: &str, auth: &ClientAuth) -> anyhow::Result<AuthChannel> {
@@ -542,5 +551,105 @@ async fn get_report(client: &mut SinkVerifierClient<AuthChannel>, run_id: &str) 
             run_id: run_id.to_owned(),
             ..RunReport::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use etl_proto::v1::sink_verifier_server::{SinkVerifier, SinkVerifierServer};
+    use etl_proto::v1::{
+        CompleteRunRequest, CompleteRunResponse, RegisterFileRequest, RegisterFileResponse,
+    };
+    use futures::Stream;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// The verifier's side of `WatchReport` only: one complete report. (The
+    /// real verifier needs Postgres; what is tested here is the demo's waiting.)
+    struct Complete;
+
+    #[tonic::async_trait]
+    impl SinkVerifier for Complete {
+        async fn register_file(
+            &self,
+            _: Request<RegisterFileRequest>,
+        ) -> Result<Response<RegisterFileResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn complete_run(
+            &self,
+            _: Request<CompleteRunRequest>,
+        ) -> Result<Response<CompleteRunResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_report(
+            &self,
+            _: Request<GetReportRequest>,
+        ) -> Result<Response<RunReport>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        type WatchReportStream = Pin<Box<dyn Stream<Item = Result<RunReport, Status>> + Send>>;
+
+        async fn watch_report(
+            &self,
+            request: Request<GetReportRequest>,
+        ) -> Result<Response<Self::WatchReportStream>, Status> {
+            let report = RunReport {
+                run_id: request.into_inner().run_id,
+                complete: true,
+                ..RunReport::default()
+            };
+            Ok(Response::new(Box::pin(futures::stream::iter([Ok(report)]))))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_demo_waits_for_a_verifier_that_is_not_listening_yet() {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            probe.local_addr().expect("addr").port()
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut client = verifier_client(&url, &ClientAuth::none()).expect("a lazy client");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let started = Instant::now();
+        let watching =
+            tokio::spawn(async move { watch_report(&mut client, &url, "run-1", deadline).await });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!watching.is_finished(), "nothing listens yet");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the port is still free");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SinkVerifierServer::new(Complete))
+                .serve_with_incoming(tokio_stream_of(listener)),
+        );
+        let watched = tokio::time::timeout(Duration::from_secs(20), watching)
+            .await
+            .expect("the report comes once the verifier listens")
+            .expect("task");
+        server.abort();
+        assert!(!watched.timed_out);
+        assert!(watched.report.complete, "{:?}", watched.report);
+        assert_eq!(watched.report.run_id, "run-1");
+        assert!(watched.unreachable.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+    }
+
+    /// The listener's connections as the stream tonic serves.
+    fn tokio_stream_of(
+        listener: tokio::net::TcpListener,
+    ) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        futures::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            Some((accepted, listener))
+        })
     }
 }

@@ -159,13 +159,52 @@ impl Case {
             )]
             std::thread::sleep(Duration::from_millis(250));
         };
-        assert_eq!(finished.len() as u64, files, "finished/: {finished:?}");
-        assert!(left.is_empty(), "left in input/: {left:?}");
+        if finished.len() as u64 != files || !left.is_empty() {
+            panic!(
+                "{} of {files} files in finished/ 30 s after the report, left in input/: {left:?}\n{}",
+                finished.len(),
+                self.diagnosis()
+            );
+        }
         assert_eq!(
             self.table_rows(),
             report["rows_expected"].as_u64().expect("rows_expected"),
             "the table holds each expected row once"
         );
+    }
+
+    /// What a failed completion check needs to be understood from a CI log alone:
+    /// every file under the SFTP root (hidden claims and temporaries included) and
+    /// the warnings and errors of the services that move files.
+    fn diagnosis(&self) -> String {
+        let mut out = String::from("files under the SFTP root:\n");
+        let mut dirs = vec![self.stack.dir().join("sftp/etl")];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if !dir.ends_with("finished") {
+                    out.push_str(&format!("  {}\n", path.display()));
+                }
+            }
+        }
+        for service in ["connect-manager", "sftp-gateway"] {
+            let log = self.stack.dir().join(format!("logs/{service}.log"));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("\"level\":\"INFO\"") && !l.contains("\"level\":\"DEBUG\""))
+                .collect();
+            out.push_str(&format!("last warnings and errors of {}:\n", log.display()));
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        out
     }
 
     /// Rows in the `review` table (0 while it does not exist).

@@ -352,7 +352,11 @@ async fn main_loop(
     let config = &shared.config;
     let mut interval = tokio::time::interval(config.poll_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut jobs: JoinSet<(String, Outcome)> = JoinSet::new();
+    let mut jobs: JoinSet<(String, u64, Outcome)> = JoinSet::new();
+    // Which SFTP connection is current: every job that was in flight on a
+    // connection that ended fails with a lost connection, and only the first
+    // of them (the one whose connection is still the current one) reconnects.
+    let mut connection: u64 = 0;
     // Which file each job holds, so a job that panics still releases its file.
     let mut job_files: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut in_flight: HashSet<String> = HashSet::new();
@@ -426,17 +430,17 @@ async fn main_loop(
                 WatchEvent::Rescan => interval.reset_immediately(),
             },
             Some(joined) = jobs.join_next_with_id(), if !jobs.is_empty() => {
-                let (name, outcome) = match joined {
-                    Ok((id, done)) => {
+                let (name, used, outcome) = match joined {
+                    Ok((id, (name, used, outcome))) => {
                         job_files.remove(&id);
-                        done
+                        (name, used, outcome)
                     }
                     Err(e) => {
                         // A panicked job must not strand its file: release it, and
                         // the next poll takes it again.
                         let name = job_files.remove(&e.id()).unwrap_or_default();
                         tracing::error!(file = %name, error = %e, "file job failed; the file is left in place for the next poll");
-                        (name.clone(), Outcome::Retry(format!("file {name}: job failed: {e}")))
+                        (name.clone(), connection, Outcome::Retry(format!("file {name}: job failed: {e}")))
                     }
                 };
                 in_flight.remove(&name);
@@ -472,7 +476,10 @@ async fn main_loop(
                         tracing::warn!(file = %name, error = %e, "file left in place; retrying at the next poll");
                         shared.status.fail(e);
                     }
-                    Outcome::Reconnect(e) => reconnect = Some(e),
+                    Outcome::Reconnect(e) if used == connection => reconnect = Some(e),
+                    Outcome::Reconnect(e) => {
+                        tracing::debug!(file = %name, error = %e, "file job lost a connection already replaced; the file is taken again at the next poll");
+                    }
                 }
             }
         }
@@ -482,6 +489,7 @@ async fn main_loop(
             match connect_sftp(config, claim_dir.as_deref(), &shared.status, &shutdown).await {
                 Some(c) => {
                     sftp = c;
+                    connection += 1;
                     shared.status.set_state(State::Running);
                 }
                 None => break,
@@ -495,6 +503,7 @@ async fn main_loop(
             let shared = shared.clone();
             let sftp = sftp.clone();
             let name = n.name.clone();
+            let used = connection;
             let job = jobs.spawn(async move {
                 let outcome = match shared.claims() {
                     None => {
@@ -503,7 +512,7 @@ async fn main_loop(
                     }
                     Some(claims) => process_claimed(&shared, &sftp, claims, &n).await,
                 };
-                (n.name, outcome)
+                (n.name, used, outcome)
             });
             job_files.insert(job.id(), name);
         }

@@ -623,7 +623,11 @@ impl SftpClient {
                 path,
                 reason,
             },
-            ProtoError::UnexpectedBehavior(reason) if reason.contains("closed") => {
+            // "session closed": the transport ended before the request was
+            // sent; "sender dropped": while it waited for its answer.
+            ProtoError::UnexpectedBehavior(reason)
+                if reason.contains("closed") || reason.contains("sender dropped") =>
+            {
                 SftpError::Connection {
                     server,
                     user,
@@ -662,18 +666,25 @@ impl SftpClient {
 }
 
 /// `work`'s result, or `ended()` as soon as `gone`'s sender is dropped (the
-/// connection ended) while `work` still waits.
+/// connection ended) while `work` still waits. A failure once the connection
+/// ended is `ended()` too: russh-sftp fails its waiting requests with "sender
+/// dropped", which names nothing a caller can act on, while "connection lost"
+/// tells it to reconnect and try again.
 async fn until_gone<T, E>(
     mut gone: tokio::sync::watch::Receiver<()>,
     work: impl std::future::Future<Output = Result<T, E>>,
     ended: impl FnOnce() -> E,
 ) -> Result<T, E> {
-    tokio::select! {
+    let done = tokio::select! {
         // An answer that arrived is taken even if the connection ended since.
         biased;
         done = work => done,
         // Nothing is ever sent: `changed` returns only when the sender drops.
-        _ = async { while gone.changed().await.is_ok() {} } => Err(ended()),
+        _ = async { while gone.changed().await.is_ok() {} } => return Err(ended()),
+    };
+    match done {
+        Err(_) if gone.has_changed().is_err() => Err(ended()),
+        done => done,
     }
 }
 
@@ -736,5 +747,19 @@ mod tests {
         drop(alive);
         let result = until_gone(gone, async { Ok::<_, &str>(7) }, || "ended").await;
         assert_eq!(result, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_the_connection_ended_is_the_lost_connection() {
+        let (alive, gone) = tokio::sync::watch::channel(());
+        let failed = until_gone(gone.clone(), async { Err::<(), _>("remote") }, || "ended");
+        assert_eq!(
+            failed.await,
+            Err("remote"),
+            "connection up: the failure itself"
+        );
+        drop(alive);
+        let failed = until_gone(gone, async { Err::<(), _>("sender dropped") }, || "ended");
+        assert_eq!(failed.await, Err("ended"));
     }
 }

@@ -348,3 +348,40 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
         .expect("shutdown completes once the upload closed")
         .expect("stop task");
 }
+
+/// Requests that race the end of the connection (many tasks on one client while
+/// the server stops) all end at once as lost connections: none may wait out the
+/// request timeout, which would hold a source's file for a minute after every
+/// server restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_the_end_of_the_connection_fail_at_once() {
+    for round in 0..5 {
+        let gw = Gateway::start().await;
+        let client = gw.client().await;
+        client.write("input/a.csv", b"x").await.expect("write");
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                loop {
+                    if let Err(e) = client.stat("input/a.csv").await {
+                        return e;
+                    }
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gw.stop().await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(joined) = tasks.join_next().await {
+                let e = joined.expect("task");
+                assert!(e.is_connection(), "round {round}: {e}");
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "round {round}: a request still waited 10 s after the server stopped"
+        );
+    }
+}

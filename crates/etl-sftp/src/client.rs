@@ -438,8 +438,12 @@ impl SftpClient {
         let part = join(dir, &format!(".{name}.part"));
         let target = join(dir, name);
         if let Err(e) = self.write(&part, data).await {
-            // Best effort: do not leave a stale temporary behind.
-            let _ = self.inner.sftp.remove_file(part.as_str()).await;
+            // Best effort: do not leave a stale temporary behind. Through
+            // `remove`, like every request, so a write that failed because the
+            // connection ended does not then wait out the request timeout here.
+            if !e.is_connection() {
+                let _ = self.remove(&part).await;
+            }
             return Err(e);
         }
         self.rename(&part, &target).await

@@ -1,5 +1,6 @@
-//! The sink's batch building (envelope decode, de-duplication, COPY text) for
-//! 2,000 records of generated reviews, the sink's default `batch.size`.
+//! The sink's batch building (envelope decode, de-duplication, the binary
+//! COPY data for the table it creates) for 2,000 records of generated
+//! reviews, the sink's default `batch.size`.
 //!
 //! `cargo bench -p connect-manager --bench sink` — throughput in records/s.
 
@@ -70,7 +71,7 @@ fn build(c: &mut Criterion) {
     let records = records();
     let mut g = c.benchmark_group("sink_batch");
     g.throughput(Throughput::Elements(records.len() as u64));
-    g.bench_function("decode + dedup + COPY text", |b| {
+    g.bench_function("decode + dedup + COPY data", |b| {
         b.iter(|| black_box(connect_manager::bench_api::build_copy_batch(&records).expect("batch")))
     });
     g.finish();

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use etl_core::{Schema, envelope};
 
 use crate::{
-    postgres::{Change, SinkRow, batch_fields, copy_text, dedup_last},
+    copy::{Wire, copy_data},
+    postgres::{Change, SinkRow, batch_fields, dedup_last},
     sink::config::PkMode,
 };
 
 /// Builds one batch as the sink does for `pk.mode=record_key` (our default):
 /// decodes each record's JsonConverter envelope (`(file, row, value)`),
-/// de-duplicates by key keeping the last, and renders the COPY text the
-/// staging table is loaded with. Returns the COPY bytes.
+/// de-duplicates by key keeping the last, and renders the `COPY` data for the
+/// table the sink creates for them (binary, see `copy`). Returns the bytes.
 pub fn build_copy_batch(records: &[(String, i64, Vec<u8>)]) -> Result<Vec<u8>, String> {
     let mut changes = Vec::with_capacity(records.len());
     let mut last: Option<Arc<Schema>> = None;
@@ -47,5 +48,11 @@ pub fn build_copy_batch(records: &[(String, i64, Vec<u8>)]) -> Result<Vec<u8>, S
     let pk = PkMode::RecordKey;
     let (rows, _deletes) = dedup_last(changes, &pk);
     let fields = batch_fields(&rows);
-    Ok(copy_text(&rows, &fields, &pk))
+    // The columns of the table the sink creates: the fields, then the lineage.
+    let wires: Option<Vec<Wire>> = fields
+        .iter()
+        .map(|f| Wire::of(f.ty.pg_type()))
+        .chain([Some(Wire::Text), Some(Wire::Int8), Some(Wire::Text)])
+        .collect();
+    Ok(copy_data(&rows, &fields, &pk, wires.as_deref()).0)
 }

@@ -55,6 +55,7 @@ mod api;
 pub mod bench_api;
 mod cluster;
 mod connector;
+mod copy;
 mod kafka;
 mod options;
 mod postgres;

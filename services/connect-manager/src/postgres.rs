@@ -25,7 +25,10 @@ use etl_pg::{TableName, lineage, quote_ident};
 use futures::SinkExt;
 use tokio_postgres::{Client, Transaction, error::SqlState};
 
-use crate::sink::config::{InsertMode, PkMode};
+use crate::{
+    copy::{Wire, copy_data},
+    sink::config::{InsertMode, PkMode},
+};
 
 const STAGE: &str = "_etl_stage";
 /// Bytes of COPY data per message sent to the server.
@@ -274,35 +277,29 @@ pub(crate) fn batch_fields(rows: &[SinkRow]) -> Vec<Field> {
     out
 }
 
-/// Appends `s` in COPY text format: backslash, tab, newline and carriage return
-/// escaped. NUL cannot be stored in Postgres text at all and is dropped.
-pub(crate) fn push_copy_text(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            0 => {}
-            _ => out.push(b),
+/// What the sink knows of one column of a table.
+#[derive(Clone, Copy, Debug)]
+struct Column {
+    /// The field type it holds (None: a type we do not map, left alone).
+    ty: Option<FieldType>,
+    /// Its binary `COPY` format, when the sink writes that type's.
+    wire: Option<Wire>,
+}
+
+impl Column {
+    /// By its `information_schema` data type, or the type the sink gave it.
+    fn of(pg_type: &str) -> Self {
+        Column {
+            ty: FieldType::from_pg_type(pg_type),
+            wire: Wire::of(pg_type),
         }
     }
 }
 
-fn push_copy_value(out: &mut Vec<u8>, v: Option<&Value>) {
-    match v {
-        None | Some(Value::Null) => out.extend_from_slice(b"\\N"),
-        Some(Value::Text(s)) => push_copy_text(out, s),
-        // Lossless text; Postgres parses it into the column's type (which
-        // auto.evolve made wide enough).
-        Some(v) => push_copy_text(out, &v.canonical_text()),
-    }
-}
-
-/// Per table: column name → type (None: a type we do not map, left alone).
+/// Per table: column name → what the sink knows of it.
 #[derive(Default)]
 pub(crate) struct TableCache {
-    tables: HashMap<String, HashMap<String, Option<FieldType>>>,
+    tables: HashMap<String, HashMap<String, Column>>,
     /// Per table: whether an immediate unique index covers exactly the key
     /// columns, so a direct `COPY` of a row already there fails instead of
     /// adding it twice.
@@ -322,18 +319,15 @@ impl TableCache {
 }
 
 /// The columns of `table` (in the current schema: the sink's table names are
-/// never schema-qualified) with the types we map.
+/// never schema-qualified).
 async fn load_columns(
     tx: &Transaction<'_>,
     table: &str,
-) -> Result<HashMap<String, Option<FieldType>>, tokio_postgres::Error> {
+) -> Result<HashMap<String, Column>, tokio_postgres::Error> {
     let columns = etl_pg::table_columns(tx, &TableName::unqualified(table)).await?;
     Ok(columns
         .into_iter()
-        .map(|(name, ty)| {
-            let ty = FieldType::from_pg_type(&ty);
-            (name, ty)
-        })
+        .map(|(name, ty)| (name, Column::of(&ty)))
         .collect())
 }
 
@@ -378,7 +372,7 @@ pub(crate) async fn ensure_table(
         return Ok(());
     };
     for f in fields.iter().chain(&kafka_fields(spec.pk)) {
-        match cols.get(&f.name).copied() {
+        match cols.get(&f.name).map(|c| c.ty) {
             // A type we do not map: Postgres converts the text or says why not.
             Some(None) => {}
             Some(Some(have)) => {
@@ -397,7 +391,7 @@ pub(crate) async fn ensure_table(
                 tx.batch_execute(&widen_column_sql(table, &f.name, have, want))
                     .await?;
                 tracing::info!(table, column = %f.name, from = have.pg_type(), to = want.pg_type(), "widened column");
-                cols.insert(f.name.clone(), Some(want));
+                cols.insert(f.name.clone(), Column::of(want.pg_type()));
             }
             None => {
                 if !auto_evolve {
@@ -416,7 +410,7 @@ pub(crate) async fn ensure_table(
                 ))
                 .await?;
                 tracing::info!(table, column = %f.name, ty = f.ty.pg_type(), "added column");
-                cols.insert(f.name.clone(), Some(f.ty));
+                cols.insert(f.name.clone(), Column::of(f.ty.pg_type()));
             }
         }
     }
@@ -514,50 +508,6 @@ pub(crate) fn delete_sql(table: &str) -> String {
     )
 }
 
-/// The COPY text of `rows` for the columns `fields` (+ the Kafka coordinates
-/// for `pk.mode=kafka`) + file, row, trace id.
-pub(crate) fn copy_text(rows: &[SinkRow], fields: &[Field], pk: &PkMode) -> Vec<u8> {
-    let kafka = matches!(pk, PkMode::Kafka(_));
-    let mut out = Vec::with_capacity(rows.len() * 256);
-    // Column position of each field, per distinct schema.
-    let mut last: Option<(&Arc<Schema>, Vec<Option<usize>>)> = None;
-    for r in rows {
-        if !last
-            .as_ref()
-            .is_some_and(|(s, _)| Arc::ptr_eq(s, &r.schema))
-        {
-            let idx = fields
-                .iter()
-                .map(|f| r.schema.fields.iter().position(|g| g.name == f.name))
-                .collect();
-            last = Some((&r.schema, idx));
-        }
-        let Some((_, idx)) = &last else { continue };
-        for i in idx {
-            push_copy_value(&mut out, i.and_then(|i| r.values.get(i)));
-            out.push(b'\t');
-        }
-        if kafka {
-            push_copy_text(&mut out, &r.topic);
-            out.push(b'\t');
-            out.extend_from_slice(r.partition.to_string().as_bytes());
-            out.push(b'\t');
-            out.extend_from_slice(r.offset.to_string().as_bytes());
-            out.push(b'\t');
-        }
-        push_copy_text(&mut out, &r.file);
-        out.push(b'\t');
-        out.extend_from_slice(r.row.to_string().as_bytes());
-        out.push(b'\t');
-        match &r.trace_id {
-            Some(t) => push_copy_text(&mut out, t),
-            None => out.extend_from_slice(b"\\N"),
-        }
-        out.push(b'\n');
-    }
-    out
-}
-
 /// What one batch wrote.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
@@ -627,13 +577,20 @@ async fn stage_and_write(
     fields: &[Field],
     spec: WriteSpec<'_>,
 ) -> Result<Written, WriteError> {
-    let mut cols: Vec<String> = written_columns(fields, spec.pk)
+    let mut names = written_columns(fields, spec.pk);
+    names.extend(lineage::SENT.map(String::from));
+    let known = cache.tables.get(table);
+    let wires: Option<Vec<Wire>> = names
         .iter()
-        .map(|c| quote_ident(c))
+        .map(|n| known.and_then(|cols| cols.get(n)).and_then(|c| c.wire))
         .collect();
-    cols.extend(lineage::SENT.map(quote_ident));
+    let cols: Vec<String> = names.iter().map(|c| quote_ident(c)).collect();
     let cols = cols.join(", ");
-    let data = Bytes::from(copy_text(rows, fields, spec.pk));
+    let (data, binary) = copy_data(rows, fields, spec.pk, wires.as_deref());
+    let data = CopyData {
+        bytes: Bytes::from(data),
+        binary,
+    };
     let keyed = !spec.pk.columns().is_empty();
     let direct = match spec.mode {
         // Without a key nothing conflicts: the insert is the copy.
@@ -697,16 +654,24 @@ async fn has_unique_key(
     Ok(found)
 }
 
-/// `COPY` of `data` (text format) into `columns` of `table` (quoted).
+/// One batch's `COPY` data (see [`crate::copy`]).
+struct CopyData {
+    bytes: Bytes,
+    binary: bool,
+}
+
+/// `COPY` of `data` into `columns` of `table` (quoted).
 async fn copy_in(
     tx: &Transaction<'_>,
     table: &str,
     columns: &str,
-    data: &Bytes,
+    data: &CopyData,
 ) -> Result<u64, tokio_postgres::Error> {
+    let format = if data.binary { " (FORMAT binary)" } else { "" };
     let sink = tx
-        .copy_in::<_, Bytes>(&format!("COPY {table} ({columns}) FROM STDIN"))
+        .copy_in::<_, Bytes>(&format!("COPY {table} ({columns}) FROM STDIN{format}"))
         .await?;
+    let data = &data.bytes;
     let mut sink = pin!(sink);
     let mut at = 0;
     while at < data.len() {
@@ -720,6 +685,7 @@ async fn copy_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::copy::copy_text;
 
     fn schema(fields: &[(&str, FieldType)]) -> Arc<Schema> {
         Arc::new(Schema {
@@ -983,12 +949,5 @@ mod tests {
         );
         let text = String::from_utf8(copy_text(&rows, &f, &PkMode::RecordKey)).expect("utf8");
         assert_eq!(text, "1\t\\N\tf\t1\t\\N\n0.5\ttrue\tg\t1\t\\N\n");
-    }
-
-    #[test]
-    fn copy_text_escapes() {
-        let mut out = Vec::new();
-        push_copy_text(&mut out, "a\tb\nc\\d\re\0f");
-        assert_eq!(out, br"a\tb\nc\\d\ref".to_vec());
     }
 }

@@ -86,13 +86,59 @@ pub struct Ports {
 const FIRST_PORT: u16 = 20_000;
 const LAST_PORT: u16 = 32_000;
 
-/// The ports of a block for `workers` connect-manager workers: postgres, kafka,
-/// sftp, otlp, jaeger, a REST port per worker, then the four services' gRPC
-/// ports and one more per further worker (etlctl puts worker k on REST rest+k
-/// and gRPC base+3+k, so each sequence needs its room: 10 ports for one
-/// worker, 14 for three).
-fn block(workers: u16) -> u16 {
-    5 + workers + 4 + (workers - 1)
+/// Where the ports of a block starting at `first` go: postgres, kafka, sftp,
+/// otlp, jaeger, a REST port per worker, then the gRPC ports (etlctl puts
+/// worker k on REST rest+k and gRPC base+3+k, so each sequence has its room).
+fn layout(first: u16, workers: u16) -> Ports {
+    Ports {
+        postgres: first,
+        kafka: first + 1,
+        sftp: first + 2,
+        otlp: first + 3,
+        jaeger: first + 4,
+        rest: first + 5,
+        grpc_base: first + 5 + workers,
+        workers,
+    }
+}
+
+impl Ports {
+    /// The ports `etlctl up` listens on with these flags, as etlctl's own
+    /// plan enumerates them (so a change there cannot go unnoticed here).
+    fn listeners(&self) -> Vec<u16> {
+        let plan = etlctl::stack::plan::Ports {
+            postgres: self.postgres,
+            kafka: self.kafka,
+            sftp: self.sftp,
+            grpc_base: self.grpc_base,
+            rest: self.rest,
+            otlp: self.otlp,
+            jaeger: self.jaeger,
+        };
+        let mut ports = plan.infra();
+        ports.extend(plan.collector());
+        ports.extend(plan.services(self.workers));
+        ports.into_iter().map(|(_, port, _)| port).collect()
+    }
+}
+
+/// The size of a block for `workers` connect-manager workers, checking that
+/// [`layout`] puts each of etlctl's listeners on a port of its own inside the
+/// block: 10 ports for one worker, 14 for three.
+fn block(workers: u16) -> Result<u16> {
+    let probe = layout(0, workers);
+    let mut ports = probe.listeners();
+    let n = ports.len();
+    ports.sort_unstable();
+    ports.dedup();
+    let size = u16::try_from(n).map_err(|_| Error::Config(format!("{n} ports per stack")))?;
+    if ports.len() != n || ports.last().is_some_and(|&last| last >= size) {
+        return Err(Error::Config(format!(
+            "etl-bench's port layout does not fit etlctl's plan for {workers} workers: \
+             {probe:?} listens on {ports:?}"
+        )));
+    }
+    Ok(size)
 }
 
 impl Ports {
@@ -101,7 +147,7 @@ impl Ports {
     /// `etlctl up` checks them again and says which is busy.
     pub fn pick(workers: u16) -> Result<Ports> {
         let workers = workers.max(1);
-        let size = block(workers);
+        let size = block(workers)?;
         let span = u32::from((LAST_PORT - FIRST_PORT) / size);
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -116,16 +162,7 @@ impl Ports {
                 .map_while(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).ok())
                 .collect();
             if held.len() == usize::from(size) {
-                return Ok(Ports {
-                    postgres: first,
-                    kafka: first + 1,
-                    sftp: first + 2,
-                    otlp: first + 3,
-                    jaeger: first + 4,
-                    rest: first + 5,
-                    grpc_base: first + 5 + workers,
-                    workers,
-                });
+                return Ok(layout(first, workers));
             }
         }
         Err(Error::Config(format!(
@@ -726,22 +763,16 @@ mod tests {
         for workers in [1, 3] {
             let p = Ports::pick(workers).expect("a free block");
             assert_eq!(p.workers, workers);
-            let mut all = vec![p.postgres, p.kafka, p.sftp, p.otlp, p.jaeger];
-            for k in 0..workers {
-                all.push(p.rest + k);
-            }
-            all.extend(p.grpc_base..p.grpc_base + 4);
-            // etlctl's worker k ≥ 1: gRPC base+3+k.
-            all.extend((1..workers).map(|k| p.grpc_base + 3 + k));
-            let mut sorted = all.clone();
-            sorted.sort_unstable();
-            sorted.dedup();
-            assert_eq!(sorted.len(), all.len(), "{p:?}");
-            assert_eq!(sorted.len(), usize::from(block(workers)), "{p:?}");
-            assert_eq!(sorted[sorted.len() - 1] - sorted[0], block(workers) - 1);
-            assert!(p.postgres >= FIRST_PORT && sorted[sorted.len() - 1] < LAST_PORT + 20);
+            let mut all = p.listeners();
+            let size = block(workers).expect("the layout fits");
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), usize::from(size), "{p:?}");
+            assert_eq!(all[all.len() - 1] - all[0], size - 1, "{p:?}");
+            assert!(p.postgres >= FIRST_PORT && all[all.len() - 1] < LAST_PORT + 20);
         }
-        assert_eq!(block(1), 10);
+        assert_eq!(block(1).expect("fits"), 10);
+        assert_eq!(block(3).expect("fits"), 14);
     }
 
     #[test]

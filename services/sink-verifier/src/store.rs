@@ -1261,12 +1261,8 @@ async fn record_twins(
             twins.rows = plan.rows.len() as u64;
         }
         if !plan.first_twins.is_empty() {
-            let (digests, runs): (Vec<i64>, Vec<&str>) = plan
-                .first_twins
-                .iter()
-                .map(|(d, run)| (*d as i64, run.as_str()))
-                .unzip();
-            let mut locked: Vec<&str> = runs.clone();
+            let digests: Vec<i64> = plan.first_twins.iter().map(|(d, _)| *d as i64).collect();
+            let mut locked: Vec<&str> = plan.first_twins.iter().map(|(_, r)| r.as_str()).collect();
             locked.sort_unstable();
             locked.dedup();
             // Every run is locked before its files' results change (the
@@ -1277,18 +1273,37 @@ async fn record_twins(
                 &[&locked],
             )
             .await?;
-            twins.earlier = add_twinned(
-                tx,
-                "SELECT f.file_name, g.n \
-                 FROM etl_verifier.file_digests d \
-                 JOIN etl_verifier.files f USING (file_name) \
-                 CROSS JOIN LATERAL unnest(d.digests) WITH ORDINALITY AS g(digest, n) \
-                 WHERE d.digests && $1 AND f.verified AND f.columns = $3 \
-                   AND (g.digest, f.run_id) IN \
-                       (SELECT * FROM unnest($1::bigint[], $2::text[]))",
-                &[&digests, &runs, &m.columns],
-            )
-            .await?;
+            // The files of those runs holding any of the digests (by the GIN
+            // index), whose rows with them are found here, not in SQL (see
+            // `duplicates::first_twin_rows`).
+            let mut candidates = Vec::new();
+            for r in tx
+                .query(
+                    "SELECT f.file_name, f.run_id, d.digests \
+                     FROM etl_verifier.file_digests d \
+                     JOIN etl_verifier.files f USING (file_name) \
+                     WHERE d.digests && $1 AND f.verified AND f.columns = $3 \
+                       AND f.run_id = ANY($2)",
+                    &[&digests, &locked, &m.columns],
+                )
+                .await?
+            {
+                let digests: Vec<i64> = r.try_get(2)?;
+                candidates.push((
+                    r.try_get::<_, String>(0)?,
+                    r.try_get::<_, String>(1)?,
+                    digests.into_iter().map(|d| d as u64).collect::<Vec<u64>>(),
+                ));
+            }
+            let (files, rows) = duplicates::first_twin_rows(&plan.first_twins, &candidates);
+            if !files.is_empty() {
+                twins.earlier = add_twinned(
+                    tx,
+                    "SELECT * FROM unnest($1::text[], $2::bigint[])",
+                    &[&files, &rows],
+                )
+                .await?;
+            }
         }
         twins.originals = originals_of(tx, m).await?;
         // A copy holds as many rows as its original, every one with a twin there.

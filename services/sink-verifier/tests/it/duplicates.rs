@@ -192,6 +192,77 @@ async fn overlapping_rows_are_reported_and_both_runs_pass() -> TestResult {
     Ok(())
 }
 
+/// The demo generator's sentence pool shares rows between every file of two
+/// runs: a later run's file first-twins rows spread over several files of an
+/// earlier run, one line of which that run holds twice, in two files. Each of
+/// those rows is twinned once, in the file that holds it, and a file of the
+/// earlier run sharing nothing stays without overlap.
+#[tokio::test]
+async fn first_twins_spread_over_the_earlier_runs_files_are_each_found() -> TestResult {
+    let mut h = start("review", true, NO_POLL).await?;
+    let pool = review_rows("pool", 6);
+    let own = review_rows("own", 3);
+    let (early, late) = ("run-early", "run-late");
+    let file = |run: &str, n: usize| format!("{run}__demo__chunk_{n:06}.csv");
+    // run-early: pool rows 0..3 in its first file, rows 3 and 0 again (the
+    // line twice in one run) and 4 in its second, and a third file of its own.
+    let early_files = [
+        vec![pool[0].clone(), pool[1].clone(), pool[2].clone()],
+        vec![pool[3].clone(), pool[0].clone(), pool[4].clone()],
+        own.clone(),
+    ];
+    // run-late: one file with pool rows 0, 3, 4 and 5 (5 is new).
+    let late_rows = vec![
+        pool[0].clone(),
+        pool[3].clone(),
+        pool[4].clone(),
+        pool[5].clone(),
+    ];
+    for (n, rows) in early_files.iter().enumerate() {
+        h.register(manifest(early, &file(early, n), &REVIEW_COLUMNS, rows))
+            .await?;
+    }
+    h.complete(early, early_files.len() as u64).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for (n, rows) in early_files.iter().enumerate() {
+        h.insert_reviews(&file(early, n), &numbered(rows), true)
+            .await?;
+    }
+    let report = h.watch_until(early, WAIT, |r| r.complete).await?;
+    assert_eq!(
+        (report.state.as_str(), report.overlapping_rows),
+        ("PASSED", 0),
+        "a line twice within one run is no overlap: {report:?}"
+    );
+
+    h.register(manifest(late, &file(late, 0), &REVIEW_COLUMNS, &late_rows))
+        .await?;
+    h.complete(late, 1).await?;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.insert_reviews(&file(late, 0), &numbered(&late_rows), true)
+        .await?;
+    let report = h.watch_until(late, WAIT, |r| r.complete).await?;
+    assert_eq!(report.state, "PASSED", "{report:?}");
+    assert_eq!(report.overlapping_rows, 3, "{report:?}");
+
+    // Rows 1 of the first file, 1 and 2 and 3 of the second (pool rows 0
+    // twice, 3 and 4), nothing of the third.
+    let report = h.report(early).await?;
+    assert_eq!(report.state, "PASSED", "{report:?}");
+    let per_file: Vec<(String, u64)> = report
+        .file_reports
+        .iter()
+        .map(|f| (f.file_name.clone(), f.overlapping_rows))
+        .collect();
+    assert_eq!(
+        per_file,
+        [(file(early, 0), 1), (file(early, 1), 3), (file(early, 2), 0)],
+        "{report:?}"
+    );
+    assert_eq!(report.overlapping_rows, 4, "{report:?}");
+    Ok(())
+}
+
 /// A file nobody registered is read again at each NOTIFY: while it holds
 /// exactly a registered file's rows it is that file's copy (and fails the
 /// original's run); once more rows landed under it, it is not, and the rows it

@@ -62,6 +62,8 @@ pub struct Settings {
     pub quick: bool,
     /// Connectors applied and one file sent before the burst.
     pub warmup: bool,
+    /// A second burst (seed + 2) after the steady phase, on the same stack.
+    pub second_burst: bool,
     /// The gateway account profile the steady files were uploaded with.
     pub steady_profile: String,
     /// connect-manager worker counts of the scale-out series (empty: not run).
@@ -170,7 +172,25 @@ pub struct StorageReport {
     #[serde(flatten)]
     pub resources: Resources,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_burst: Option<SecondBurst>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing_overhead: Option<TracingOverhead>,
+}
+
+/// The same demo with another seed on a stack that holds the first burst:
+/// rows that overlap a landed run's cost the verifier more.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SecondBurst {
+    pub seed: u64,
+    pub run_id: String,
+    pub passed: bool,
+    pub rows_landed: u64,
+    /// Rows of this run whose content an earlier file holds.
+    pub overlapping_rows: u64,
+    pub elapsed_ms: u64,
+    pub rows_per_s: f64,
+    /// elapsed_ms ÷ the first burst's.
+    pub ratio_to_first: Option<f64>,
 }
 
 /// The burst's throughput with tracing exported and with `--no-tracing`.
@@ -440,6 +460,39 @@ impl BenchReport {
             cells(&lat(|s| s.max_schedule_lag_ms)),
             "",
         );
+
+        if st.second_burst {
+            t.section(&format!(
+                "second burst: seed {} on the same stack, after the steady phase (rows overlap the first's)",
+                st.seed + 2
+            ));
+            let second = |f: fn(&SecondBurst) -> String| {
+                move |s: &StorageReport| s.second_burst.as_ref().map_or("—".to_owned(), f)
+            };
+            t.row(
+                "end to end (× first burst)",
+                cells(&second(|b| {
+                    format!(
+                        "{} ({})",
+                        ms_text(b.elapsed_ms as f64),
+                        ratio_text(b.ratio_to_first)
+                    )
+                })),
+                "",
+            );
+            t.row(
+                "rows landed / overlapping / verdict",
+                cells(&second(|b| {
+                    format!(
+                        "{} / {} · {}",
+                        group(b.rows_landed),
+                        group(b.overlapping_rows),
+                        if b.passed { "PASSED" } else { "FAILED" }
+                    )
+                })),
+                "",
+            );
+        }
 
         t.section("resources");
         t.row(
@@ -820,8 +873,50 @@ mod tests {
                 .collect(),
                 ..Resources::default()
             },
+            second_burst: None,
             tracing_overhead: None,
         }
+    }
+
+    #[test]
+    fn the_second_burst_is_reported_beside_the_first_when_it_ran() {
+        let mut with = storage("memory", 2_000, 10.0);
+        with.second_burst = Some(SecondBurst {
+            seed: 44,
+            run_id: "run-2".to_owned(),
+            passed: true,
+            rows_landed: 92_959,
+            overlapping_rows: 11_013,
+            elapsed_ms: 3_000,
+            rows_per_s: 30_986.3,
+            ratio_to_first: Some(1.5),
+        });
+        let mut report = BenchReport {
+            memory: Some(with),
+            durable: Some(storage("durable", 2_000, 10.0)),
+            settings: Settings {
+                seed: 42,
+                second_burst: true,
+                ..Settings::default()
+            },
+            ..BenchReport::default()
+        };
+        report.evaluate();
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+        assert_eq!(json["memory"]["second_burst"]["elapsed_ms"], 3_000);
+        assert_eq!(json["memory"]["second_burst"]["overlapping_rows"], 11_013);
+        assert_eq!(json["memory"]["second_burst"]["ratio_to_first"], 1.5);
+        assert!(json["durable"].get("second_burst").is_none());
+        let text = report.render();
+        assert!(
+            text.contains("second burst: seed 44 on the same stack"),
+            "{text}"
+        );
+        assert!(text.contains("3,000 ms (1.50×)"), "{text}");
+        assert!(text.contains("92,959 / 11,013 · PASSED"), "{text}");
+
+        report.settings.second_burst = false;
+        assert!(!report.render().contains("second burst"));
     }
 
     #[test]

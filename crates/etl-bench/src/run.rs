@@ -22,8 +22,8 @@ use crate::burst::{self, Burst, Windows, per_second, ratio};
 use crate::error::{Error, Result};
 use crate::floors::{self, Floors, ms};
 use crate::report::{
-    self, BenchReport, Machine, ScaleBurst, ScaleReport, ScaleRun, Settings, StorageReport,
-    TracingOverhead,
+    self, BenchReport, Machine, ScaleBurst, ScaleReport, ScaleRun, SecondBurst, Settings,
+    StorageReport, TracingOverhead,
 };
 use crate::resources::{self, Resources};
 use crate::stack::{BROKER, Ports, Stack, Storage};
@@ -125,6 +125,15 @@ pub struct Config {
     /// burst includes the connectors' start.
     #[arg(long, env = "ETL_BENCH_NO_WARMUP")]
     pub no_warmup: bool,
+
+    /// Skip the second burst: after the steady phase, the same number of rows
+    /// with seed + 2 on the same stack. The demo generator's sentence pool
+    /// makes about a tenth of its rows overlap the first burst's, in every
+    /// file, so it measures what the verifier's content-duplicate checks cost
+    /// when a run's rows already landed (the first burst has nothing to
+    /// compare with).
+    #[arg(long, env = "ETL_BENCH_NO_SECOND_BURST")]
+    pub no_second_burst: bool,
 
     /// The gateway account the steady files are uploaded with, by profile:
     /// upload (the extractor's account, as the pipeline uploads) or full
@@ -294,6 +303,7 @@ pub async fn run(config: &Config) -> Result<BenchReport> {
             tracing: !config.no_tracing,
             quick: config.quick,
             warmup: !config.no_warmup,
+            second_burst: !config.no_second_burst,
             steady_profile: config.steady_profile.clone(),
             scale_workers: config.scale_workers(),
             scale_steady_seconds: config
@@ -901,6 +911,12 @@ async fn on_a_running_stack(
         steady.latency_ms.p50, steady.latency_ms.p99, steady.files_landed, steady.files
     );
 
+    let second_burst = if config.no_second_burst {
+        None
+    } else {
+        Some(second_burst(config, stack, r.elapsed_ms).await?)
+    };
+
     // Last samples, just before `down`.
     let last_info = stack.info()?;
     let last = resources::snapshot(&last_info.processes());
@@ -937,6 +953,46 @@ async fn on_a_running_stack(
             cpu_s_total: resources::cpu_total(&last),
             restarts,
         },
+        second_burst,
         tracing_overhead: None,
+    })
+}
+
+/// The second burst (see `Config::no_second_burst`), compared with the first
+/// one's `first_ms`.
+async fn second_burst(config: &Config, stack: &Stack, first_ms: u64) -> Result<SecondBurst> {
+    let name = stack.storage().name();
+    let seed = config.seed + 2;
+    eprintln!(
+        "etl-bench: {name}: second burst of {} rows, seed {seed}",
+        config.rows()
+    );
+    let demo = stack
+        .demo(
+            config.rows(),
+            seed,
+            config.chunk_size,
+            &config.connectors_dir,
+            Duration::from_secs(config.demo_timeout),
+        )
+        .await?;
+    let r = &demo.report;
+    eprintln!(
+        "etl-bench: {name}: second burst {} rows landed in {} ms, {} overlapping ({})",
+        r.rows_landed,
+        r.elapsed_ms,
+        r.overlapping_rows,
+        if demo.passed { "PASSED" } else { "FAILED" }
+    );
+    Ok(SecondBurst {
+        seed,
+        run_id: r.run_id.clone(),
+        passed: demo.passed,
+        rows_landed: r.rows_landed,
+        overlapping_rows: r.overlapping_rows,
+        elapsed_ms: r.elapsed_ms,
+        rows_per_s: per_second(r.rows_landed, r.elapsed_ms as f64),
+        ratio_to_first: (first_ms > 0)
+            .then(|| (r.elapsed_ms as f64 / first_ms as f64 * 100.0).round() / 100.0),
     })
 }

@@ -723,6 +723,8 @@ pub struct DemoReport {
     pub rows_generated: u64,
     pub rows_expected: u64,
     pub rows_landed: u64,
+    /// Rows whose content also landed under another file (not a copy).
+    pub overlapping_rows: u64,
     pub files: u64,
     /// StartRun to the verifier's complete report, measured by etlctl.
     pub elapsed_ms: u64,

@@ -256,7 +256,11 @@ async fn first_twins_spread_over_the_earlier_runs_files_are_each_found() -> Test
         .collect();
     assert_eq!(
         per_file,
-        [(file(early, 0), 1), (file(early, 1), 3), (file(early, 2), 0)],
+        [
+            (file(early, 0), 1),
+            (file(early, 1), 3),
+            (file(early, 2), 0)
+        ],
         "{report:?}"
     );
     assert_eq!(report.overlapping_rows, 4, "{report:?}");

@@ -26,7 +26,7 @@ use crate::report::{
     StorageReport, TracingOverhead,
 };
 use crate::resources::{self, Resources};
-use crate::stack::{BROKER, Ports, Stack, Storage};
+use crate::stack::{BROKER, DemoRun, Ports, Stack, Storage};
 use crate::steady::{self, Plan};
 
 /// Measures file-etl on the local stack (private ports and directories, so a
@@ -430,23 +430,8 @@ async fn scale_run(
     then_down(&stack, async {
         let info = stack.info()?;
         let warmup_ms = warm_up(config, &stack, &info.postgres.url).await?;
-        eprintln!("etl-bench: {name}: burst of {} rows", config.rows());
-        let demo = stack
-            .demo(
-                config.rows(),
-                config.seed,
-                config.chunk_size,
-                &config.connectors_dir,
-                Duration::from_secs(config.demo_timeout),
-            )
-            .await?;
+        let demo = demo(config, &stack, "burst", config.seed).await?;
         let r = &demo.report;
-        eprintln!(
-            "etl-bench: {name}: burst {} rows landed in {} ms ({})",
-            r.rows_landed,
-            r.elapsed_ms,
-            if demo.passed { "PASSED" } else { "FAILED" }
-        );
         // Where the tasks ran is a figure of the run, not a condition of it.
         let tasks = match stack.tasks().await {
             Ok(tasks) => Some(tasks),
@@ -632,16 +617,7 @@ async fn measure(
         up(&off).await?;
         let burst = then_down(&off, async {
             warm_up(config, &off, &off.info()?.postgres.url).await?;
-            eprintln!("etl-bench: {name}: burst with --no-tracing");
-            let demo = off
-                .demo(
-                    config.rows(),
-                    config.seed,
-                    config.chunk_size,
-                    &config.connectors_dir,
-                    Duration::from_secs(config.demo_timeout),
-                )
-                .await?;
+            let demo = demo(config, &off, "burst with --no-tracing", config.seed).await?;
             Ok(demo.report.rows_per_second)
         })
         .await?;
@@ -747,25 +723,10 @@ async fn on_a_running_stack(
     let warmup_ms = warm_up(config, stack, &info.postgres.url).await?;
 
     // Burst, with every process sampled around it.
-    eprintln!("etl-bench: {name}: burst of {} rows", config.rows());
     let before = resources::snapshot(&info.processes());
-    let demo = stack
-        .demo(
-            config.rows(),
-            config.seed,
-            config.chunk_size,
-            &config.connectors_dir,
-            Duration::from_secs(config.demo_timeout),
-        )
-        .await?;
+    let demo = demo(config, stack, "burst", config.seed).await?;
     let after = resources::snapshot(&stack.info()?.processes());
     let r = &demo.report;
-    eprintln!(
-        "etl-bench: {name}: burst {} rows landed in {} ms ({})",
-        r.rows_landed,
-        r.elapsed_ms,
-        if demo.passed { "PASSED" } else { "FAILED" }
-    );
 
     let spans = match &info.tracing.jaeger_url {
         Some(url) if !config.no_tracing => {
@@ -958,13 +919,12 @@ async fn on_a_running_stack(
     })
 }
 
-/// The second burst (see `Config::no_second_burst`), compared with the first
-/// one's `first_ms`.
-async fn second_burst(config: &Config, stack: &Stack, first_ms: u64) -> Result<SecondBurst> {
+/// One `etlctl demo` of the configured size on `stack` with `seed`, its start
+/// and outcome logged under `what`.
+async fn demo(config: &Config, stack: &Stack, what: &str, seed: u64) -> Result<DemoRun> {
     let name = stack.storage().name();
-    let seed = config.seed + 2;
     eprintln!(
-        "etl-bench: {name}: second burst of {} rows, seed {seed}",
+        "etl-bench: {name}: {what} of {} rows, seed {seed}",
         config.rows()
     );
     let demo = stack
@@ -978,12 +938,21 @@ async fn second_burst(config: &Config, stack: &Stack, first_ms: u64) -> Result<S
         .await?;
     let r = &demo.report;
     eprintln!(
-        "etl-bench: {name}: second burst {} rows landed in {} ms, {} overlapping ({})",
+        "etl-bench: {name}: {what}: {} rows landed in {} ms, {} overlapping ({})",
         r.rows_landed,
         r.elapsed_ms,
         r.overlapping_rows,
         if demo.passed { "PASSED" } else { "FAILED" }
     );
+    Ok(demo)
+}
+
+/// The second burst (see `Config::no_second_burst`), compared with the first
+/// one's `first_ms`.
+async fn second_burst(config: &Config, stack: &Stack, first_ms: u64) -> Result<SecondBurst> {
+    let seed = config.seed + 2;
+    let demo = demo(config, stack, "second burst", seed).await?;
+    let r = &demo.report;
     Ok(SecondBurst {
         seed,
         run_id: r.run_id.clone(),

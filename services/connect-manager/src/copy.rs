@@ -288,20 +288,7 @@ mod tests {
     use etl_core::FieldType;
 
     use super::*;
-
-    fn schema(fields: &[(&str, FieldType)]) -> Arc<Schema> {
-        Arc::new(Schema {
-            name: "t".into(),
-            fields: fields
-                .iter()
-                .map(|(n, t)| Field {
-                    name: n.to_string(),
-                    ty: *t,
-                    optional: true,
-                })
-                .collect(),
-        })
-    }
+    use crate::postgres::tests::schema;
 
     fn row(schema: &Arc<Schema>, values: Vec<Value>, trace: Option<&str>) -> SinkRow {
         SinkRow {

@@ -683,11 +683,12 @@ async fn copy_in(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::copy::copy_text;
 
-    fn schema(fields: &[(&str, FieldType)]) -> Arc<Schema> {
+    /// A schema of optional fields, as the sink's tests (here and in `copy`) use.
+    pub(crate) fn schema(fields: &[(&str, FieldType)]) -> Arc<Schema> {
         Arc::new(Schema {
             name: "review".into(),
             fields: fields

@@ -1343,6 +1343,25 @@ impl Registry {
         }
     }
 
+    /// Distributed mode: what the status topic should say of a task this
+    /// worker ran and no longer runs, as Kafka Connect's workers write it:
+    /// PAUSED while its connector is paused, UNASSIGNED while it waits for
+    /// its next worker (it moved, or restarts). None when there is nothing to
+    /// say: the connector is deleted, stopped or invalid here, or has fewer
+    /// tasks now.
+    pub(crate) fn idle_state(&self, name: &str, task: u32) -> Option<&'static str> {
+        let c = self.map().get(name).cloned()?;
+        let inner = c.lock();
+        if inner.deleted || inner.parsed.is_err() || task as usize >= inner.tasks.len() {
+            return None;
+        }
+        match inner.target {
+            TargetState::Started => Some(State::Unassigned.as_str()),
+            TargetState::Paused => Some(State::Paused.as_str()),
+            TargetState::Stopped => None,
+        }
+    }
+
     /// The tasks running on this worker: connector, task id, state and counters.
     pub(crate) fn local_statuses(&self) -> Vec<(String, u32, &'static str, Metrics)> {
         let all: Vec<(String, Arc<Connector>)> = self

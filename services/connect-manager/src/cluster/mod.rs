@@ -504,6 +504,10 @@ impl Cluster {
             .set("session.timeout.ms", SESSION_TIMEOUT_MS)
             .set("heartbeat.interval.ms", "1000")
             .set("enable.auto.commit", "false")
+            // Bounds how long a member that somehow joined without seeing the
+            // assignment topic stays without slots (see below); librdkafka's
+            // default is 5 minutes.
+            .set("topic.metadata.refresh.interval.ms", "10000")
             .set("log.connection.close", "false")
             .create()
         {
@@ -513,6 +517,21 @@ impl Cluster {
                 return;
             }
         };
+        // The assignment topic was just created (by this worker or another),
+        // and a broker lists a new topic in its metadata a moment after
+        // CreateTopics answers. A member subscribed before its client saw the
+        // topic joins with no topic ("Subscribed topic not available"), gets
+        // no slot, and only rejoins at its next metadata refresh. CI logged
+        // that error from the three workers of a test cluster that then ran
+        // its three sink tasks on two of them. So the subscription waits
+        // until this client's own metadata lists the topic's partitions.
+        while partitions(&consumer, &topic).is_none() {
+            if shutdown.is_triggered() {
+                return;
+            }
+            tracing::debug!(%group, %topic, "waiting for the assignment topic's metadata");
+            pause(Duration::from_millis(200));
+        }
         if let Err(e) = consumer.subscribe(&[&topic]) {
             tracing::error!(%group, %topic, error = %e, "cannot join the worker group; this worker runs no task");
             return;
@@ -576,7 +595,15 @@ impl Cluster {
         consumer.unsubscribe();
     }
 
-    /// Publishes the status of the tasks running here whenever it changes.
+    /// Publishes the status of the tasks running here whenever it changes,
+    /// and the last word on a task that stopped running here (PAUSED or
+    /// UNASSIGNED, see `Registry::idle_state`), as Kafka Connect's workers do.
+    /// Without that last word every worker kept showing a task RUNNING on the
+    /// worker it had left until its new worker spoke, and a paused one
+    /// RUNNING in the topic. Records cross: the old worker's UNASSIGNED may
+    /// land after the new worker's RUNNING. So the old worker speaks only
+    /// while the topic's last word on the task is still its own, and a worker
+    /// running a task whose last word is another worker's says it again.
     async fn publish_statuses(self: Arc<Self>, registry: Arc<Registry>, shutdown: Shutdown) {
         let mut last: HashMap<(String, u32), TaskStatusRecord> = HashMap::new();
         let mut generation = 0u64;
@@ -585,7 +612,12 @@ impl Cluster {
                 return;
             }
             let worker_id = self.rest_id();
-            for (name, task, state, metrics) in registry.local_statuses() {
+            let running = registry.local_statuses();
+            let here: BTreeSet<(String, u32)> = running
+                .iter()
+                .map(|(name, task, ..)| (name.clone(), *task))
+                .collect();
+            for (name, task, state, metrics) in running {
                 let trace = (state == "FAILED" && !metrics.last_error.is_empty())
                     .then(|| metrics.last_error.clone());
                 let mut record = TaskStatusRecord {
@@ -599,27 +631,67 @@ impl Cluster {
                 let key = (name, task);
                 if let Some(prev) = last.get(&key) {
                     record.generation = prev.generation;
-                    if *prev == record {
+                    if *prev == record && self.last_word_is_mine(&key) != Some(false) {
                         continue;
                     }
                 }
                 generation += 1;
                 record.generation = generation;
-                let Ok(value) = serde_json::to_vec(&record) else {
+                if self.send_status(&key, &record).await {
+                    last.insert(key, record);
+                }
+            }
+            let left: Vec<(String, u32)> = last
+                .keys()
+                .filter(|key| !here.contains(*key))
+                .cloned()
+                .collect();
+            for key in left {
+                let Some(prev) = last.remove(&key) else {
                     continue;
                 };
-                let k = records::task_status_key(&key.0, key.1);
-                let r = FutureRecord::to(&self.config.status_topic)
-                    .key(&k)
-                    .payload(&value);
-                match self.producer.send(r, Duration::from_secs(5)).await {
-                    Ok(_) => {
-                        last.insert(key, record);
-                    }
-                    Err((e, _)) => {
-                        tracing::debug!(error = %e, key = %k, "cannot publish a task status")
-                    }
+                let Some(state) = registry.idle_state(&key.0, key.1) else {
+                    continue;
+                };
+                if self.last_word_is_mine(&key) != Some(true) {
+                    continue;
                 }
+                generation += 1;
+                let record = TaskStatusRecord {
+                    state: state.to_string(),
+                    trace: None,
+                    worker_id: worker_id.clone(),
+                    generation,
+                    worker: self.worker.clone(),
+                    metrics: prev.metrics,
+                };
+                self.send_status(&key, &record).await;
+            }
+        }
+    }
+
+    /// Whether the status topic's last record for a task, as read so far, is
+    /// this worker's (None: no record read).
+    fn last_word_is_mine(&self, key: &(String, u32)) -> Option<bool> {
+        lock(&self.statuses)
+            .get(key)
+            .map(|r| r.worker == self.worker)
+    }
+
+    /// Writes one task status record; false when it could not be written.
+    async fn send_status(&self, key: &(String, u32), record: &TaskStatusRecord) -> bool {
+        let Ok(value) = serde_json::to_vec(record) else {
+            return false;
+        };
+        let k = records::task_status_key(&key.0, key.1);
+        let r = FutureRecord::to(&self.config.status_topic)
+            .key(&k)
+            .payload(&value);
+        match self.producer.send(r, Duration::from_secs(5)).await {
+            Ok(_) => true,
+            Err((e, _)) => {
+                tracing::debug!(error = %e, key = %k, "cannot publish a task status");
+                false
             }
         }
     }

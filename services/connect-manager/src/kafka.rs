@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::{ClientContext, DefaultClientContext},
+    client::{Client, ClientContext, DefaultClientContext},
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaResult,
     producer::FutureProducer,
@@ -179,7 +179,54 @@ pub(crate) async fn ensure_topic_with(
             Err((_, code)) => return Err(format!("cannot create topic {topic}: {code}")),
         }
     }
-    Ok(())
+    // A broker lists a new topic in its metadata a moment after CreateTopics
+    // answers. A consumer subscribing before then does not join its group at
+    // all until its next metadata refresh (librdkafka: "no matching topics",
+    // 5 minutes by default): a sink task, or a worker of a cluster, would sit
+    // without partitions that long. So the topic is ready once it is listed.
+    let name = topic.to_string();
+    match tokio::task::spawn_blocking(move || wait_led(admin.inner(), &name, LISTED_WITHIN)).await {
+        Ok(Err(e)) => Err(format!(
+            "topic {topic} was created but is not served yet: {e}"
+        )),
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
+}
+
+/// How long a topic just created may take to be listed with its leaders.
+const LISTED_WITHIN: Duration = Duration::from_secs(10);
+
+/// Blocking: waits up to `within` until `client`'s broker lists `topic` with a
+/// leader for every partition.
+pub(crate) fn wait_led<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let led = client
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map(|m| {
+                m.topics().iter().all(|t| {
+                    t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            });
+        match led {
+            Ok(true) => return Ok(()),
+            Ok(false) if std::time::Instant::now() < deadline => {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "blocking by contract: callers run it in spawn_blocking"
+                )]
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(false) => return Err("not listed with a leader for every partition".to_string()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// A member of `group` that never subscribes: reads committed offsets for [`watch_lag`].

@@ -504,9 +504,12 @@ impl Cluster {
             .set("session.timeout.ms", SESSION_TIMEOUT_MS)
             .set("heartbeat.interval.ms", "1000")
             .set("enable.auto.commit", "false")
-            // Bounds how long a member that somehow joined without seeing the
-            // assignment topic stays without slots (see below); librdkafka's
-            // default is 5 minutes.
+            // A member whose metadata does not list the assignment topic does
+            // not join the group until its next metadata refresh (5 minutes by
+            // default): CI saw a cluster of three run every task on two of
+            // them, all three having logged "Subscribed topic not available".
+            // `create_topics` waits until the broker lists the topic; this
+            // bounds what is left (another broker of a cluster lagging).
             .set("topic.metadata.refresh.interval.ms", "10000")
             .set("log.connection.close", "false")
             .create()
@@ -517,21 +520,6 @@ impl Cluster {
                 return;
             }
         };
-        // The assignment topic was just created (by this worker or another),
-        // and a broker lists a new topic in its metadata a moment after
-        // CreateTopics answers. A member subscribed before its client saw the
-        // topic joins with no topic ("Subscribed topic not available"), gets
-        // no slot, and only rejoins at its next metadata refresh. CI logged
-        // that error from the three workers of a test cluster that then ran
-        // its three sink tasks on two of them. So the subscription waits
-        // until this client's own metadata lists the topic's partitions.
-        while partitions(&consumer, &topic).is_none() {
-            if shutdown.is_triggered() {
-                return;
-            }
-            tracing::debug!(%group, %topic, "waiting for the assignment topic's metadata");
-            pause(Duration::from_millis(200));
-        }
         if let Err(e) = consumer.subscribe(&[&topic]) {
             tracing::error!(%group, %topic, error = %e, "cannot join the worker group; this worker runs no task");
             return;

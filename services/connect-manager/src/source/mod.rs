@@ -273,28 +273,7 @@ async fn warm_up(producer: &FutureProducer, topic: &str) {
     // A topic created a moment ago may not have a leader for every partition yet;
     // the first send would then wait for librdkafka's next metadata refresh.
     let ready = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let led = producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                .map(|m| {
-                    m.topics().iter().all(|t| {
-                        t.error().is_none()
-                            && !t.partitions().is_empty()
-                            && t.partitions().iter().all(|p| p.leader() >= 0)
-                    })
-                });
-            match led {
-                Ok(true) => return Ok(()),
-                Ok(false) if std::time::Instant::now() < deadline => {
-                    #[expect(clippy::disallowed_methods, reason = "runs inside spawn_blocking")]
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Ok(false) => return Err("partitions without a leader".to_string()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        kafka::wait_led(producer.client(), &topic, Duration::from_secs(10))
     })
     .await;
     match ready {

@@ -506,8 +506,9 @@ impl Cluster {
             .set("enable.auto.commit", "false")
             // A member whose metadata does not list the assignment topic does
             // not join the group until its next metadata refresh (5 minutes by
-            // default): CI saw a cluster of three run every task on two of
-            // them, all three having logged "Subscribed topic not available".
+            // default). CI found a test cluster's three sink tasks on two of
+            // its three workers, all three having logged "Subscribed topic
+            // not available".
             // `create_topics` waits until the broker lists the topic; this
             // bounds what is left (another broker of a cluster lagging).
             .set("topic.metadata.refresh.interval.ms", "10000")

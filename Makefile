@@ -47,8 +47,11 @@ kafka: ## fetch Apache Kafka's broker jars (the stack's durable broker) when mis
 			dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$(KAFKA_LIBS)"; \
 	fi
 
+# `cargo test --workspace` builds every package's binaries for its integration tests, so
+# the end-to-end tests find all four services next to their own executables. No separate
+# `cargo build --bins` first: a dev-dependency turns on a feature of a shared crate (serde's
+# `alloc`, through criterion's ciborium), so every crate above serde was compiled twice.
 test: tansu kafka ## every test: unit, integration with real Postgres/tansu/SFTP, end to end
-	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 lint: ## rustfmt check and clippy with warnings as errors

@@ -210,12 +210,13 @@ pub fn bin_dir() -> std::path::PathBuf {
         .to_path_buf()
 }
 
-/// A workspace binary, which must have been built (`make test` builds them all).
+/// A workspace binary, which must have been built: `cargo test --workspace` (`make test`)
+/// builds every package's binaries; `cargo test -p e2e` alone builds none of them.
 pub fn bin(name: &str) -> std::path::PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` first (make test does)",
+        "{} is not built: run the whole suite (`make test`), or `cargo build --workspace --bins` first",
         path.display()
     );
     path

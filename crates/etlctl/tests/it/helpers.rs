@@ -244,9 +244,9 @@ pub(crate) fn fake_services(dir: &Path, stubborn: &[&str]) {
 }
 
 /// Fails (does not skip) unless the four service binaries are built next to etlctl:
-/// `cargo test -p etlctl` alone does not build other packages' binaries, so run
-/// `cargo build --workspace --bins` first (`make test` does). A green run always means
-/// the real services ran.
+/// `cargo test -p etlctl` alone does not build other packages' binaries: run the whole
+/// suite (`make test`, whose `cargo test --workspace` builds them), or `cargo build
+/// --workspace --bins` first. A green run always means the real services ran.
 pub(crate) fn require_binaries() {
     let bin_dir = Path::new(ETLCTL).parent().expect("bin dir").to_path_buf();
     let missing: Vec<&str> = [
@@ -260,7 +260,7 @@ pub(crate) fn require_binaries() {
     .collect();
     assert!(
         missing.is_empty(),
-        "{missing:?} not built in {}: run `cargo build --workspace --bins` first (make test does)",
+        "{missing:?} not built in {}: run the whole suite (`make test`), or `cargo build --workspace --bins` first",
         bin_dir.display()
     );
 }

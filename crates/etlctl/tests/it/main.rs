@@ -286,8 +286,8 @@ fn supervisor_restarts_crashed_services_and_stops_everything() {
 }
 
 /// The whole pipeline through `etlctl demo`. It needs the four service binaries next to
-/// etlctl: `cargo test -p etlctl` alone does not build other packages' binaries, so run
-/// `cargo build --workspace --bins` first (`make test` does). Missing binaries fail the
+/// etlctl: `cargo test -p etlctl` alone does not build other packages' binaries (`make
+/// test`'s `cargo test --workspace` does; see `require_binaries`). Missing binaries fail the
 /// test rather than skip it, so a green run always means the demo ran.
 #[test]
 fn demo_lands_every_row() {

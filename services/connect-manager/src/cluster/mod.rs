@@ -592,7 +592,8 @@ impl Cluster {
     /// RUNNING in the topic. Records cross: the old worker's UNASSIGNED may
     /// land after the new worker's RUNNING. So the old worker speaks only
     /// while the topic's last word on the task is still its own, and a worker
-    /// running a task whose last word is another worker's says it again.
+    /// running a task says it again over another worker's word that does not
+    /// say RUNNING (see `must_restate`).
     async fn publish_statuses(self: Arc<Self>, registry: Arc<Registry>, shutdown: Shutdown) {
         let mut last: HashMap<(String, u32), TaskStatusRecord> = HashMap::new();
         let mut generation = 0u64;
@@ -620,7 +621,7 @@ impl Cluster {
                 let key = (name, task);
                 if let Some(prev) = last.get(&key) {
                     record.generation = prev.generation;
-                    if *prev == record && self.last_word_is_mine(&key) != Some(false) {
+                    if *prev == record && !self.last_word_needs_mine(&key) {
                         continue;
                     }
                 }
@@ -665,6 +666,15 @@ impl Cluster {
         lock(&self.statuses)
             .get(key)
             .map(|r| r.worker == self.worker)
+    }
+
+    /// Whether this worker, running a task, must write its status again over
+    /// the topic's last record on it (`must_restate`).
+    fn last_word_needs_mine(&self, key: &(String, u32)) -> bool {
+        let statuses = lock(&self.statuses);
+        statuses
+            .get(key)
+            .is_some_and(|r| must_restate(r, &self.worker, &self.live.borrow()))
     }
 
     /// Writes one task status record; false when it could not be written.
@@ -749,9 +759,49 @@ fn tail_consumer(brokers: &str, topic: &str) -> Result<BaseConsumer, String> {
     Ok(consumer)
 }
 
+/// Whether `me`, running a task, writes its status again over `last`, the
+/// topic's last record on the task: when that record is another worker's and
+/// says the task is not running there (a PAUSED or UNASSIGNED that crossed
+/// this worker's RUNNING), or comes from a worker the group no longer lists.
+/// Two workers that both run a task for a moment, during a handover, both say
+/// RUNNING and leave each other's record alone: rewriting over a RUNNING too,
+/// each wrote over the other every half second until the old one stopped.
+/// The old one's last word, when it stops, is then left to `publish_statuses`.
+fn must_restate(last: &TaskStatusRecord, me: &str, live: &BTreeSet<String>) -> bool {
+    last.worker != me
+        && (last.state != "RUNNING" || (!live.is_empty() && !live.contains(&last.worker)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_task_is_restated_over_a_crossed_last_word_not_over_a_running_peer() {
+        let record = |worker: &str, state: &str| TaskStatusRecord {
+            state: state.into(),
+            trace: None,
+            worker_id: format!("{worker}:8083"),
+            generation: 1,
+            worker: worker.into(),
+            metrics: Default::default(),
+        };
+        let none = BTreeSet::new();
+        let both = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        let only_b = BTreeSet::from(["b".to_string()]);
+        // Another worker's last word crossed this one's RUNNING.
+        assert!(must_restate(&record("a", "UNASSIGNED"), "b", &none));
+        assert!(must_restate(&record("a", "PAUSED"), "b", &both));
+        // Both run it for a moment: no ping-pong, whether or not the broker
+        // lists the group's members.
+        assert!(!must_restate(&record("a", "RUNNING"), "b", &none));
+        assert!(!must_restate(&record("a", "RUNNING"), "b", &both));
+        // A RUNNING left by a worker that is gone.
+        assert!(must_restate(&record("a", "RUNNING"), "b", &only_b));
+        // Its own last word needs nothing more.
+        assert!(!must_restate(&record("b", "UNASSIGNED"), "b", &none));
+        assert!(!must_restate(&record("b", "RUNNING"), "b", &only_b));
+    }
 
     #[test]
     fn serves_once_it_read_the_configs_and_holds_a_share_of_the_slots() {
